@@ -1,0 +1,346 @@
+"""The pipeline's configuration: one YAML file that says what to move where.
+
+The file is `pipeline.yaml` at the repository root unless the
+`EXPORT_PIPELINE_CONFIG` environment variable names another. It is validated
+on load so that a typo fails before any export is paid for, with a message
+naming the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV_VAR = "EXPORT_PIPELINE_CONFIG"
+ENVIRONMENT_ENV_VAR = "EXPORT_PIPELINE_ENV"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "pipeline.yaml"
+
+# AWS resource names as the services accept them; checked here so that a
+# name can never smuggle quotes, slashes or spaces into an S3 key or SQL.
+_DYNAMODB_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
+_RDS_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9\-]{0,62}$")
+_MYSQL_NAME = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()\-/]*$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_BQ_PROJECT = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
+_BQ_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt option must not be ignored silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class AwsConfig(_Strict):
+    region: str = Field(description="AWS region of the tables, snapshots and export bucket.")
+    export_bucket: str = Field(description="S3 bucket the exports are written to.")
+    export_prefix: str = Field(
+        default="exports", description="Key prefix under which every export is written."
+    )
+    account_id: str | None = Field(
+        default=None, description="AWS account id; looked up with STS when not given."
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError(f"expected an AWS region such as 'eu-west-1', got {value!r}")
+        return value
+
+    @field_validator("export_bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET_NAME.match(value) or ".." in value:
+            raise ValueError(
+                "expected an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("export_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not _S3_PREFIX.match(value) or ".." in value.split("/"):
+            raise ValueError(
+                "expected an S3 key prefix of letters, digits and !_.*'()-/ only, "
+                f"got {value!r}"
+            )
+        return value
+
+
+class DynamoDBExportMode(StrEnum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class DynamoDBTableConfig(_Strict):
+    name: str = Field(description="DynamoDB table name.")
+    mode: DynamoDBExportMode = Field(
+        default=DynamoDBExportMode.FULL,
+        description="'full': every run exports the whole table and replaces the BigQuery "
+        "table. 'incremental': a full export seeds it, later runs apply the changes since "
+        "the last export (deletes included) with a MERGE.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _DYNAMODB_TABLE_NAME.match(value):
+            raise ValueError(
+                "expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), " f"got {value!r}"
+            )
+        return value
+
+
+class DynamoDBConfig(_Strict):
+    tables: list[DynamoDBTableConfig] = Field(default_factory=list)
+    export_timeout_minutes: float = Field(
+        default=240, gt=0, description="How long to wait for one export before failing."
+    )
+    poll_max_interval_seconds: float = Field(
+        default=60, gt=0, description="Upper bound of the backoff between DescribeExport calls."
+    )
+    max_parallel_files: int = Field(
+        default=2, ge=1, description="Data files converted at once."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> DynamoDBConfig:
+        names = [t.name for t in self.tables]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tables listed twice: {dupes}")
+        return self
+
+
+class SnapshotType(StrEnum):
+    AUTOMATED = "automated"
+    MANUAL = "manual"
+    ANY = "any"
+
+
+class RdsInstanceConfig(_Strict):
+    identifier: str = Field(description="DB instance identifier or Aurora DB cluster identifier.")
+    kind: Literal["instance", "cluster"] = Field(
+        default="instance", description="'instance' for RDS MySQL, 'cluster' for Aurora MySQL."
+    )
+    export_only: list[str] = Field(
+        description="Tables to export, as 'database.table' (StartExportTask's ExportOnly). "
+        "Each becomes one BigQuery table."
+    )
+    iam_role_arn: str = Field(description="Role that export.rds.amazonaws.com assumes.")
+    kms_key_id: str = Field(description="KMS key (ARN or id) that encrypts the export.")
+    snapshot_type: SnapshotType = Field(
+        default=SnapshotType.ANY, description="Which snapshots count as the newest."
+    )
+
+    @field_validator("identifier")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _RDS_IDENTIFIER.match(value) or value.endswith("-") or "--" in value:
+            raise ValueError(
+                "expected an RDS identifier (a letter, then letters, digits, single hyphens; "
+                f"at most 63), got {value!r}"
+            )
+        return value
+
+    @field_validator("export_only")
+    @classmethod
+    def _export_only(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one 'database.table'")
+        for entry in value:
+            parts = entry.split(".")
+            if len(parts) != 2 or not all(_MYSQL_NAME.match(p) for p in parts):
+                raise ValueError(
+                    "expected 'database.table' with names of letters, digits, _ and $, "
+                    f"got {entry!r}"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a table is listed twice")
+        return value
+
+    @field_validator("iam_role_arn")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if not re.match(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+$", value):
+            raise ValueError(f"expected an IAM role ARN, got {value!r}")
+        return value
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms(cls, value: str) -> str:
+        if not re.match(r"^[\w:/\-]+$", value):
+            raise ValueError(f"expected a KMS key id, alias or ARN, got {value!r}")
+        return value
+
+    def tables(self) -> list[tuple[str, str]]:
+        """(database, table) pairs, in configuration order."""
+        return [tuple(entry.split(".", 1)) for entry in self.export_only]  # type: ignore[misc]
+
+
+class RdsConfig(_Strict):
+    instances: list[RdsInstanceConfig] = Field(default_factory=list)
+    export_timeout_minutes: float = Field(default=720, gt=0)
+    poll_max_interval_seconds: float = Field(default=120, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RdsConfig:
+        ids = [i.identifier for i in self.instances]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"instances listed twice: {dupes}")
+        return self
+
+
+class BigQueryConfig(_Strict):
+    project: str = Field(description="Google Cloud project that holds the dataset.")
+    dataset: str = Field(default="aws_raw", description="Dataset the tables are written to.")
+    location: str = Field(default="US", description="BigQuery location of the dataset and jobs.")
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not _BQ_PROJECT.match(value):
+            raise ValueError(f"expected a Google Cloud project id, got {value!r}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if not _BQ_DATASET.match(value):
+            raise ValueError(
+                f"expected a BigQuery dataset name (letters, digits, underscores), got {value!r}"
+            )
+        return value
+
+
+class ScheduleConfig(_Strict):
+    cron: str = Field(default="0 3 * * *", description="When the whole graph is refreshed.")
+    timezone: str = Field(default="UTC", description="IANA timezone the cron is read in.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"expected a cron expression such as '0 3 * * *', got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA timezone such as 'Europe/Berlin', got {value!r}")
+        return value
+
+
+class PipelineConfig(_Strict):
+    environment: Environment | None = Field(
+        default=None,
+        description="'local' (the embedded local cloud) or 'production'. The "
+        "EXPORT_PIPELINE_ENV environment variable overrides it; local when neither is set.",
+    )
+    aws: AwsConfig
+    dynamodb: DynamoDBConfig = Field(default_factory=DynamoDBConfig)
+    rds: RdsConfig = Field(default_factory=RdsConfig)
+    bigquery: BigQueryConfig
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    source_path: Annotated[str | None, Field(exclude=True)] = None
+
+    def resolved_environment(self) -> Environment:
+        override = os.environ.get(ENVIRONMENT_ENV_VAR)
+        if override:
+            try:
+                return Environment(override)
+            except ValueError:
+                raise ConfigError(
+                    f"{ENVIRONMENT_ENV_VAR}={override!r}: expected 'local' or 'production'"
+                ) from None
+        return self.environment or Environment.LOCAL
+
+
+def config_path() -> Path:
+    """The configuration file in force: $EXPORT_PIPELINE_CONFIG or ./pipeline.yaml."""
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for problem in error.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling and indentation)"
+        elif problem["type"] == "missing":
+            message = "required field is missing"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, path: Path) -> PipelineConfig:
+    """Parse and validate YAML text; errors name `path` and the offending field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+    return config.model_copy(update={"source_path": str(path)})
+
+
+def load_config(path: Path | None = None) -> PipelineConfig:
+    """Load the configuration file (default: `config_path()`)."""
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found (set {CONFIG_ENV_VAR} to another file)"
+        ) from None
+    return parse_config(text, path)
+
+
+@cache
+def _cached(path: str, mtime_ns: int) -> PipelineConfig:
+    return load_config(Path(path))
+
+
+def current_config() -> PipelineConfig:
+    """The configuration in force, parsed once per file version."""
+    path = config_path()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = 0
+    return _cached(str(path), mtime)

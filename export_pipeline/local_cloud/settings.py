@@ -1,0 +1,57 @@
+"""Where the embedded local cloud lives: its state folder, ports and fake credentials.
+
+Everything here is static (known before the cloud runs), so resources can be
+configured when the definitions load and the cloud started lazily when a run
+first needs it. Tests point `EXPORT_PIPELINE_LOCAL_DIR` and the port
+variables elsewhere to get a private cloud.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from export_pipeline.config import REPO_ROOT
+
+STATE_DIR_ENV = "EXPORT_PIPELINE_LOCAL_DIR"
+AWS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_AWS_PORT"
+BIGQUERY_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT"
+BIGQUERY_GRPC_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT"
+
+# Fake credentials: distinctive so that a test can scan logs and metadata for
+# them (they must never appear there, exactly like real secrets).
+LOCAL_AWS_ACCESS_KEY_ID = "AKIALOCALCLOUD0FAKE1"
+LOCAL_AWS_SECRET_ACCESS_KEY = "localcloud/FAKE+secret+never+log+this+0001"
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
+LOCAL_BIGQUERY_PROJECT = "export-pipeline-local"
+
+
+@dataclass(frozen=True)
+class LocalCloudSettings:
+    state_dir: Path
+    aws_port: int = 4566
+    bigquery_port: int = 9050
+    bigquery_grpc_port: int = 9060
+    host: str = "127.0.0.1"
+    bigquery_project: str = LOCAL_BIGQUERY_PROJECT
+    aws_access_key_id: str = LOCAL_AWS_ACCESS_KEY_ID
+    aws_secret_access_key: str = LOCAL_AWS_SECRET_ACCESS_KEY
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.aws_port}"
+
+    @property
+    def bigquery_api_endpoint(self) -> str:
+        return f"http://{self.host}:{self.bigquery_port}"
+
+    @classmethod
+    def from_env(cls) -> LocalCloudSettings:
+        """Settings from the environment, defaulting to `<repo>/.local_cloud` and fixed ports."""
+        return cls(
+            state_dir=Path(os.environ.get(STATE_DIR_ENV) or REPO_ROOT / ".local_cloud"),
+            aws_port=int(os.environ.get(AWS_PORT_ENV) or 4566),
+            bigquery_port=int(os.environ.get(BIGQUERY_PORT_ENV) or 9050),
+            bigquery_grpc_port=int(os.environ.get(BIGQUERY_GRPC_PORT_ENV) or 9060),
+        )
