@@ -34,7 +34,7 @@ def _short_hash(name: str) -> str:
 
 def _base_name(name: str) -> str:
     """A valid column name close to `name`, before collision handling."""
-    candidate = _INVALID.sub("_", _ascii_fold(name)).strip("_") or "col"
+    candidate = _INVALID.sub("_", _ascii_fold(name)) or "col"
     if candidate[0].isdigit():
         candidate = "_" + candidate
     if candidate.lower().startswith(_RESERVED_PREFIXES) or candidate.lower() in PIPELINE_COLUMNS:

@@ -1,0 +1,55 @@
+"""The Dagster definitions: assembled here from the configuration, built elsewhere.
+
+Assets come from the per-source builders (`dynamodb/`, `rds/`), resources
+from `environment.py`; this module only puts them together with the jobs
+and the schedule.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetChecksDefinition, AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+
+from export_pipeline.config import PipelineConfig, current_config
+from export_pipeline.dynamodb.assets import build_dynamodb_assets
+from export_pipeline.environment import build_resources
+from export_pipeline.rds.assets import build_rds_assets
+
+SOURCE_TAG = "export_pipeline/source"
+
+
+def build_definitions(config: PipelineConfig) -> Definitions:
+    """Everything Dagster shows and runs, for one configuration."""
+    everything = AssetSelection.all()
+    aws_to_bigquery = define_asset_job(
+        "aws_to_bigquery",
+        selection=everything,
+        description="Export every configured DynamoDB table and RDS snapshot and load BigQuery.",
+    )
+    dynamodb_job = define_asset_job(
+        "dynamodb_to_bigquery",
+        selection=AssetSelection.tag(SOURCE_TAG, "dynamodb"),
+        description="Only the DynamoDB tables.",
+    )
+    rds_job = define_asset_job(
+        "rds_to_bigquery",
+        selection=AssetSelection.tag(SOURCE_TAG, "rds"),
+        description="Only the RDS snapshots.",
+    )
+    schedule = ScheduleDefinition(
+        name="aws_to_bigquery_schedule",
+        job=aws_to_bigquery,
+        cron_schedule=config.schedule.cron,
+        execution_timezone=config.schedule.timezone,
+        description="Refreshes the whole graph (configuration: schedule.cron / schedule.timezone).",
+    )
+    built = [*build_dynamodb_assets(config), *build_rds_assets(config)]
+    return Definitions(
+        assets=[d for d in built if not isinstance(d, AssetChecksDefinition)],
+        asset_checks=[d for d in built if isinstance(d, AssetChecksDefinition)],
+        jobs=[aws_to_bigquery, dynamodb_job, rds_job],
+        schedules=[schedule],
+        resources=build_resources(config),
+    )
+
+
+defs = build_definitions(current_config())

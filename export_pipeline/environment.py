@@ -1,0 +1,78 @@
+"""The one place that decides which clouds the pipeline talks to.
+
+`local` (the default) points every client at the embedded local cloud;
+`production` leaves endpoints unset so boto3 and the BigQuery client use the
+real services and the standard credential chains. Nothing else in the
+project looks at the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import EnvVar
+from dagster_aws.rds import RDSResource
+from dagster_aws.s3 import S3Resource
+
+from export_pipeline.config import Environment, PipelineConfig
+from export_pipeline.resources.aws import DynamoDBResource
+from export_pipeline.resources.bigquery import BigQueryResource
+from export_pipeline.resources.cloud import LocalCloudResource, ProductionCloudResource
+
+GCP_CREDENTIALS_ENV = "GCP_CREDENTIALS"
+
+
+def build_resources(config: PipelineConfig) -> dict[str, Any]:
+    """Resources for the environment the configuration resolves to."""
+    if config.resolved_environment() is Environment.PRODUCTION:
+        return _production_resources(config)
+    return _local_resources(config)
+
+
+def _production_resources(config: PipelineConfig) -> dict[str, Any]:
+    import os
+
+    region = config.aws.region
+    bigquery_kwargs: dict[str, Any] = {}
+    if os.environ.get(GCP_CREDENTIALS_ENV):
+        # A base64 service-account key, read at run time and never logged.
+        bigquery_kwargs["gcp_credentials"] = EnvVar(GCP_CREDENTIALS_ENV)
+    return {
+        "cloud": ProductionCloudResource(),
+        "s3": S3Resource(region_name=region, max_attempts=8),
+        "rds": RDSResource(region_name=region, max_attempts=8),
+        "dynamodb": DynamoDBResource(region_name=region, max_attempts=8),
+        "bigquery": BigQueryResource(
+            project=config.bigquery.project, location=config.bigquery.location, **bigquery_kwargs
+        ),
+    }
+
+
+def _local_resources(config: PipelineConfig) -> dict[str, Any]:
+    from export_pipeline.local_cloud.settings import LocalCloudSettings
+
+    settings = LocalCloudSettings.from_env()
+    aws = {
+        "region_name": config.aws.region,
+        "endpoint_url": settings.aws_endpoint_url,
+        "aws_access_key_id": settings.aws_access_key_id,
+        "aws_secret_access_key": settings.aws_secret_access_key,
+        "max_attempts": 5,
+    }
+    return {
+        "cloud": LocalCloudResource(
+            state_dir=str(settings.state_dir),
+            aws_port=settings.aws_port,
+            bigquery_port=settings.bigquery_port,
+            bigquery_grpc_port=settings.bigquery_grpc_port,
+        ),
+        "s3": S3Resource(**aws),
+        "rds": RDSResource(**aws),
+        "dynamodb": DynamoDBResource(**aws),
+        "bigquery": BigQueryResource(
+            project=settings.bigquery_project,
+            location=config.bigquery.location,
+            api_endpoint=settings.bigquery_api_endpoint,
+            anonymous_credentials=True,
+        ),
+    }

@@ -1,0 +1,47 @@
+"""BigQuery client resource: dagster-gcp's, plus an API endpoint and anonymous auth.
+
+Production leaves `api_endpoint` unset and authenticates with Application
+Default Credentials (or a base64 key in `gcp_credentials`, given through
+`dagster.EnvVar`). The local cloud sets `api_endpoint` to the emulator and
+`anonymous_credentials`, the two knobs the official client offers for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster_gcp import BigQueryResource as _DagsterBigQueryResource
+from google.cloud import bigquery
+from pydantic import Field
+
+
+class BigQueryResource(_DagsterBigQueryResource):
+    api_endpoint: str | None = Field(
+        default=None,
+        description="BigQuery API root (e.g. an emulator's URL); unset for Google's.",
+    )
+    anonymous_credentials: bool = Field(
+        default=False, description="Send no credentials (only for an emulator)."
+    )
+
+    @contextmanager
+    def get_client(self) -> Iterator[bigquery.Client]:
+        if self.api_endpoint is None and not self.anonymous_credentials:
+            with super().get_client() as client:
+                yield client
+            return
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials() if self.anonymous_credentials else None
+        client_options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
+        client = bigquery.Client(
+            project=self.project,
+            location=self.location,
+            credentials=credentials,
+            client_options=client_options,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
