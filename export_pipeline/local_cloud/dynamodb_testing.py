@@ -1,0 +1,38 @@
+"""An in-process moto server with the DynamoDB export emulation, for fast tests.
+
+The session-wide local cloud (export_pipeline_tests/conftest.py) runs moto in
+its own process with a fixed export duration. Tests of the emulation itself
+want exports that finish in a fraction of a second and many throw-away
+tables, so they start this: moto's real HTTP server (`ThreadedMotoServer`) on
+a free loopback port, in the test process, after `install()` — the same
+patched code the local cloud's server runs, reached over real HTTP by boto3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from export_pipeline.local_cloud import dynamodb_exports
+
+
+@contextmanager
+def in_process_aws_server(state_dir: Path, export_seconds: float = 0.3) -> Iterator[str]:
+    """Serve moto (with `install(state_dir)` applied) on 127.0.0.1; yield its endpoint URL.
+
+    Exports stay IN_PROGRESS for `export_seconds` while it runs.
+    """
+    from moto.server import ThreadedMotoServer
+
+    dynamodb_exports.install(state_dir)
+    previous = dynamodb_exports.export_seconds_override
+    dynamodb_exports.export_seconds_override = export_seconds
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        dynamodb_exports.export_seconds_override = previous

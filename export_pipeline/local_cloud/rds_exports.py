@@ -1,0 +1,847 @@
+"""AWS-faithful RDS snapshot exports inside moto's server process.
+
+`install(state_dir)` patches moto 5.2's RDS models (call it in the process that
+serves moto, before serving) so that plain boto3 calls behave like AWS
+(shared/reference/aws-exports.md §2):
+
+* Snapshots hold data. Creating a DB snapshot or DB cluster snapshot (manual,
+  or automated `rds:<id>-YYYY-MM-DD-HH-MM`) copies the instance's live data into
+  a snapshot store file under `<state_dir>/rds/<region>/snapshots/`, so later
+  changes never alter it. The live data is the embedded SQLite store
+  (`rds_store.store_path`) or, when the instance/cluster has the tag
+  `local-cloud:source-url` = `mysql://user@host:port/db`, a real MySQL/MariaDB
+  server read through information_schema + pymysql.
+* "Run the nightly backup now": `CreateDBSnapshot` / `CreateDBClusterSnapshot`
+  with the reserved identifier `local-cloud-nightly-backup` takes an automated
+  snapshot instead and returns it (AWS has no API for that; see
+  `rds_client.take_automated_snapshot`). Automated names are per minute; when
+  the minute's name is taken, the next free minute is used.
+* `StartExportTask` validates like AWS (identifier rule, source, IAM role and
+  its trust in export.rds.amazonaws.com, KMS key, bucket, ExportOnly, one task
+  per source, five at a time) with the error codes of botocore's RDS model,
+  then a worker thread moves the task STARTING → IN_PROGRESS (PercentProgress
+  rising) → COMPLETE over `EXPORT_PIPELINE_LOCAL_EXPORT_SECONDS` (default 2 s),
+  writing gzip-compressed Parquet plus `export_info_*.json` and
+  `export_tables_info_*.json` into moto's S3 backend, SSE-KMS with the key.
+* `DescribeExportTasks` (identifier, SourceArn, SourceType, Filters,
+  pagination) and `CancelExportTask` (CANCELING → CANCELED, written files stay).
+
+Known differences from AWS: exports take seconds, not minutes; `TotalExtractedDataInGB`
+is rounded down like an int; the IAM role's S3 permissions and the KMS key
+policy are not evaluated (only existence, state, and the role's trust policy);
+the five-task quota error code is not documented by AWS (we use
+`ExportTaskLimitReached`); `WarningMessage`'s exact JSON shape is unconfirmed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from export_pipeline.local_cloud.mysql_types import INTEGER_RANGES, TEXT_LIMITS, MySQLType
+from export_pipeline.local_cloud.mysql_types import is_exportable_column_name as _exportable
+from export_pipeline.local_cloud.rds_store import (
+    SOURCE_URL_TAG,
+    MySQLSource,
+    Store,
+    TableInfo,
+    snapshot_dir,
+    store_path,
+)
+
+log = logging.getLogger(__name__)
+
+EXPORT_SECONDS_ENV = "EXPORT_PIPELINE_LOCAL_EXPORT_SECONDS"
+ROWS_PER_FILE_ENV = "EXPORT_PIPELINE_LOCAL_RDS_ROWS_PER_FILE"
+FILES_PER_BATCH_ENV = "EXPORT_PIPELINE_LOCAL_RDS_FILES_PER_BATCH"
+NIGHTLY_BACKUP_ID = "local-cloud-nightly-backup"
+MAX_ACTIVE_EXPORTS = 5
+TABLES_PER_INFO_FILE = 100
+_ACTIVE = ("STARTING", "IN_PROGRESS", "CANCELING")
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,59}$")
+_STORE_ATTR = "_local_cloud_store"
+
+_state: dict[str, Any] = {"state_dir": None, "installed": False}
+_lock = threading.RLock()
+
+
+# --- errors (codes as botocore's RDS service model spells them) ------------------
+
+
+def _error(code: str, message: str) -> Exception:
+    from moto.rds.exceptions import RDSClientError
+
+    return RDSClientError(code, message)
+
+
+# --- the export task ------------------------------------------------------------
+
+
+@dataclass
+class LocalExportTask:
+    """One export task; attribute names are what moto's serializer looks up."""
+
+    export_task_identifier: str
+    source_arn: str
+    source_type: str
+    s3_bucket: str
+    s3_prefix: str
+    iam_role_arn: str
+    kms_key_id: str
+    export_only: list[str] | None
+    snapshot_time: dt.datetime
+    account_id: str
+    region: str
+    status: str = "STARTING"
+    percent_progress: int = 0
+    task_start_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    task_end_time: dt.datetime | None = None
+    total_extracted_data_in_gb: int = 0
+    failure_cause: str | None = None
+    warning_message: str | None = None
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def export_path(self) -> str:
+        prefix = self.s3_prefix.strip("/")
+        return f"{prefix}/{self.export_task_identifier}" if prefix else self.export_task_identifier
+
+
+def _export_seconds() -> float:
+    try:
+        return max(float(os.environ.get(EXPORT_SECONDS_ENV, "2")), 0.0)
+    except ValueError:
+        return 2.0
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(int(os.environ.get(name, default)), 1)
+    except ValueError:
+        return default
+
+
+# --- install --------------------------------------------------------------------
+
+
+def install(state_dir: Path) -> None:
+    """Patch moto's RDS models in this process; idempotent (the last state dir wins)."""
+    from moto.rds import models as rds_models
+    from moto.rds import responses as rds_responses
+
+    with _lock:
+        _state["state_dir"] = Path(state_dir)
+        if _state["installed"]:
+            return
+        backend_cls = rds_models.RDSBackend
+        orig_create_snapshot = backend_cls.create_db_snapshot
+        orig_create_cluster_snapshot = backend_cls.create_db_cluster_snapshot
+        orig_copy_snapshot = backend_cls.copy_db_snapshot
+        orig_copy_cluster_snapshot = backend_cls.copy_db_cluster_snapshot
+
+        def create_db_snapshot(
+            self: Any,
+            db_instance_identifier: str,
+            db_snapshot_identifier: str,
+            *args: Any,
+            **kwargs: Any,
+        ) -> Any:
+            if db_snapshot_identifier.lower() == NIGHTLY_BACKUP_ID:
+                database = self.databases.get(db_instance_identifier)
+                if database is None:
+                    from moto.rds.exceptions import DBInstanceNotFoundError
+
+                    raise DBInstanceNotFoundError(db_instance_identifier)
+                return _automated_instance_snapshot(self, database)
+            snapshot = orig_create_snapshot(
+                self, db_instance_identifier, db_snapshot_identifier, *args, **kwargs
+            )
+            _attach_capture(
+                self,
+                snapshot,
+                "instance",
+                db_instance_identifier,
+                self.databases.get(db_instance_identifier),
+                lambda: self.database_snapshots.pop(db_snapshot_identifier, None),
+            )
+            return snapshot
+
+        def create_db_cluster_snapshot(
+            self: Any,
+            db_cluster_identifier: str,
+            db_cluster_snapshot_identifier: str,
+            *args: Any,
+            **kwargs: Any,
+        ) -> Any:
+            if db_cluster_snapshot_identifier.lower() == NIGHTLY_BACKUP_ID:
+                cluster = self.clusters.get(db_cluster_identifier)
+                if cluster is None:
+                    from moto.rds.exceptions import DBClusterNotFoundError
+
+                    raise DBClusterNotFoundError(db_cluster_identifier)
+                return _automated_cluster_snapshot(self, cluster)
+            snapshot = orig_create_cluster_snapshot(
+                self, db_cluster_identifier, db_cluster_snapshot_identifier, *args, **kwargs
+            )
+            _attach_capture(
+                self,
+                snapshot,
+                "cluster",
+                db_cluster_identifier,
+                self.clusters.get(db_cluster_identifier),
+                lambda: self.cluster_snapshots.pop(db_cluster_snapshot_identifier, None),
+            )
+            return snapshot
+
+        def copy_db_snapshot(self: Any, **kwargs: Any) -> Any:
+            copied = orig_copy_snapshot(self, **kwargs)
+            original = self.get_db_snapshot(kwargs["source_db_snapshot_identifier"])
+            setattr(copied, _STORE_ATTR, getattr(original, _STORE_ATTR, None))
+            return copied
+
+        def copy_db_cluster_snapshot(self: Any, **kwargs: Any) -> Any:
+            copied = orig_copy_cluster_snapshot(self, **kwargs)
+            original = self.get_db_cluster_snapshot(kwargs["source_db_cluster_snapshot_identifier"])
+            setattr(copied, _STORE_ATTR, getattr(original, _STORE_ATTR, None))
+            return copied
+
+        # moto calls save_automated_backup only while creating the instance/cluster:
+        # if its data cannot be read (a MySQL source that is down), the creation
+        # fails as a whole instead of leaving an instance without its first backup.
+        def instance_backup(self: Any) -> None:
+            self.add_event("DB_INSTANCE_BACKUP_START")
+            try:
+                _automated_instance_snapshot(self.backend, self)
+            except Exception:
+                self.backend.databases.pop(self.db_instance_identifier, None)
+                raise
+            self.add_event("DB_INSTANCE_BACKUP_FINISH")
+
+        def cluster_backup(self: Any) -> None:
+            try:
+                _automated_cluster_snapshot(self.backend, self)
+            except Exception:
+                self.backend.clusters.pop(self.db_cluster_identifier, None)
+                raise
+
+        backend_cls.create_db_snapshot = create_db_snapshot
+        backend_cls.create_db_cluster_snapshot = create_db_cluster_snapshot
+        backend_cls.copy_db_snapshot = copy_db_snapshot
+        backend_cls.copy_db_cluster_snapshot = copy_db_cluster_snapshot
+        rds_models.DBInstance.save_automated_backup = instance_backup
+        rds_models.DBCluster.save_automated_backup = cluster_backup
+        backend_cls.start_export_task = _start_export_task
+        backend_cls.cancel_export_task = _cancel_export_task
+        backend_cls.describe_export_tasks = _describe_export_tasks
+        rds_responses.RDSResponse.describe_export_tasks = _describe_export_tasks_response
+        _state["installed"] = True
+
+
+def _state_dir() -> Path:
+    state_dir = _state["state_dir"]
+    if state_dir is None:  # pragma: no cover - install() always sets it
+        raise RuntimeError("rds_exports.install(state_dir) has not been called")
+    return state_dir
+
+
+# --- snapshots ------------------------------------------------------------------
+
+
+def _free_automated_id(existing: Any, identifier: str) -> str:
+    moment = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    while True:
+        candidate = f"rds:{identifier}-{moment:%Y-%m-%d-%H-%M}"
+        if candidate not in existing:
+            return candidate
+        moment += dt.timedelta(minutes=1)
+
+
+def _automated_instance_snapshot(backend: Any, database: Any) -> Any:
+    snapshot_id = _free_automated_id(backend.database_snapshots, database.db_instance_identifier)
+    return backend.create_auto_snapshot(database.db_instance_identifier, snapshot_id)
+
+
+def _automated_cluster_snapshot(backend: Any, cluster: Any) -> Any:
+    snapshot_id = _free_automated_id(backend.cluster_snapshots, cluster.db_cluster_identifier)
+    return backend.create_auto_cluster_snapshot(cluster.db_cluster_identifier, snapshot_id)
+
+
+def _tag_value(resource: Any, key: str) -> str | None:
+    for tag in getattr(resource, "tags", None) or []:
+        if tag.get("Key") == key:
+            return tag.get("Value")
+    return None
+
+
+def capture_live_data(region: str, kind: str, identifier: str, resource: Any) -> Path:
+    """Copy the live data of an instance/cluster into a new snapshot store file."""
+    target = (
+        snapshot_dir(_state_dir(), region) / f"{kind}-{identifier.lower()}-{uuid.uuid4()}.sqlite"
+    )
+    url = _tag_value(resource, SOURCE_URL_TAG) if resource is not None else None
+    if url:
+        from export_pipeline.local_cloud.rds_store import copy_from_mysql
+
+        copy_from_mysql(MySQLSource.from_url(url), target)
+    else:
+        Store(store_path(_state_dir(), region, kind, identifier)).copy_to(target)
+    return target
+
+
+def _attach_capture(
+    backend: Any, snapshot: Any, kind: str, identifier: str, resource: Any, undo: Callable[[], Any]
+) -> None:
+    try:
+        path = capture_live_data(backend.region_name, kind, identifier, resource)
+    except (ValueError, OSError, sqlite3.Error) as exc:  # StoreError is a ValueError
+        undo()
+        raise _error(
+            "InvalidParameterValue", f"cannot snapshot {kind} {identifier}: {exc}"
+        ) from None
+    setattr(snapshot, _STORE_ATTR, path)
+
+
+# --- StartExportTask ------------------------------------------------------------
+
+
+def _parse_rds_arn(arn: str) -> tuple[str, str, str, str]:
+    """(region, account, resource type, resource id) of an RDS ARN; id may hold ':'."""
+    parts = arn.split(":", 6)
+    if len(parts) != 7 or parts[0] != "arn" or parts[2] != "rds":
+        raise _error("InvalidParameterValue", f"SourceArn {arn!r} is not an RDS ARN")
+    return parts[3], parts[4], parts[5], parts[6]
+
+
+def _resolve_source(backend: Any, source_arn: str) -> tuple[str, Any, Path | None, dt.datetime]:
+    """(SourceType, resource, store path or None for a live cluster, snapshot time)."""
+    region, account, kind, ident = _parse_rds_arn(source_arn)
+    wrong_place = region != backend.region_name or account != backend.account_id
+    if kind == "snapshot":
+        snap = None if wrong_place else backend.database_snapshots.get(ident)
+        if snap is None:
+            raise _error("DBSnapshotNotFound", f"DBSnapshot {ident} not found.")
+        return "SNAPSHOT", snap, getattr(snap, _STORE_ATTR, None), snap.created
+    if kind == "cluster-snapshot":
+        snap = None if wrong_place else backend.cluster_snapshots.get(ident)
+        if snap is None:
+            raise _error("DBClusterSnapshotNotFoundFault", f"DBClusterSnapshot {ident} not found.")
+        return "SNAPSHOT", snap, getattr(snap, _STORE_ATTR, None), snap.created
+    if kind == "cluster":
+        cluster = None if wrong_place else backend.clusters.get(ident)
+        if cluster is None:
+            raise _error("DBClusterNotFoundFault", f"DBCluster {ident} not found.")
+        return "CLUSTER", cluster, None, dt.datetime.now(dt.UTC)
+    raise _error(
+        "InvalidParameterValue",
+        f"SourceArn {source_arn!r} must name a DB snapshot, DB cluster snapshot or DB cluster",
+    )
+
+
+def _check_role(account_id: str, role_arn: str) -> None:
+    from moto.iam.models import iam_backends
+
+    try:
+        role = iam_backends[account_id]["global"].get_role_by_arn(role_arn)
+    except Exception:
+        raise _error("IamRoleNotFound", f"IAM role {role_arn} not found.") from None
+    trust = str(role.assume_role_policy_document or "")
+    if "export.rds.amazonaws.com" not in trust:
+        raise _error(
+            "IamRoleMissingPermissions",
+            f"IAM role {role_arn} cannot be assumed by export.rds.amazonaws.com "
+            "(its trust policy does not name that service).",
+        )
+
+
+def _resolve_kms_key(backend: Any, key_id: str) -> str:
+    from moto.kms.models import kms_backends
+
+    region, account = backend.region_name, backend.account_id
+    if key_id.startswith("arn:"):
+        parts = key_id.split(":")
+        if len(parts) < 6 or parts[2] != "kms":
+            raise _error("KMSKeyNotAccessibleFault", f"KMS key {key_id} is not a KMS ARN.")
+        region, account = parts[3], parts[4]
+    if region != backend.region_name:
+        raise _error(
+            "KMSKeyNotAccessibleFault",
+            f"KMS key {key_id} is in {region}; the export needs a key in {backend.region_name}.",
+        )
+    try:
+        key = kms_backends[account][region].describe_key(key_id)
+    except Exception:
+        raise _error("KMSKeyNotAccessibleFault", f"KMS key {key_id} not found.") from None
+    if getattr(key, "key_state", "Enabled") != "Enabled":
+        raise _error(
+            "KMSKeyNotAccessibleFault", f"KMS key {key_id} is {key.key_state}, not Enabled."
+        )
+    return str(key.arn)
+
+
+def _check_bucket(account_id: str, partition: str, bucket: str, region: str) -> Any:
+    """The bucket must exist and, as AWS documents, be in the snapshot's region."""
+    from moto.s3.models import s3_backends
+
+    s3 = s3_backends[account_id][partition]
+    try:
+        found = s3.get_bucket(bucket)
+    except Exception:
+        raise _error("InvalidS3BucketFault", f"S3 bucket {bucket} does not exist.") from None
+    bucket_region = getattr(found, "region_name", region)
+    if bucket_region != region:
+        raise _error(
+            "InvalidS3BucketFault",
+            f"S3 bucket {bucket} is in {bucket_region}; it must be in {region}, "
+            "the region of the export source.",
+        )
+    return found
+
+
+def _select_tables(tables: list[TableInfo], export_only: list[str]) -> list[TableInfo]:
+    if not export_only:
+        return tables
+    databases = {t.database for t in tables}
+    targets = {t.target for t in tables}
+    for entry in export_only:
+        parts = entry.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise _error(
+                "InvalidExportOnly",
+                f"ExportOnly entry {entry!r}: expected 'database' or 'database.table' for MySQL.",
+            )
+        if len(parts) == 1 and entry not in databases:
+            raise _error("InvalidExportOnly", f"ExportOnly: database {entry!r} does not exist.")
+        if len(parts) == 2 and entry not in targets:
+            raise _error("InvalidExportOnly", f"ExportOnly: table {entry!r} does not exist.")
+    wanted = set(export_only)
+    return [t for t in tables if t.database in wanted or t.target in wanted]
+
+
+def _all_tasks(account_id: str) -> list[LocalExportTask]:
+    from moto.rds.models import rds_backends
+
+    out: list[LocalExportTask] = []
+    for _region, backend in rds_backends[account_id].items():
+        out.extend(t for t in backend.export_tasks.values() if isinstance(t, LocalExportTask))
+    return out
+
+
+def _start_export_task(self: Any, kwargs: dict[str, Any]) -> LocalExportTask:
+    identifier = str(kwargs.get("export_task_identifier") or "")
+    source_arn = str(kwargs.get("source_arn") or "")
+    bucket = str(kwargs.get("s3_bucket_name") or "")
+    role_arn = str(kwargs.get("iam_role_arn") or "")
+    kms_key_id = str(kwargs.get("kms_key_id") or "")
+    prefix = str(kwargs.get("s3_prefix") or "")
+    export_only = [str(e) for e in (kwargs.get("export_only") or [])]
+    if not _IDENTIFIER.match(identifier) or identifier.endswith("-") or "--" in identifier:
+        raise _error(
+            "InvalidParameterValue",
+            f"The parameter ExportTaskIdentifier is not a valid identifier ({identifier!r}). "
+            "Identifiers must begin with a letter; must contain only ASCII letters, digits, "
+            "and hyphens; and must not end with a hyphen or contain two consecutive hyphens.",
+        )
+    with _lock:
+        if any(
+            t.export_task_identifier.lower() == identifier.lower()
+            for t in _all_tasks(self.account_id)
+        ):
+            raise _error(
+                "ExportTaskAlreadyExists",
+                f"Cannot start export task because a task with the identifier {identifier} "
+                "already exists.",
+            )
+        source_type, resource, store, snapshot_time = _resolve_source(self, source_arn)
+        status = getattr(resource, "status", "available")
+        if status != "available":
+            raise _error(
+                "InvalidExportSourceState",
+                f"Export source should be 'available' but current status is {status}.",
+            )
+        _check_role(self.account_id, role_arn)
+        kms_arn = _resolve_kms_key(self, kms_key_id)
+        _check_bucket(self.account_id, self.partition, bucket, self.region_name)
+        active = [t for t in _all_tasks(self.account_id) if t.status in _ACTIVE]
+        if any(t.source_arn == source_arn for t in active):
+            raise _error(
+                "ExportTaskAlreadyExists",
+                f"An export task for {source_arn} is already running; only one export task "
+                "per source can run at a time.",
+            )
+        if len(active) >= MAX_ACTIVE_EXPORTS:
+            raise _error(
+                "ExportTaskLimitReached",
+                f"At most {MAX_ACTIVE_EXPORTS} export tasks can run at the same time.",
+            )
+        if source_type == "CLUSTER":  # exporting a live cluster: copy its data now
+            try:
+                store = capture_live_data(
+                    self.region_name, "cluster", resource.db_cluster_identifier, resource
+                )
+            except (ValueError, OSError, sqlite3.Error) as exc:
+                raise _error(
+                    "InvalidExportSourceState", f"cannot read the cluster: {exc}"
+                ) from None
+        tables = Store(store).tables() if store else []
+        try:
+            selected = _select_tables(tables, export_only)
+        except Exception:
+            if source_type == "CLUSTER" and store:
+                store.unlink(missing_ok=True)
+            raise
+        task = LocalExportTask(
+            export_task_identifier=identifier,
+            source_arn=source_arn,
+            source_type=source_type,
+            s3_bucket=bucket,
+            s3_prefix=prefix,
+            iam_role_arn=role_arn,
+            kms_key_id=kms_key_id,
+            export_only=export_only or None,
+            snapshot_time=snapshot_time,
+            account_id=self.account_id,
+            region=self.region_name,
+        )
+        self.export_tasks[identifier] = task
+    worker = _ExportWorker(task, Store(store) if store else None, selected, kms_arn, self.partition)
+    threading.Thread(target=worker.run, name=f"rds-export-{identifier}", daemon=True).start()
+    return task
+
+
+def _cancel_export_task(self: Any, export_task_identifier: str) -> LocalExportTask:
+    with _lock:
+        task = self.export_tasks.get(export_task_identifier)
+        if not isinstance(task, LocalExportTask):
+            raise _error(
+                "ExportTaskNotFound",
+                f"Cannot cancel export task because a task with the identifier "
+                f"{export_task_identifier} does not exist.",
+            )
+        if task.status not in ("STARTING", "IN_PROGRESS"):
+            raise _error(
+                "InvalidExportTaskStateFault",
+                f"Cannot cancel export task {export_task_identifier} in state {task.status}.",
+            )
+        task.status = "CANCELING"
+        task.cancel_requested.set()
+        return task
+
+
+def _describe_export_tasks(
+    self: Any,
+    export_task_identifier: str | None = None,
+    source_arn: str | None = None,
+    source_type: str | None = None,
+    filters: dict[str, list[str]] | None = None,
+) -> list[LocalExportTask]:
+    tasks = [t for t in self.export_tasks.values() if isinstance(t, LocalExportTask)]
+    if export_task_identifier:
+        tasks = [t for t in tasks if t.export_task_identifier == export_task_identifier]
+        if not tasks:
+            raise _error(
+                "ExportTaskNotFound",
+                f"Cannot find export task with the identifier {export_task_identifier}.",
+            )
+    if source_arn:
+        tasks = [t for t in tasks if t.source_arn == source_arn]
+    if source_type:
+        tasks = [t for t in tasks if t.source_type == source_type]
+    getters: dict[str, Callable[[LocalExportTask], str]] = {
+        "export-task-identifier": lambda t: t.export_task_identifier,
+        "s3-bucket": lambda t: t.s3_bucket,
+        "source-arn": lambda t: t.source_arn,
+        "status": lambda t: t.status.lower(),
+        "source-type": lambda t: t.source_type,
+    }
+    for name, values in (filters or {}).items():
+        if name not in getters:
+            raise _error("InvalidParameterValue", f"Unrecognized filter name: {name}")
+        tasks = [t for t in tasks if getters[name](t) in values]
+    return tasks
+
+
+def _describe_export_tasks_response(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    filters = {f["Name"]: list(f["Values"]) for f in self.params.get("Filters", []) or []}
+    tasks = self.backend.describe_export_tasks(
+        self.params.get("ExportTaskIdentifier"),
+        self.params.get("SourceArn"),
+        self.params.get("SourceType"),
+        filters,
+    )
+    max_records = int(self.params.get("MaxRecords") or 100)
+    if not 20 <= max_records <= 100:
+        raise _error("InvalidParameterValue", "MaxRecords must be between 20 and 100.")
+    start = int(self.params.get("Marker") or 0)
+    page = tasks[start : start + max_records]
+    result: dict[str, Any] = {"ExportTasks": page}
+    if start + max_records < len(tasks):
+        result["Marker"] = str(start + max_records)
+    return ActionResult(result)
+
+
+# --- the worker: pacing, Parquet and JSON files ---------------------------------
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def type_mapping(column_name: str, mysql_type: MySQLType) -> dict[str, Any]:
+    """One `originalTypeMappings` entry of export_tables_info."""
+    b = mysql_type.base
+    char_len = 0
+    if b in ("char", "varchar", "binary", "varbinary"):
+        char_len = mysql_type.length or 0
+    elif b in TEXT_LIMITS:
+        char_len = TEXT_LIMITS[b]
+    precision = 0
+    if b in INTEGER_RANGES:
+        high = INTEGER_RANGES[b][2] if mysql_type.unsigned else INTEGER_RANGES[b][1]
+        precision = len(str(high))
+    elif b == "decimal":
+        precision = mysql_type.length or 10
+    elif b == "float":
+        precision = 12
+    elif b == "double":
+        precision = 22
+    return {
+        "columnName": column_name,
+        "originalType": mysql_type.column_type.lower(),
+        "expectedExportedType": mysql_type.expected_exported_type(),
+        "originalCharMaxLength": char_len,
+        "originalNumPrecision": precision,
+        "originalDateTimePrecision": mysql_type.fsp,
+    }
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _ExportWorker:
+    def __init__(
+        self,
+        task: LocalExportTask,
+        store: Store | None,
+        tables: list[TableInfo],
+        kms_arn: str,
+        partition: str,
+    ) -> None:
+        self.task = task
+        self.store = store
+        self.tables = tables
+        self.kms_arn = kms_arn
+        self.partition = partition
+        self.duration = _export_seconds()
+        self.rows_per_file = _env_int(ROWS_PER_FILE_ENV, 1000)
+        self.files_per_batch = _env_int(FILES_PER_BATCH_ENV, 2)
+        self.started = time.monotonic()
+        self.bytes_written = 0
+
+    # pacing: STARTING for the first 15%, IN_PROGRESS over the next 80%
+    def _wait_until(self, fraction: float) -> None:
+        deadline = self.started + self.duration * fraction
+        while True:
+            if self.task.cancel_requested.is_set():
+                raise _Cancelled
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def _put(self, key: str, body: bytes) -> None:
+        from moto.s3.models import s3_backends
+
+        s3 = s3_backends[self.task.account_id][self.partition]
+        s3.put_object(self.task.s3_bucket, key, body, encryption="aws:kms", kms_key_id=self.kms_arn)
+        self.bytes_written += len(body)
+
+    def run(self) -> None:
+        task = self.task
+        try:
+            self._wait_until(0.15)
+            with _lock:
+                task.status = "IN_PROGRESS"
+            statuses, skipped = self._export_tables()
+            self._wait_until(0.95)
+            self._write_info(statuses)
+            with _lock:
+                if task.cancel_requested.is_set():
+                    raise _Cancelled
+                task.warning_message = _warning(skipped)
+                task.total_extracted_data_in_gb = int(self.bytes_written / 1e9)
+                task.percent_progress = 100
+                task.task_end_time = dt.datetime.now(dt.UTC)
+                task.status = "COMPLETE"
+        except _Cancelled:
+            with _lock:
+                task.status = "CANCELED"
+                task.task_end_time = dt.datetime.now(dt.UTC)
+        except Exception as exc:  # the task fails visibly, like AWS's FAILED + FailureCause
+            log.exception("RDS export %s failed", task.export_task_identifier)
+            with _lock:
+                task.status = "FAILED"
+                task.failure_cause = f"{type(exc).__name__}: {exc}"
+                task.task_end_time = dt.datetime.now(dt.UTC)
+
+    def _export_tables(self) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        skipped = [t for t in self.tables if not all(_exportable(c.name) for c in t.columns)]
+        exported = [t for t in self.tables if t not in skipped]
+        counts = (
+            {t.table_id: self.store.count(t.database, t.name) for t in exported}
+            if (self.store)
+            else {}
+        )
+        total_files = sum(max(1, -(-counts[t.table_id] // self.rows_per_file)) for t in exported)
+        done = 0
+        statuses = []
+        for job_id, table in enumerate(exported, 100):
+            parts, size = 0, 0
+            for size_part in self._write_table(table):
+                parts += 1
+                size += size_part
+                done += 1
+                with _lock:
+                    if self.task.status == "IN_PROGRESS":
+                        self.task.percent_progress = min(99, int(100 * done / total_files))
+                self._wait_until(0.15 + 0.8 * done / total_files)
+            statuses.append(
+                {
+                    "tableStatistics": {
+                        "extractionJobId": job_id,
+                        "partitioningInfo": {
+                            "numberOfPartitions": parts,
+                            "numberOfCompletedPartitions": parts,
+                        },
+                    },
+                    "schemaMetadata": {
+                        "originalTypeMappings": [
+                            type_mapping(c.name, c.mysql_type) for c in table.columns
+                        ]
+                    },
+                    "status": "COMPLETE",
+                    "sizeGB": size / 1e9,
+                    "target": table.target,
+                }
+            )
+        reason = (
+            "The table has column names with characters that are not supported "
+            "(, ; { } ( ) \\n \\t =) and was skipped."
+        )
+        for table in skipped:
+            statuses.append(
+                {
+                    "schemaMetadata": {"originalTypeMappings": []},
+                    "status": "SKIPPED",
+                    "sizeGB": 0.0,
+                    "target": table.target,
+                    "warningMessage": reason,
+                }
+            )
+        return statuses, [{"target": t.target, "reason": reason} for t in skipped]
+
+    def _write_table(self, table: TableInfo) -> Any:
+        """Write the table's part files; yields each file's size as it lands in S3."""
+        types = [c.mysql_type for c in table.columns]
+        schema = pa.schema(
+            [
+                pa.field(c.name, t.arrow_type(), nullable=True)
+                for c, t in zip(table.columns, types, strict=True)
+            ]
+        )
+        base = f"{self.task.export_path}/{table.database}/{table.target}"
+        batches = self.store.rows(table, self.rows_per_file) if self.store else iter(())
+        uuid_ref = [""]  # one uuid per batch folder, like one Spark write job
+        index = -1
+        for index, rows in enumerate(batches):
+            yield self._write_part(base, schema, types, rows, index, uuid_ref)
+        if index < 0:  # an empty table still gets one (schema-only) file
+            yield self._write_part(base, schema, types, [], 0, uuid_ref)
+
+    def _write_part(
+        self,
+        base: str,
+        schema: pa.Schema,
+        types: list[MySQLType],
+        rows: list[tuple[Any, ...]],
+        index: int,
+        uuid_ref: list[str],
+    ) -> int:
+        batch = index // self.files_per_batch + 1
+        if index % self.files_per_batch == 0 or not uuid_ref[0]:
+            uuid_ref[0] = str(uuid.uuid4())
+        # Part numbers count across the table and skip one at each new batch
+        # folder: AWS's numbers have gaps, readers must not rely on them.
+        part_number = index + (batch - 1)
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in types]
+        arrays = [t.arrow_array(list(col)) for t, col in zip(types, columns, strict=True)]
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), buffer, compression="gzip")
+        body = buffer.getvalue()
+        key = f"{base}/{batch}/part-{part_number:05d}-{uuid_ref[0]}.c000.gz.parquet"
+        if self.task.cancel_requested.is_set():
+            raise _Cancelled
+        self._put(key, body)
+        return len(body)
+
+    def _write_info(self, statuses: list[dict[str, Any]]) -> None:
+        task = self.task
+        path = task.export_path
+        n = len(statuses)
+        for start in range(0, max(n, 1), TABLES_PER_INFO_FILE):
+            chunk = statuses[start : start + TABLES_PER_INFO_FILE]
+            last = start + max(len(chunk), 1)
+            key = (
+                f"{path}/export_tables_info_{task.export_task_identifier}"
+                f"_from_{start + 1}_to_{last}.json"
+            )
+            self._put(key, json.dumps({"perTableStatus": chunk}, indent=2).encode())
+        info = {
+            "exportTaskIdentifier": task.export_task_identifier,
+            "sourceArn": task.source_arn,
+            "exportOnly": task.export_only or [],
+            "snapshotTime": _iso(task.snapshot_time),
+            "taskStartTime": _iso(task.task_start_time),
+            "taskEndTime": _iso(dt.datetime.now(dt.UTC)),
+            "s3Bucket": task.s3_bucket,
+            "s3Prefix": task.s3_prefix,
+            "exportedFilesPath": path,
+            "iamRoleArn": task.iam_role_arn,
+            "kmsKeyId": task.kms_key_id,
+            "status": "COMPLETE",
+            "percentProgress": 100,
+            "totalExportedDataInGB": self.bytes_written / 1e9,
+        }
+        self._put(
+            f"{path}/export_info_{task.export_task_identifier}.json",
+            json.dumps(info, indent=2).encode(),
+        )
+
+
+def _warning(skipped: list[dict[str, str]]) -> str | None:
+    if not skipped:
+        return None
+    return json.dumps({"skippedTables": skipped, "general": []})
