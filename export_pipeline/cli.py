@@ -1,0 +1,170 @@
+"""`export-pipeline`: the command line.
+
+    export-pipeline local up              start the embedded local cloud (idempotent), seed it
+    export-pipeline local down            stop it (its BigQuery tables stay on disk)
+    export-pipeline local status [--json] what runs, and the endpoints to point clients at
+    export-pipeline local mutate [--seed N] [--json]
+                                          change the demo data like production changes
+    export-pipeline dynamodb-to-parquet … convert a DynamoDB export (when installed)
+
+The local cloud's location and ports come from `LocalCloudSettings.from_env()`
+(EXPORT_PIPELINE_LOCAL_DIR, EXPORT_PIPELINE_LOCAL_*_PORT); the pipeline
+configuration from `current_config()` (pipeline.yaml or
+$EXPORT_PIPELINE_CONFIG). Expected failures (bad configuration, a port in
+use, a server that does not start) print one clear message and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from export_pipeline.config import ConfigError, current_config
+from export_pipeline.local_cloud.settings import LocalCloudSettings
+
+# Subcommands that other modules provide through `register(subparsers)`.
+PLUGIN_MODULES = ("export_pipeline.dynamodb.convert_cli",)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _print_status(status: Any) -> None:
+    state = "running" if status.running else "not running"
+    print(f"local cloud: {state}")
+    print(f"  AWS endpoint:       {status.aws_endpoint_url}  ({_service_line(status.aws)})")
+    print(
+        f"  BigQuery endpoint:  {status.bigquery_api_endpoint}  ({_service_line(status.bigquery)})"
+    )
+    print(f"  BigQuery gRPC:      {status.bigquery_grpc_endpoint}")
+    print(f"  BigQuery project:   {status.bigquery_project}")
+    print(f"  demo data seeded:   {'yes' if status.seeded else 'no'}")
+    print(f"  state folder:       {status.state_dir}")
+    print(f"  logs:               {status.aws.log_path}, {status.bigquery.log_path}")
+
+
+def _service_line(service: Any) -> str:
+    return f"pid {service.pid}" if service.running else service.detail
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from export_pipeline.local_cloud import control
+
+    config = current_config()
+    started = time.monotonic()
+    status = control.up(LocalCloudSettings.from_env(), config, timeout=args.timeout)
+    _print_status(status)
+    print(f"ready in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from export_pipeline.local_cloud import control
+
+    settings = LocalCloudSettings.from_env()
+    stopped = control.down(settings)
+    for name, was_running in stopped.items():
+        print(f"{name}: {'stopped' if was_running else 'was not running'}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from export_pipeline.local_cloud import control
+
+    status = control.status(LocalCloudSettings.from_env())
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        _print_status(status)
+    return 0
+
+
+def _cmd_mutate(args: argparse.Namespace) -> int:
+    from export_pipeline.local_cloud import control
+
+    config = current_config()
+    summary = control.mutate(LocalCloudSettings.from_env(), config, seed=args.seed)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    for source, changes in summary.items():
+        print(f"{source}:")
+        if isinstance(changes, dict):
+            for key, value in changes.items():
+                rendered = value if isinstance(value, str) else json.dumps(value, default=str)
+                print(f"  {key}: {rendered}")
+        else:
+            print(f"  {changes}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="export-pipeline",
+        description="Keep BigQuery in step with DynamoDB and RDS exports.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    local = commands.add_parser("local", help="the embedded local cloud (moto + bqemulator)")
+    local_commands = local.add_subparsers(dest="local_command", metavar="ACTION", required=True)
+
+    up = local_commands.add_parser("up", help="start (if needed) and seed the local cloud")
+    up.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds to wait for each server (90)"
+    )
+    up.set_defaults(func=_cmd_up)
+
+    down = local_commands.add_parser("down", help="stop the local cloud's servers")
+    down.set_defaults(func=_cmd_down)
+
+    status = local_commands.add_parser("status", help="show what runs and its endpoints")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_cmd_status)
+
+    mutate = local_commands.add_parser(
+        "mutate", help="insert/update/delete demo data, as production data changes"
+    )
+    mutate.add_argument("--seed", type=int, default=None, help="random seed (repeatable runs)")
+    mutate.add_argument("--json", action="store_true", help="print JSON")
+    mutate.set_defaults(func=_cmd_mutate)
+
+    for name in PLUGIN_MODULES:
+        _register_plugin(name, commands)
+    return parser
+
+
+def _register_plugin(name: str, commands: argparse._SubParsersAction) -> None:
+    try:
+        if importlib.util.find_spec(name) is None:
+            return
+        importlib.import_module(name).register(commands)
+    except Exception as exc:  # a broken plugin must not take `local down` with it
+        print(f"warning: the commands of {name} are unavailable: {exc}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from export_pipeline.local_cloud._process import LocalCloudError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LocalCloudError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

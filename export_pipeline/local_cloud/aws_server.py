@@ -1,0 +1,136 @@
+"""The AWS half of the local cloud: moto's server, in this process, on loopback.
+
+Run as `python -m export_pipeline.local_cloud.aws_server --host H --port P --state-dir D`
+(`control.up` does). Before serving, it calls `install(state_dir)` of the
+export emulations (`dynamodb_exports`, `rds_exports`): they replace methods of
+moto's models so that ExportTableToPointInTime and StartExportTask write what
+AWS writes. Such patches only act in the process that serves the requests,
+which is why this server runs moto in-process instead of moto's own CLI.
+
+Besides moto's API it answers `GET /_local_cloud/health` with its pid, state
+folder and installed hooks: `control` uses that to tell its own server from
+anything else listening on the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from export_pipeline.local_cloud._process import exit_with_owner
+
+HEALTH_PATH = "/_local_cloud/health"
+
+# Modules (owned by the export emulations) whose `install(state_dir)` patches
+# moto in this process. A module not written yet is skipped; one that fails to
+# import or install stops the server (a half-faithful cloud would mislead).
+INSTALL_HOOK_MODULES = (
+    "export_pipeline.local_cloud.dynamodb_exports",
+    "export_pipeline.local_cloud.rds_exports",
+)
+
+_log = logging.getLogger("export_pipeline.local_cloud.aws_server")
+
+
+def install_hooks(state_dir: Path, modules: Iterable[str] = INSTALL_HOOK_MODULES) -> list[str]:
+    """Call `install(state_dir)` of every hook module that exists; return their names."""
+    installed = []
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            _log.warning("install hook %s not present; moto's own behaviour stays", name)
+            continue
+        module = importlib.import_module(name)
+        module.install(state_dir)
+        installed.append(name)
+        _log.info("installed %s", name)
+    return installed
+
+
+class _HealthMiddleware:
+    """Answers the health path itself; everything else goes to moto."""
+
+    def __init__(self, app: Callable[..., Any], info: dict[str, Any]) -> None:
+        self._app = app
+        self._body = json.dumps({"status": "ok", **info}).encode()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") == "GET":
+            start_response(
+                "200 OK",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(self._body)))],
+            )
+            return [self._body]
+        return self._app(environ, start_response)
+
+
+def serve(host: str, port: int, state_dir: Path, owner: str | None = None) -> None:
+    """Install the hooks, then serve moto on host:port until SIGTERM/SIGINT (or owner exit)."""
+    os.environ.setdefault("MOTO_PORT", str(port))  # moto builds some URLs from it
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    installed = install_hooks(state_dir)
+
+    class _QuietHandler(MotoRequestHandler):
+        # Request lines can carry presigned-URL credentials in the query
+        # string; keep them out of the log. Server errors are still logged.
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            if str(code).startswith("5"):
+                path = self.path.split("?", 1)[0]
+                _log.error("%s %s -> %s", self.command, path, code)
+
+    app = _HealthMiddleware(
+        DomainDispatcherApplication(create_backend_app),
+        {"pid": os.getpid(), "state_dir": str(state_dir), "install_hooks": installed},
+    )
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+
+    def _shutdown(signum: int, _frame: object) -> None:
+        _log.info("signal %s: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    _log.info("moto serving on http://%s:%s (state %s)", host, port, state_dir)
+    exit_with_owner(owner)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        _log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--owner", help="pid:start_ticks of a process whose exit stops us")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # werkzeug's own "Running on..." banner and per-request lines are not needed.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    serve(args.host, args.port, args.state_dir.resolve(), args.owner)
+
+
+if __name__ == "__main__":
+    main()

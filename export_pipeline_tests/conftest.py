@@ -1,0 +1,148 @@
+"""Shared fixtures: a private embedded local cloud for the whole test session.
+
+How to use it:
+
+    def test_something(local_cloud, aws_clients, bigquery_client, pipeline_config):
+        # local_cloud: LocalCloudSettings of a running cloud (moto + bqemulator),
+        #   seeded like `export-pipeline local up` (export bucket, BigQuery
+        #   dataset, demo DynamoDB tables / RDS snapshots once those exist).
+        aws_clients.s3.list_objects_v2(Bucket=pipeline_config.aws.export_bucket)
+        bigquery_client.query("SELECT 1").result()
+
+- The cloud starts once per session (a few seconds), on free loopback ports,
+  with its state in a pytest tmp folder, and is stopped at the end.
+- While it runs, os.environ holds EXPORT_PIPELINE_LOCAL_DIR /
+  EXPORT_PIPELINE_LOCAL_AWS_PORT / EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT /
+  EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT, so `LocalCloudSettings.from_env()`
+  (and the Dagster resources built from it) point at this private cloud; the
+  previous values come back after the session.
+- The cloud is shared: give tables / keys / datasets names unique to your test
+  (e.g. from `unique_name`) and do not stop it. A test that needs its own
+  up/down cycle starts a separate cloud (see `fresh_local_cloud_settings`).
+- Server logs: `<state_dir>/logs/aws.log` and `logs/bigquery.log` (the path is
+  `local_cloud.state_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from export_pipeline.config import PipelineConfig, current_config
+from export_pipeline.local_cloud import control
+from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.settings import (
+    AWS_PORT_ENV,
+    BIGQUERY_GRPC_PORT_ENV,
+    BIGQUERY_PORT_ENV,
+    STATE_DIR_ENV,
+    LocalCloudSettings,
+)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports that nothing listens on right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def fresh_local_cloud_settings(state_dir: Path) -> LocalCloudSettings:
+    """Settings for a separate cloud (own state folder, own free ports); not started."""
+    aws_port, bigquery_port, grpc_port = free_ports(3)
+    return LocalCloudSettings(
+        state_dir=state_dir,
+        aws_port=aws_port,
+        bigquery_port=bigquery_port,
+        bigquery_grpc_port=grpc_port,
+    )
+
+
+def _point_environment_at(settings: LocalCloudSettings) -> None:
+    os.environ.update(
+        {
+            STATE_DIR_ENV: str(settings.state_dir),
+            AWS_PORT_ENV: str(settings.aws_port),
+            BIGQUERY_PORT_ENV: str(settings.bigquery_port),
+            BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+        }
+    )
+
+
+def _start_private_cloud(
+    tmp_path_factory: pytest.TempPathFactory, config: PipelineConfig, attempts: int = 3
+) -> LocalCloudSettings:
+    """Start a cloud on free ports; try other ports if another program took one meanwhile."""
+    for attempt in range(1, attempts + 1):
+        settings = fresh_local_cloud_settings(tmp_path_factory.mktemp("local_cloud"))
+        _point_environment_at(settings)  # before `up`: the servers inherit it
+        try:
+            # owner_pid: the servers stop by themselves if this session is killed.
+            control.up(settings, config, owner_pid=os.getpid())
+            return settings
+        except control.LocalCloudError as exc:
+            port_race = "in use" in str(exc) or "exited during start-up" in str(exc)
+            control.down(settings)
+            if not port_race or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def pipeline_config() -> PipelineConfig:
+    """The demo configuration (pipeline.yaml, or $EXPORT_PIPELINE_CONFIG)."""
+    return current_config()
+
+
+@pytest.fixture(scope="session")
+def local_cloud(
+    tmp_path_factory: pytest.TempPathFactory, pipeline_config: PipelineConfig
+) -> Iterator[LocalCloudSettings]:
+    """A running, seeded, private local cloud for the session (see the module docstring)."""
+    variables = (STATE_DIR_ENV, AWS_PORT_ENV, BIGQUERY_PORT_ENV, BIGQUERY_GRPC_PORT_ENV)
+    previous = {name: os.environ.get(name) for name in variables}
+    settings = None
+    try:
+        settings = _start_private_cloud(tmp_path_factory, pipeline_config)
+        assert LocalCloudSettings.from_env() == settings
+        yield settings
+    finally:
+        if settings is not None:
+            control.down(settings)
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def aws_clients(local_cloud: LocalCloudSettings, pipeline_config: PipelineConfig) -> AwsClients:
+    """boto3 clients (s3, dynamodb, rds, iam, kms, sts) for the session's local cloud."""
+    return AwsClients.for_config(local_cloud, pipeline_config)
+
+
+@pytest.fixture(scope="session")
+def bigquery_client(local_cloud: LocalCloudSettings):  # type: ignore[no-untyped-def]
+    """A `google.cloud.bigquery.Client` for the session's local BigQuery emulator."""
+    client = control.bigquery_client(local_cloud)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A short name no other test uses (for tables, keys, datasets in the shared cloud)."""
+    return "t" + uuid.uuid4().hex[:12]
