@@ -1,0 +1,171 @@
+"""Benchmark: DynamoDB export data file -> BigQuery-ready files, baseline vs. our converter.
+
+    python bench/dynamodb_convert.py            # 300,000 items
+    python bench/dynamodb_convert.py --scale 10 # 3,000,000 items
+
+Generates a deterministic export data file under bench/out/ (git-ignored;
+reused when already there), then runs, each in its own subprocess:
+- baseline: `json.loads` + boto3 `TypeDeserializer` per item, written as NDJSON
+  (the usual hand-written converter);
+- ours: `convert_full_export` to Parquet.
+Peak memory is the largest summed PSS of the subprocess and its children,
+sampled every 10 ms from /proc (ru_maxrss would show only the largest one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench._dynamodb_data import write_export_file  # noqa: E402
+from export_pipeline.dynamodb.convert import DEFAULT_BATCH_SIZE  # noqa: E402
+
+BASELINE = r"""
+import base64, gzip, json, sys
+from decimal import Decimal
+from boto3.dynamodb.types import Binary, TypeDeserializer
+
+class ExportDeserializer(TypeDeserializer):
+    # exports hold B as base64 text; boto3 expects bytes
+    def _deserialize_b(self, value):
+        return Binary(base64.b64decode(value))
+
+def default(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if hasattr(value, "value"):  # boto3 Binary
+        return base64.b64encode(value.value).decode()
+    raise TypeError(type(value))
+
+deserializer = ExportDeserializer()
+with gzip.open(sys.argv[1], "rt") as source, open(sys.argv[2], "w") as out:
+    for line in source:
+        item = json.loads(line)["Item"]
+        plain = {k: deserializer.deserialize(v) for k, v in item.items()}
+        out.write(json.dumps(plain, default=default) + "\n")
+"""
+
+OURS = r"""
+import sys
+from pathlib import Path
+from export_pipeline.dynamodb.convert import convert_full_export
+
+if __name__ == "__main__":
+    result = convert_full_export(
+        [Path(sys.argv[1])], Path(sys.argv[2]),
+        batch_size=int(sys.argv[3]), max_workers=int(sys.argv[4]),
+    )
+    print(result.item_count, len(result.parquet_files), file=sys.stderr)
+"""
+
+
+def _tree_sample(pid: int, cpu_seen: dict[int, float]) -> int:
+    """Summed PSS (kB) of `pid` and its descendants; records each one's CPU seconds.
+
+    PSS, not RSS: forked workers share the parent's pages, and summing RSS
+    would count those pages once per process.
+    """
+    total, stack = 0, [pid]
+    ticks = os.sysconf("SC_CLK_TCK")
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            cpu_seen[current] = (int(fields[11]) + int(fields[12])) / ticks
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    stack.extend(int(c) for c in children.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError, PermissionError):
+            continue
+    return total
+
+
+def _run(args: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak summed PSS in MB) of one subprocess run.
+
+    CPU time is summed over the process tree from /proc samples every 10 ms
+    (so it misses up to 10 ms per process); on a shared, busy machine it is
+    a steadier figure than wall time.
+    """
+    start = time.perf_counter()
+    process = subprocess.Popen(args, cwd=HERE.parent)
+    peak = 0
+    cpu_seen: dict[int, float] = {}
+    while process.poll() is None:
+        peak = max(peak, _tree_sample(process.pid, cpu_seen))
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    if process.returncode:
+        raise SystemExit(f"{args[:3]} failed with exit code {process.returncode}")
+    return elapsed, sum(cpu_seen.values()), peak / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=1, help="x 300,000 items")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-baseline", action="store_true")
+    options = parser.parse_args()
+    items = 300_000 * options.scale
+    out = HERE / "out"
+    data = out / f"items-{items}.json.gz"
+    if not data.exists():
+        print(f"generating {items:,} items -> {data}", file=sys.stderr)
+        write_export_file(data, items)
+    size_mb = data.stat().st_size / 1e6
+    print(f"input: {items:,} items, {size_mb:.1f} MB gzip")
+    python = sys.executable
+    baseline = None
+    load = os.getloadavg()[0]
+    print(f"load average before: {load:.1f} on {os.cpu_count()} CPUs (wall times suffer if high)")
+    if not options.skip_baseline:
+        baseline = _run([python, "-c", BASELINE, str(data), str(out / "baseline.ndjson")])
+        _report("baseline (json + TypeDeserializer -> NDJSON)", items, baseline)
+    ours = _run(
+        [
+            python,
+            "-c",
+            OURS,
+            str(data),
+            str(out / "parquet"),
+            str(options.batch_size),
+            str(options.workers),
+        ]
+    )
+    _report(
+        f"ours (convert_full_export -> Parquet, {options.workers} workers, "
+        f"batch {options.batch_size:,})",
+        items,
+        ours,
+    )
+    if baseline:
+        print(f"speed-up: {baseline[0] / ours[0]:.1f}x wall, {baseline[1] / ours[1]:.1f}x CPU")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def _report(label: str, items: int, figures: tuple[float, float, float]) -> None:
+    wall, cpu, peak = figures
+    print(
+        f"{label}: {wall:.2f} s wall, {cpu:.2f} s CPU, {items / wall:,.0f} items/s, "
+        f"peak {peak:.0f} MB (PSS, whole process tree)"
+    )
+
+
+if __name__ == "__main__":
+    main()

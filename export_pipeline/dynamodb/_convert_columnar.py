@@ -1,0 +1,284 @@
+"""Columnar fast path for a batch of full-export lines: Arrow's JSON reader, no per-item Python.
+
+DynamoDB JSON never has type conflicts on one path (`{"S": ..}` is always a
+string, `{"M": ..}` always an object...), so Arrow's JSON reader infers a
+clean nested struct for a whole batch. This module turns that struct into
+the same *raw columns* the per-line path builds (`_convert_read`): strings
+and number texts as they are, binary decoded, sets as lists, and maps and
+lists serialized to JSON text column-wise (one compute call per schema node,
+not per value). Values that need a per-value decision (escaping, unusual
+numbers) are fixed only where present.
+
+Anything unexpected (invalid lines, unknown type descriptors, a value of the
+wrong JSON type, a batch with too many distinct map keys) returns None, and
+the caller re-reads the batch with the per-line path, which either converts
+it or raises an error naming the file and line. Both paths produce the same
+values; the tests compare them.
+"""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from export_pipeline.dynamodb import _convert_values as cv
+
+MAX_SCHEMA_FIELDS = 2_000  # maps keyed by ids would explode the struct: use the slow path
+_STRING = pa.string()
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+_PLAIN_INTEGER = r"^-?(0|[1-9][0-9]{0,14})$"
+_JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class NotColumnar(Exception):
+    """This batch needs the per-line path."""
+
+
+def raw_columns(lines: list[bytes]) -> dict[tuple[str, str], pa.Array] | None:
+    """Raw columns {(attribute, tag): array} for full-export `lines`, or None."""
+    try:
+        item = _read_items(lines)
+        if item is None:
+            return None
+        out: dict[tuple[str, str], pa.Array] = {}
+        for field, typed in zip(item.type, item.flatten(), strict=True):
+            out.update(_attribute(field.name, typed))
+        return out
+    except (NotColumnar, pa.ArrowException, cv.ValueError_, ValueError, TypeError):
+        return None
+
+
+def _read_items(lines: list[bytes]) -> pa.StructArray | None:
+    blob = b"\n".join(lines)
+    options = pj.ReadOptions(use_threads=False, block_size=len(blob) + 1)
+    table = pj.read_json(io.BytesIO(blob), read_options=options)
+    if table.num_rows != len(lines) or table.schema.names != ["Item"]:
+        return None
+    if _contains_timestamp(table.schema.field("Item").type):
+        # Arrow infers timestamps from ISO-looking strings: read again with
+        # those fields declared as strings, so the text stays exactly as it is.
+        schema = pa.schema([pa.field("Item", _timestamps_to_strings(table.schema[0].type))])
+        parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        table = pj.read_json(io.BytesIO(blob), read_options=options, parse_options=parse)
+    item = table.column("Item").combine_chunks()
+    if not pa.types.is_struct(item.type) or item.null_count:
+        return None
+    if _count_fields(item.type) > MAX_SCHEMA_FIELDS:
+        return None
+    return item
+
+
+def _contains_timestamp(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_timestamp(arrow_type):
+        return True
+    if pa.types.is_struct(arrow_type):
+        return any(_contains_timestamp(f.type) for f in arrow_type)
+    if pa.types.is_list(arrow_type):
+        return _contains_timestamp(arrow_type.value_type)
+    return False
+
+
+def _timestamps_to_strings(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(arrow_type):
+        return _STRING
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([f.with_type(_timestamps_to_strings(f.type)) for f in arrow_type])
+    if pa.types.is_list(arrow_type):
+        return pa.list_(_timestamps_to_strings(arrow_type.value_type))
+    return arrow_type
+
+
+def _count_fields(arrow_type: pa.DataType) -> int:
+    if pa.types.is_struct(arrow_type):
+        return len(arrow_type) + sum(_count_fields(f.type) for f in arrow_type)
+    if pa.types.is_list(arrow_type):
+        return _count_fields(arrow_type.value_type)
+    return 0
+
+
+def _check_one_tag(typed: pa.StructArray, children: list[pa.Array]) -> None:
+    """Every present value must hold exactly one type descriptor."""
+    if not pa.types.is_struct(typed.type):
+        raise NotColumnar
+    present = pc.cast(typed.is_valid(), pa.int8())
+    count = pa.array([0] * len(typed), pa.int8()) if not children else None
+    for child in children:
+        valid = pc.cast(child.is_valid(), pa.int8())
+        count = valid if count is None else pc.add(count, valid)
+    if not pc.all(pc.equal(count, present)).as_py():
+        raise NotColumnar
+
+
+def _attribute(name: str, typed: pa.Array) -> dict[tuple[str, str], pa.Array]:
+    """Raw columns of one top-level attribute, one per type descriptor seen."""
+    if not pa.types.is_struct(typed.type):
+        raise NotColumnar
+    children = typed.flatten()
+    _check_one_tag(typed, children)
+    out = {}
+    for field, child in zip(typed.type, children, strict=True):
+        tag = field.name
+        if tag in ("S", "N"):
+            _expect(child, pa.types.is_string)
+            out[(name, tag)] = child
+        elif tag in ("BOOL", "NULL"):
+            _expect(child, pa.types.is_boolean)
+            out[(name, tag)] = child
+        elif tag == "B":
+            _expect(child, pa.types.is_string)
+            out[(name, tag)] = pa.array(cv.decode_base64_list(child.to_pylist()), pa.binary())
+        elif tag in ("SS", "NS", "BS"):
+            _expect_list_of_strings(child)
+            if tag == "BS":
+                child = _map_list_values(
+                    child, lambda v: pa.array(cv.decode_base64_list(v.to_pylist()), pa.binary())
+                )
+            out[(name, tag)] = child
+        elif tag in ("M", "L"):
+            out[(name, tag)] = _json_value(tag, child)
+        else:
+            raise NotColumnar
+    return out
+
+
+def _expect(array: pa.Array, predicate) -> None:
+    if not predicate(array.type):
+        raise NotColumnar
+
+
+def _expect_list_of_strings(array: pa.Array) -> None:
+    if not (pa.types.is_list(array.type) and pa.types.is_string(array.type.value_type)):
+        raise NotColumnar
+
+
+def _map_list_values(array: pa.ListArray, convert) -> pa.ListArray:
+    """The same lists with each element converted (offsets and nulls kept)."""
+    values = convert(array.values)
+    return pa.ListArray.from_arrays(array.offsets, values, mask=array.is_null())
+
+
+def _json_value(tag: str, array: pa.Array) -> pa.Array:
+    """JSON text of the values of one type descriptor (null where absent)."""
+    if tag == "S":
+        _expect(array, pa.types.is_string)
+        return _quote(array)
+    if tag == "N":
+        _expect(array, pa.types.is_string)
+        return _numbers(array)
+    if tag == "BOOL":
+        _expect(array, pa.types.is_boolean)
+        return pc.if_else(array, "true", "false")
+    if tag == "NULL":
+        _expect(array, pa.types.is_boolean)
+        return pc.if_else(array.is_valid(), "null", pa.scalar(None, _STRING))
+    if tag == "B":
+        _expect(array, pa.types.is_string)
+        _check_base64(array)
+        return _quote(array)
+    if tag in ("SS", "NS", "BS"):
+        _expect_list_of_strings(array)
+        if tag == "BS":
+            _check_base64(array.values)
+        return _join_list(_map_list_values(array, _numbers if tag == "NS" else _quote), "[", "]")
+    if tag == "M":
+        return _json_map(array)
+    if tag == "L":
+        if not pa.types.is_list(array.type):
+            raise NotColumnar
+        if pa.types.is_null(array.type.value_type):  # only empty lists
+            if len(array.values):
+                raise NotColumnar
+            return pc.if_else(array.is_valid(), "[]", pa.scalar(None, _STRING))
+        return _join_list(_map_list_values(array, _json_elements), "[", "]")
+    raise NotColumnar
+
+
+def _json_elements(typed: pa.Array) -> pa.Array:
+    texts = _json_typed(typed)
+    if texts.null_count:  # a null list element is not DynamoDB JSON
+        raise NotColumnar
+    return texts
+
+
+def _json_typed(typed: pa.Array) -> pa.Array:
+    """JSON text of typed values (`{"S": ..}`, `{"M": ..}`, ...): one per row."""
+    if not pa.types.is_struct(typed.type):
+        raise NotColumnar
+    children = typed.flatten()
+    _check_one_tag(typed, children)
+    parts = [_json_value(f.name, c) for f, c in zip(typed.type, children, strict=True)]
+    if not parts:
+        return pa.nulls(len(typed), _STRING)
+    return pc.coalesce(*parts) if len(parts) > 1 else parts[0]
+
+
+def _json_map(array: pa.Array) -> pa.Array:
+    if not pa.types.is_struct(array.type):
+        raise NotColumnar
+    # Each present key becomes `,"key":value`, an absent one ""; joined, minus the
+    # first comma. (binary_join_element_wise's null_handling="skip" drops rows
+    # whose inputs are all null in pyarrow 26, so it is not used.)
+    pieces = []
+    for field, child in zip(array.type, array.flatten(), strict=True):
+        key = "," + orjson.dumps(field.name).decode() + ":"
+        piece = pc.binary_join_element_wise(key, _json_typed(child), "")
+        pieces.append(pc.fill_null(piece, ""))
+    if len(pieces) > 1:
+        body = pc.utf8_slice_codeunits(pc.binary_join_element_wise(*pieces, ""), 1)
+    elif pieces:
+        body = pc.utf8_slice_codeunits(pieces[0], 1)
+    else:
+        body = pa.array([""] * len(array), _STRING)
+    wrapped = pc.binary_join_element_wise("{", body, "}", "")
+    return pc.if_else(array.is_valid(), wrapped, pa.scalar(None, _STRING))
+
+
+def _join_list(lists: pa.ListArray, open_: str, close: str) -> pa.Array:
+    return pc.binary_join_element_wise(open_, pc.binary_join(lists, ","), close, "")
+
+
+def _quote(strings: pa.Array) -> pa.Array:
+    """JSON string literals; escaping done per value only where needed."""
+    quoted = pc.binary_join_element_wise('"', strings, '"', "")
+    needs = pc.fill_null(pc.match_substring_regex(strings, _NEEDS_ESCAPE), False)
+    if not pc.any(needs).as_py():
+        return quoted
+    escaped = [orjson.dumps(v).decode() for v in strings.filter(needs).to_pylist()]
+    return pc.replace_with_mask(quoted, needs, pa.array(escaped, _STRING))
+
+
+def _numbers(texts: pa.Array) -> pa.Array:
+    """JSON numbers where exact, else per `json_number`.
+
+    Kept as they are: plain integers up to 15 digits, and decimals that are
+    valid JSON and equal to float64's shortest text of themselves (so they
+    round-trip exactly). Everything else is decided one by one.
+    """
+    plain = pc.fill_null(pc.match_substring_regex(texts, _PLAIN_INTEGER), True)
+    if pc.all(plain).as_py():
+        return texts
+    json_like = pc.fill_null(pc.match_substring_regex(texts, _JSON_NUMBER), False)
+    if pc.any(json_like).as_py():
+        try:
+            shortest = pc.cast(pc.cast(texts, pa.float64()), _STRING)
+        except pa.ArrowInvalid:
+            shortest = None  # some text is no number: let json_number decide
+        if shortest is not None:
+            same = pc.and_(json_like, pc.fill_null(pc.equal(shortest, texts), False))
+            plain = pc.or_(plain, same)
+            if pc.all(plain).as_py():
+                return texts
+    others = pc.invert(plain)
+    converted = [orjson.dumps(cv.json_number(v)).decode() for v in texts.filter(others).to_pylist()]
+    return pc.replace_with_mask(texts, others, pa.array(converted, _STRING))
+
+
+def _check_base64(texts: pa.Array) -> None:
+    valid = pc.match_substring_regex(texts, _BASE64)
+    if not pc.all(pc.fill_null(valid, True)).as_py():
+        raise NotColumnar

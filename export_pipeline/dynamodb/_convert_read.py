@@ -1,0 +1,366 @@
+"""Pass 1: stream one gzip data file, parse lines, write typed intermediate batches.
+
+Why two passes: a column's type depends on every value of the attribute
+(one decimal among a million integers makes it NUMERIC), so nothing final
+can be written before the whole export is read. Pass 1 therefore writes each
+batch of `batch_size` lines as an Arrow IPC file in a *raw* typed form, one
+column per (attribute, DynamoDB type) pair — numbers as their exact text,
+binary decoded, maps already turned into JSON text — and returns small
+statistics (types seen, narrowest number kind). Pass 2 (`_convert_write`)
+then casts each batch to the final schema, columnar, without re-parsing.
+
+Memory is bounded by the batch: a batch's values, then its Arrow arrays.
+Full-export batches are first tried column-wise (`_convert_columnar`,
+Arrow's JSON reader); incremental lines and any batch that path refuses
+are parsed line by line with orjson (the "hot loop" below), which is also
+what reports bad input with its line number.
+
+A file can be read by several workers at once ("shares"): each decompresses
+the whole stream (cheap) but parses only the batches `index % shares ==
+share`, so one big file still uses every core without shipping lines
+between processes.
+"""
+
+from __future__ import annotations
+
+import gc
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from export_pipeline.dynamodb import _convert_values as cv
+from export_pipeline.dynamodb._convert_columnar import raw_columns
+from export_pipeline.dynamodb.convert import ConversionError
+
+READ_CHUNK = 1 << 20
+# Full-export batches go through Arrow's JSON reader first (see _convert_columnar);
+# False forces the per-line path (the tests compare both).
+COLUMNAR_ENABLED = True
+# Pseudo-attributes of an incremental change line (never DynamoDB type tags).
+DELETED_TAG = "_deleted"
+TIMESTAMP_TAG = "_write_timestamp_micros"
+_KNOWN_TAGS = frozenset({"S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS", "M", "L"})
+
+
+@dataclass
+class RawColumn:
+    """One raw column of an intermediate batch: attribute, DynamoDB tag, where stored."""
+
+    attribute: str | None  # None for the converter's own columns
+    tag: str
+    field_index: int | None  # column index in the IPC file (None: NULL, nothing stored)
+    number_kind: str | None = None  # for N / NS: narrowest kind of this batch
+
+
+@dataclass
+class BatchInfo:
+    ipc_path: str
+    rows: int
+    first_line: int
+    columns: list[RawColumn] = field(default_factory=list)
+
+
+@dataclass
+class ShareResult:
+    file_index: int
+    share: int
+    lines: int = 0
+    batches: list[BatchInfo] = field(default_factory=list)
+
+
+def _lines(path: Path) -> Iterator[list[bytes]]:
+    """Complete lines of a (possibly multi-member) gzip file, in chunks; b"" file -> none."""
+    decompressor = zlib.decompressobj(31)
+    fed = False
+    rest = b""
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(READ_CHUNK)
+            if not chunk:
+                break
+            while chunk:
+                try:
+                    data = decompressor.decompress(chunk)
+                except zlib.error as exc:
+                    raise ConversionError(path, f"corrupt gzip data: {exc}") from exc
+                fed = True
+                if decompressor.eof:
+                    chunk = decompressor.unused_data
+                    decompressor = zlib.decompressobj(31)
+                    fed = False
+                else:
+                    chunk = b""
+                if data:
+                    parts = (rest + data).split(b"\n")
+                    rest = parts.pop()
+                    if parts:
+                        yield parts
+    if fed and not decompressor.eof:
+        raise ConversionError(path, "truncated gzip data (unexpected end of file)")
+    if rest:
+        yield [rest]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, orjson.JSONDecodeError):
+        return f"invalid JSON: {exc}"
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]!r}"
+    if isinstance(exc, ValueError) and "unpack" in str(exc):
+        return "an attribute value must hold exactly one type descriptor"
+    if isinstance(exc, AttributeError | TypeError):
+        return "not DynamoDB JSON (expected objects of attribute -> {type: value})"
+    return str(exc)
+
+
+class _BatchWriter:
+    """Accumulates one batch of rows column-wise and writes it as Arrow IPC."""
+
+    def __init__(self, path: Path, tmp_dir: Path, prefix: str, batch_size: int) -> None:
+        self.path = path
+        self.tmp_dir = tmp_dir
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.count = 0
+
+    def flush(self, cols: dict[tuple, list], rows: int, first_line: int) -> BatchInfo:
+        """Write a batch gathered as Python lists (the per-line path)."""
+        arrays: list[pa.Array] = []
+        raw_columns: list[RawColumn] = []
+        for (attribute, tag), values in cols.items():
+            if len(values) != rows:
+                del values[rows:]
+            try:
+                raw = self._raw_column(attribute, tag, values, len(arrays))
+            except (cv.ValueError_, ValueError, TypeError, pa.ArrowException) as exc:
+                line = first_line + _first_bad_row(tag, values)
+                where = f"attribute {attribute!r}" if attribute is not None else tag
+                raise ConversionError(self.path, f"{where}: {exc}", line=line) from exc
+            if raw is None:
+                raw_columns.append(RawColumn(attribute, tag, None))
+                continue
+            array, kind = raw
+            raw_columns.append(RawColumn(attribute, tag, len(arrays), kind))
+            arrays.append(array)
+        return self._write(arrays, raw_columns, rows, first_line)
+
+    def flush_arrays(self, cols: dict[tuple, pa.Array], rows: int, first_line: int) -> BatchInfo:
+        """Write a batch gathered as raw Arrow columns (the columnar path).
+
+        Raises ValueError_ for a value the per-line path must report.
+        """
+        arrays: list[pa.Array] = []
+        raw_columns: list[RawColumn] = []
+        for (attribute, tag), array in cols.items():
+            if tag == "NULL":
+                raw_columns.append(RawColumn(attribute, tag, None))
+                continue
+            kind = None
+            if tag == "N":
+                kind = cv.number_kind_of_array(array)
+            elif tag == "NS":
+                kind = cv.number_kind_of_array(array.flatten())
+            raw_columns.append(RawColumn(attribute, tag, len(arrays), kind))
+            arrays.append(array)
+        return self._write(arrays, raw_columns, rows, first_line)
+
+    def _write(
+        self, arrays: list[pa.Array], raw_columns: list[RawColumn], rows: int, first_line: int
+    ) -> BatchInfo:
+        ipc_path = self.tmp_dir / f"{self.prefix}-{self.count:06d}.arrow"
+        self.count += 1
+        table = pa.Table.from_arrays(arrays, names=[str(i) for i in range(len(arrays))])
+        with pa.OSFile(str(ipc_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table)
+        return BatchInfo(str(ipc_path), rows, first_line, raw_columns)
+
+    @staticmethod
+    def _raw_column(
+        attribute: str | None, tag: str, values: list, _index: int
+    ) -> tuple[pa.Array, str | None] | None:
+        if tag == "S":
+            return pa.array(values, pa.string()), None
+        if tag == "N" or tag == TIMESTAMP_TAG:
+            array = pa.array(values, pa.string())
+            return array, cv.number_kind_of_array(array)
+        if tag == "BOOL" or tag == DELETED_TAG:
+            if not all(v is None or v is True or v is False for v in values):
+                raise cv.ValueError_("BOOL value must be true or false")
+            return pa.array(values, pa.bool_()), None
+        if tag == "NULL":
+            return None
+        if tag == "B":
+            return pa.array(cv.decode_base64_list(values), pa.binary()), None
+        if tag == "SS":
+            return pa.array(values, pa.list_(pa.string())), None
+        if tag == "NS":
+            array = pa.array(values, pa.list_(pa.string()))
+            return array, cv.number_kind_of_array(array.flatten())
+        if tag == "BS":
+            decoded = [None if v is None else cv.decode_base64_list(v) for v in values]
+            return pa.array(decoded, pa.list_(pa.binary())), None
+        if tag == "M" or tag == "L":  # already JSON text (converted while parsing)
+            return pa.array(values, pa.string()), None
+        raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
+
+
+def _first_bad_row(tag: str, values: list) -> int:
+    """Row of the first value that fails alone (for the error's line number)."""
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            _BatchWriter._raw_column(None, tag, [value], 0)
+        except Exception:
+            return row
+    return 0
+
+
+def read_share(
+    path: Path,
+    file_index: int,
+    share: int,
+    shares: int,
+    tmp_dir: Path,
+    batch_size: int,
+    incremental: bool,
+    key_attributes: tuple[str, ...],
+) -> ShareResult:
+    """Parse this worker's share of `path` into intermediate batches (see module doc)."""
+    result = ShareResult(file_index, share)
+    writer = _BatchWriter(path, tmp_dir, f"f{file_index:05d}-s{share:03d}", batch_size)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived dicts would trigger it constantly
+    try:
+        line_no = 0  # 0-based index of the next line in the file
+        cols: dict[tuple, list] = {}
+        pending: list[bytes] = []  # full exports: the batch's lines, converted at its end
+        rows = 0
+        batch_first = 0
+        for chunk in _lines(path):
+            start = 0
+            while start < len(chunk):
+                batch_index = line_no // batch_size
+                in_batch = min(len(chunk) - start, (batch_index + 1) * batch_size - line_no)
+                if batch_index % shares == share:
+                    if rows == 0:
+                        batch_first = line_no + 1
+                    segment = chunk[start : start + in_batch]
+                    if incremental:
+                        _parse_changes(
+                            path, segment, cols, rows, batch_size, line_no, key_attributes
+                        )
+                    else:
+                        pending.extend(segment)
+                    rows += in_batch
+                    result.lines += in_batch
+                    if rows == batch_size:
+                        result.batches.append(
+                            _finish_batch(writer, cols, pending, rows, batch_first, batch_size)
+                        )
+                        cols, pending, rows = {}, [], 0
+                start += in_batch
+                line_no += in_batch
+        if rows:
+            result.batches.append(
+                _finish_batch(writer, cols, pending, rows, batch_first, batch_size)
+            )
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return result
+
+
+def _finish_batch(
+    writer: _BatchWriter,
+    cols: dict,
+    pending: list[bytes],
+    rows: int,
+    first_line: int,
+    batch_size: int,
+) -> BatchInfo:
+    """Write one batch: incremental rows are already in `cols`; full-export lines in
+    `pending` go through the columnar path, or line by line when it does not apply."""
+    if not pending:
+        return writer.flush(cols, rows, first_line)
+    if COLUMNAR_ENABLED:
+        columns = raw_columns(pending)
+        if columns is not None:
+            try:
+                return writer.flush_arrays(columns, rows, first_line)
+            except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
+                pass  # the per-line path reports it with its line number
+    _parse_items(writer.path, pending, cols, 0, batch_size, first_line - 1)
+    return writer.flush(cols, rows, first_line)
+
+
+def _parse_items(
+    path: Path, lines: list[bytes], cols: dict, row: int, size: int, line_no: int
+) -> None:
+    """Full export lines `{"Item": {...}}` -> column lists (the hot loop)."""
+    loads = orjson.loads
+    get = cols.get
+    nested_json = cv.nested_json
+    for offset, line in enumerate(lines):
+        try:
+            for name, typed in loads(line)["Item"].items():
+                ((tag, value),) = typed.items()
+                col = get((name, tag))
+                if col is None:
+                    if tag not in _KNOWN_TAGS:
+                        raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
+                    col = cols[(name, tag)] = [None] * size
+                if tag == "M" or tag == "L":
+                    value = nested_json(tag, value)
+                col[row] = value
+        except Exception as exc:
+            raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
+        row += 1
+
+
+def _parse_changes(
+    path: Path,
+    lines: list[bytes],
+    cols: dict,
+    row: int,
+    size: int,
+    line_no: int,
+    key_attributes: tuple[str, ...],
+) -> None:
+    """Incremental export lines -> column lists: the NewImage (or Keys for a delete)."""
+    loads = orjson.loads
+    get = cols.get
+    nested_json = cv.nested_json
+    deleted = cols.setdefault((None, DELETED_TAG), [None] * size)
+    stamps = cols.setdefault((None, TIMESTAMP_TAG), [None] * size)
+    for offset, line in enumerate(lines):
+        try:
+            record = loads(line)
+            stamps[row] = record["Metadata"]["WriteTimestampMicros"]["N"]
+            keys = record["Keys"]
+            for key in key_attributes:
+                if key not in keys:
+                    raise cv.ValueError_(f"key attribute {key!r} missing from Keys")
+            image = record.get("NewImage")
+            deleted[row] = image is None
+            if image is None:
+                image = keys
+            elif any(key not in image for key in key_attributes):
+                image = {**keys, **image}  # the key columns always hold the key
+            for name, typed in image.items():
+                ((tag, value),) = typed.items()
+                col = get((name, tag))
+                if col is None:
+                    if tag not in _KNOWN_TAGS:
+                        raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
+                    col = cols[(name, tag)] = [None] * size
+                if tag == "M" or tag == "L":
+                    value = nested_json(tag, value)
+                col[row] = value
+        except Exception as exc:
+            raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
+        row += 1

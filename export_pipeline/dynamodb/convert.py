@@ -1,0 +1,161 @@
+"""Convert DynamoDB export data files (gzip DynamoDB JSON) into Parquet for BigQuery.
+
+Public API (stable; DDB-pipeline codes against it):
+
+- `convert_full_export(files, out_dir)` — full-export data files (`{"Item": {...}}`
+  per line) -> Parquet files sharing one schema, one row per item.
+- `convert_incremental_export(files, out_dir, key_attributes=[...])` — incremental
+  data files (`{"Metadata":..,"Keys":..,"NewImage":..,"OldImage":..}` per line) ->
+  one row per change: the key attributes, the NewImage attributes (for a delete,
+  the Keys), plus `_deleted` BOOL and `_write_timestamp_micros` INT64.
+- `ConversionResult`, `ColumnSpec`, `ConversionError`, and `widen`/`ColumnType`
+  (re-exported from `export_pipeline.dynamodb.types`) for schema reconciliation.
+
+Lossless: every value lands in a column type that holds it exactly (see
+`export_pipeline.dynamodb.types` for the rules). Streaming: memory is bounded by
+`batch_size`, not by file size; files are converted in parallel processes.
+
+Design (why two passes): a column's type depends on every value of its
+attribute, so pass 1 (`_convert_read`) streams each gzip file, converts each
+batch of lines to *raw* typed Arrow columns (one per attribute and DynamoDB
+type; numbers kept as exact text) written to temporary Arrow IPC files, and
+returns per-batch type statistics. Full-export batches are parsed column-wise
+by Arrow's JSON reader (`_convert_columnar`); anything unusual falls back to
+orjson line by line, which also names the file and line of bad input. Pass 2
+(`_convert_write`) fixes the final schema and casts every batch to it,
+column-wise, writing Parquet (zstd, one row group per batch, up to
+`ROWS_PER_FILE` rows per file). Workers are `forkserver` processes; one big
+file is shared between workers batch by batch.
+
+Output files are named `dynamodb-part-NNNNN.parquet`; earlier files of that
+name in `out_dir` are removed first, so re-running into the same folder is safe.
+An input without any item yields no Parquet file (and, for a full export, no
+columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export_pipeline.dynamodb.types import ColumnType, widen
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DELETED_COLUMN",
+    "WRITE_TIMESTAMP_COLUMN",
+    "ColumnSpec",
+    "ColumnType",
+    "ConversionError",
+    "ConversionResult",
+    "convert_full_export",
+    "convert_incremental_export",
+    "widen",
+]
+
+DEFAULT_BATCH_SIZE = 20_000  # items per batch; a worker holds about one batch
+DELETED_COLUMN = "_deleted"
+WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
+
+
+class ConversionError(Exception):
+    """A data file could not be converted: corrupt gzip, invalid JSON or DynamoDB JSON.
+
+    `path` names the file; `line` is the 1-based line number when known.
+    """
+
+    def __init__(self, path: Path | str, message: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # keep the fields across process boundaries
+        return (_rebuild_error, (self.path, self.args[0], self.line))
+
+
+def _rebuild_error(path: str, full_message: str, line: int | None) -> ConversionError:
+    error = ConversionError.__new__(ConversionError)
+    error.path, error.line = path, line
+    Exception.__init__(error, full_message)
+    return error
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One BigQuery column of the converted data."""
+
+    name: str  # BigQuery column name
+    source_name: str | None  # original attribute name (None for columns the converter adds)
+    bq_type: str  # "STRING" | "INT64" | "NUMERIC" | "BOOL" | "BYTES" | "JSON"
+    mode: str  # "NULLABLE" | "REPEATED"
+    description: str
+
+    @property
+    def column_type(self) -> ColumnType:
+        """This column's type as a `ColumnType` (for `widen`)."""
+        return ColumnType.from_bigquery(self.bq_type, self.mode)
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What a conversion wrote."""
+
+    parquet_files: list[Path]  # all share ONE schema matching `columns` exactly
+    columns: list[ColumnSpec]
+    item_count: int  # lines read (items, or change records)
+    items_per_file: dict[str, int] = field(default_factory=dict)  # input path -> items
+    bytes_read: int = 0  # compressed bytes
+
+
+def convert_full_export(
+    files: Sequence[Path],
+    out_dir: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_workers: int = 2,
+) -> ConversionResult:
+    """Convert full-export data files to Parquet files in `out_dir` (one schema).
+
+    Zero-byte files (AWS writes them for empty partitions) hold 0 items.
+    Raises ConversionError naming the file (and line) on corrupt input.
+    """
+    from export_pipeline.dynamodb._convert_run import run_conversion
+
+    return run_conversion(
+        files,
+        out_dir,
+        incremental=False,
+        key_attributes=(),
+        batch_size=batch_size,
+        max_workers=max_workers,
+    )
+
+
+def convert_incremental_export(
+    files: Sequence[Path],
+    out_dir: Path,
+    *,
+    key_attributes: Sequence[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_workers: int = 2,
+) -> ConversionResult:
+    """Convert incremental-export data files to Parquet, one row per change line.
+
+    Columns: the key attributes first, then the NewImage attributes (a delete
+    has no NewImage: its row holds the Keys), then `_deleted` (BOOL, true for
+    a delete) and `_write_timestamp_micros` (INT64, Metadata.WriteTimestampMicros).
+    """
+    from export_pipeline.dynamodb._convert_run import run_conversion
+
+    if not key_attributes:
+        raise ValueError("key_attributes must name the table's key attribute(s)")
+    return run_conversion(
+        files,
+        out_dir,
+        incremental=True,
+        key_attributes=tuple(key_attributes),
+        batch_size=batch_size,
+        max_workers=max_workers,
+    )

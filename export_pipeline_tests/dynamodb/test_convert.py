@@ -1,0 +1,502 @@
+"""convert_full_export / convert_incremental_export: real gzip in, real Parquet out."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from export_pipeline.dynamodb import _convert_read, _convert_run
+from export_pipeline.dynamodb.convert import (
+    ConversionError,
+    ConversionResult,
+    convert_full_export,
+    convert_incremental_export,
+)
+from export_pipeline.naming import column_names
+
+SAMPLES = Path("/work/shared/samples")
+
+
+@pytest.fixture(autouse=True, params=["columnar", "per-line"])
+def conversion_path(request, monkeypatch) -> str:
+    """Run every test through both full-export paths (they must agree exactly).
+
+    Only the in-process path is switched: tests that start worker processes
+    use the default (columnar) path there.
+    """
+    monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", request.param == "columnar")
+    return request.param
+
+
+def write_items(path: Path, items: list[dict], *, key: str = "Item") -> Path:
+    """A gzip DynamoDB JSON data file with one `{key: item}` per line."""
+    lines = b"".join(orjson.dumps({key: item}) + b"\n" for item in items)
+    path.write_bytes(gzip.compress(lines))
+    return path
+
+
+def rows(result: ConversionResult) -> list[dict]:
+    out: list[dict] = []
+    for path in result.parquet_files:
+        out.extend(pq.read_table(path).to_pylist())
+    return out
+
+
+def column(result: ConversionResult, source: str):
+    (spec,) = [c for c in result.columns if c.source_name == source]
+    return spec
+
+
+def convert_values(tmp_path: Path, attribute: dict, values: list[dict], **kwargs):
+    """Convert items {"pk": i, attribute-name: value} and return (spec, values by pk)."""
+    ((name, _),) = attribute.items()
+    items = [{"pk": {"N": str(i)}, name: v} for i, v in enumerate(values)]
+    result = convert_full_export(
+        [write_items(tmp_path / "in.json.gz", items)], tmp_path / "out", **kwargs
+    )
+    by_pk = {row["pk"]: row[column(result, name).name] for row in rows(result)}
+    return column(result, name), [by_pk[i] for i in range(len(values))]
+
+
+# -- the type rules ---------------------------------------------------------------------
+
+
+def test_int64_edges(tmp_path: Path) -> None:
+    values = [str(2**63 - 1), str(-(2**63)), "0", "-0", "1E+3"]
+    spec, got = convert_values(tmp_path, {"n": 0}, [{"N": v} for v in values])
+    assert (spec.bq_type, spec.mode) == ("INT64", "NULLABLE")
+    assert got == [2**63 - 1, -(2**63), 0, 0, 1000]
+    schema = pq.read_schema(tmp_path / "out" / "dynamodb-part-00000.parquet")
+    assert schema.field("n").type == pa.int64()
+
+
+@pytest.mark.parametrize("beyond", [str(2**63), str(-(2**63) - 1)])
+def test_int64_plus_minus_one_beyond_is_numeric(tmp_path: Path, beyond: str) -> None:
+    spec, got = convert_values(tmp_path, {"n": 0}, [{"N": "1"}, {"N": beyond}])
+    assert spec.bq_type == "NUMERIC"
+    assert got == [Decimal(1), Decimal(beyond)]
+    schema = pq.read_schema(tmp_path / "out" / "dynamodb-part-00000.parquet")
+    assert schema.field("n").type == pa.decimal128(38, 9)
+
+
+def test_numeric_29_digits_and_9_decimals(tmp_path: Path) -> None:
+    values = ["9" * 29, "-" + "9" * 29 + "." + "9" * 9, "0.000000001", "1.50"]
+    spec, got = convert_values(tmp_path, {"n": 0}, [{"N": v} for v in values])
+    assert spec.bq_type == "NUMERIC"
+    assert got == [Decimal(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["0.1234567891", "9" * 30, "1" * 38, "1E-130", "9.9999999999999999999999999999999999999E+125"],
+)
+def test_numbers_beyond_numeric_keep_exact_text(tmp_path: Path, odd: str) -> None:
+    spec, got = convert_values(tmp_path, {"n": 0}, [{"N": "1"}, {"N": "2.5"}, {"N": odd}])
+    assert spec.bq_type == "STRING"
+    assert got == ["1", "2.5", odd]
+
+
+def test_strings_binary_bool_null(tmp_path: Path) -> None:
+    texts = ["", "plain", "emoji \U0001f600 4-byte", "ünïcödé"]
+    spec, got = convert_values(tmp_path, {"s": 0}, [{"S": v} for v in texts])
+    assert spec.bq_type == "STRING" and got == texts
+
+    blobs = [b"", b"\x00\xff\x10", bytes(range(256))]
+    spec, got = convert_values(
+        tmp_path, {"b": 0}, [{"B": base64.b64encode(v).decode()} for v in blobs]
+    )
+    assert spec.bq_type == "BYTES" and got == blobs
+
+    spec, got = convert_values(tmp_path, {"f": 0}, [{"BOOL": True}, {"BOOL": False}])
+    assert spec.bq_type == "BOOL" and got == [True, False]
+
+    spec, got = convert_values(tmp_path, {"z": 0}, [{"NULL": True}, {"NULL": True}])
+    assert (spec.bq_type, spec.mode) == ("STRING", "NULLABLE") and got == [None, None]
+
+
+def test_null_beside_other_type_is_sql_null(tmp_path: Path) -> None:
+    spec, got = convert_values(tmp_path, {"x": 0}, [{"N": "5"}, {"NULL": True}])
+    assert spec.bq_type == "INT64" and got == [5, None]
+
+
+def test_sets(tmp_path: Path) -> None:
+    spec, got = convert_values(tmp_path, {"ss": 0}, [{"SS": ["a", "\U0001f600"]}, {"SS": ["b"]}])
+    assert (spec.bq_type, spec.mode) == ("STRING", "REPEATED")
+    assert got == [["a", "\U0001f600"], ["b"]]
+
+    spec, got = convert_values(tmp_path, {"bs": 0}, [{"BS": ["AQI=", "/w=="]}])
+    assert (spec.bq_type, spec.mode) == ("BYTES", "REPEATED") and got == [[b"\x01\x02", b"\xff"]]
+
+    spec, got = convert_values(tmp_path, {"ns": 0}, [{"NS": ["1", "2"]}, {"NS": ["3"]}])
+    assert (spec.bq_type, spec.mode) == ("INT64", "REPEATED") and got == [[1, 2], [3]]
+
+    spec, got = convert_values(tmp_path, {"ns": 0}, [{"NS": ["1", "2.5"]}])
+    assert spec.bq_type == "NUMERIC" and got == [[Decimal(1), Decimal("2.5")]]
+
+    spec, got = convert_values(tmp_path, {"ns": 0}, [{"NS": ["1", "1" * 38]}])
+    assert (spec.bq_type, spec.mode) == ("STRING", "REPEATED") and got == [["1", "1" * 38]]
+
+
+def test_missing_attributes_are_null(tmp_path: Path) -> None:
+    items = [
+        {"pk": {"N": "1"}, "ns": {"NS": ["1", "2.5"]}, "b": {"B": "AQI="}},
+        {"pk": {"N": "2"}},
+        {"pk": {"N": "3"}, "ns": {"NS": ["7"]}},
+    ]
+    result = convert_full_export([write_items(tmp_path / "in.json.gz", items)], tmp_path / "o")
+    got = sorted(rows(result), key=lambda r: r["pk"])
+    assert got == [
+        {"pk": 1, "ns": [Decimal(1), Decimal("2.5")], "b": b"\x01\x02"},
+        {"pk": 2, "ns": None, "b": None},
+        {"pk": 3, "ns": [Decimal(7)], "b": None},
+    ]
+
+
+def test_maps_and_lists_become_exact_json(tmp_path: Path) -> None:
+    value = {
+        "M": {
+            "s": {"S": "x"},
+            "int": {"N": "42"},
+            "big": {"N": "1" * 38},
+            "dec": {"N": "2.5"},
+            "long_dec": {"N": "0.10000000000000000001"},
+            "b": {"B": "AQID"},
+            "ss": {"SS": ["a", "b"]},
+            "ns": {"NS": ["1", "12345678901234567890"]},
+            "bs": {"BS": ["AQI="]},
+            "null": {"NULL": True},
+            "bool": {"BOOL": False},
+            "l": {"L": [{"S": "in list"}, {"M": {"deep": {"N": "-0"}}}]},
+        }
+    }
+    spec, got = convert_values(tmp_path, {"m": 0}, [value, {"L": [{"N": "1"}]}])
+    assert spec.bq_type == "JSON"
+    assert json.loads(got[0]) == {
+        "s": "x",
+        "int": 42,
+        "big": "1" * 38,
+        "dec": 2.5,
+        "long_dec": "0.10000000000000000001",
+        "b": "AQID",
+        "ss": ["a", "b"],
+        "ns": [1, "12345678901234567890"],
+        "bs": ["AQI="],
+        "null": None,
+        "bool": False,
+        "l": ["in list", {"deep": 0}],
+    }
+    assert json.loads(got[1]) == [1]
+
+
+def test_mixed_type_attribute_becomes_json(tmp_path: Path) -> None:
+    values = [
+        {"S": "text"},
+        {"N": "7"},
+        {"N": "1" * 38},
+        {"BOOL": True},
+        {"B": "AQID"},
+        {"SS": ["a"]},
+        {"NS": ["1.5"]},
+        {"M": {"k": {"S": "v"}}},
+        {"NULL": True},
+    ]
+    spec, got = convert_values(tmp_path, {"x": 0}, values)
+    assert spec.bq_type == "JSON"
+    decoded = [None if g is None else json.loads(g) for g in got]
+    assert decoded == ["text", 7, "1" * 38, True, "AQID", ["a"], [1.5], {"k": "v"}, None]
+
+
+def test_mixed_types_across_batches_and_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(_convert_run, "PARALLEL_MIN_BYTES", 0)
+    first = write_items(tmp_path / "a.json.gz", [{"pk": {"S": "a"}, "x": {"N": "1"}}] * 3)
+    second = write_items(tmp_path / "b.json.gz", [{"pk": {"S": "b"}, "x": {"N": "1.25"}}] * 2)
+    third = write_items(tmp_path / "c.json.gz", [{"pk": {"S": "c"}, "x": {"S": "one"}}])
+    result = convert_full_export([first, second], tmp_path / "o1", batch_size=2, max_workers=2)
+    assert column(result, "x").bq_type == "NUMERIC"
+    assert sorted(r["x"] for r in rows(result)) == [Decimal(1)] * 3 + [Decimal("1.25")] * 2
+    schemas = {pq.read_schema(p).to_string() for p in result.parquet_files}
+    assert len(result.parquet_files) == 2 and len(schemas) == 1  # one per input file
+
+    result = convert_full_export([first, third], tmp_path / "o2", batch_size=2, max_workers=2)
+    assert column(result, "x").bq_type == "JSON"
+    assert sorted(r["x"] for r in rows(result)) == ['"one"', "1", "1", "1"]
+
+
+def test_column_names_collisions_keep_source_names(tmp_path: Path) -> None:
+    names = ["Name", "name", "a-b", "a_b", "1st", "_TABLE_x", "ünï"]
+    item = {n: {"S": n} for n in names}
+    result = convert_full_export([write_items(tmp_path / "in.json.gz", [item])], tmp_path / "o")
+    expected = column_names(names)
+    assert {c.source_name: c.name for c in result.columns} == expected
+    assert len({c.name.lower() for c in result.columns}) == len(names)
+    (row,) = rows(result)
+    assert {source: row[bq] for source, bq in expected.items()} == {n: n for n in names}
+    assert all(repr(c.source_name) in c.description for c in result.columns)
+
+
+def test_deep_nesting_and_400kb_item(tmp_path: Path) -> None:
+    deep: dict = {"S": "bottom"}
+    for level in range(31):
+        deep = {"M": {f"l{level}": deep}} if level % 2 else {"L": [deep]}
+    big = "x" * 399_000
+    items = [{"pk": {"N": "1"}, "deep": deep, "big": {"S": big}}]
+    result = convert_full_export([write_items(tmp_path / "in.json.gz", items)], tmp_path / "o")
+    (row,) = rows(result)
+    assert row["big"] == big
+    value = json.loads(row["deep"])
+    for level in reversed(range(31)):
+        value = value[f"l{level}"] if level % 2 else value[0]
+    assert value == "bottom"
+
+
+# -- files, errors ------------------------------------------------------------------------
+
+
+def test_full_export_sample(tmp_path: Path) -> None:
+    files = sorted((SAMPLES / "dynamodb-full").rglob("data/*.json.gz"))
+    result = convert_full_export(files, tmp_path / "o")
+    manifest = (SAMPLES / "dynamodb-full").rglob("manifest-files.json")
+    expected = {
+        e["dataFileS3Key"].rsplit("/", 1)[-1]: e["itemCount"]
+        for m in manifest
+        for e in map(json.loads, m.read_text().splitlines())
+    }
+    assert {Path(p).name: n for p, n in result.items_per_file.items()} == expected
+    assert result.item_count == sum(expected.values()) == 3
+    assert result.bytes_read == sum(f.stat().st_size for f in files)
+    types = {c.source_name: (c.bq_type, c.mode) for c in result.columns}
+    assert types == {
+        "orderId": ("STRING", "NULLABLE"),
+        "customer": ("STRING", "NULLABLE"),
+        "total": ("NUMERIC", "NULLABLE"),
+        "paid": ("BOOL", "NULLABLE"),
+        "lines": ("JSON", "NULLABLE"),
+        "tags": ("STRING", "REPEATED"),
+        "note": ("STRING", "NULLABLE"),
+        "sig": ("BYTES", "NULLABLE"),
+        "scores": ("NUMERIC", "REPEATED"),
+        "meta": ("JSON", "NULLABLE"),
+    }
+    by_id = {r["orderId"]: r for r in rows(result)}
+    assert by_id["o-1003"]["total"] == Decimal("12345678901234567890.123")
+    assert json.loads(by_id["o-1003"]["meta"]) == {"source": "web", "ab": ["/w=="]}
+    assert json.loads(by_id["o-1001"]["lines"]) == [
+        {"sku": "A1", "qty": 2},
+        {"sku": "B7", "qty": 1},
+    ]
+    assert by_id["o-1002"]["sig"] == b"\x01\x02\x03"
+    assert by_id["o-1002"]["scores"] == [Decimal(1), Decimal("2.5")]
+    # One schema for every file, equal to `columns`.
+    for path in result.parquet_files:
+        schema = pq.read_schema(path)
+        assert schema.names == [c.name for c in result.columns]
+
+
+def test_incremental_export_sample(tmp_path: Path) -> None:
+    files = sorted((SAMPLES / "dynamodb-incremental").rglob("data/*.json.gz"))
+    result = convert_incremental_export(files, tmp_path / "o", key_attributes=["orderId"])
+    assert result.item_count == 3
+    assert result.columns[0].name == "orderId"
+    assert [c.name for c in result.columns][-2:] == ["_deleted", "_write_timestamp_micros"]
+    assert [c.source_name for c in result.columns][-2:] == [None, None]
+    got = {r["orderId"]: r for r in rows(result)}
+    assert got["o-1002"] == {
+        "orderId": "o-1002",
+        "customer": "c-2",
+        "total": 7,
+        "paid": True,
+        "_deleted": False,
+        "_write_timestamp_micros": 1764117000000000,
+    }
+    assert got["o-1003"]["_deleted"] is True and got["o-1003"]["customer"] is None
+    assert got["o-1003"]["_write_timestamp_micros"] == 1764117300000000
+    assert got["o-1004"]["_deleted"] is False and got["o-1004"]["total"] == 42
+
+
+def test_incremental_attribute_named_like_converter_column(tmp_path: Path) -> None:
+    line = {
+        "Metadata": {"WriteTimestampMicros": {"N": "5"}},
+        "Keys": {"id": {"S": "k"}},
+        "NewImage": {"id": {"S": "k"}, "_deleted": {"S": "mine"}},
+    }
+    path = tmp_path / "in.json.gz"
+    path.write_bytes(gzip.compress(orjson.dumps(line) + b"\n"))
+    result = convert_incremental_export([path], tmp_path / "o", key_attributes=["id"])
+    mine = column(result, "_deleted").name
+    assert mine != "_deleted"
+    (row,) = rows(result)
+    assert row[mine] == "mine" and row["_deleted"] is False
+
+
+def test_incremental_missing_key_names_file_and_line(tmp_path: Path) -> None:
+    good = {"Metadata": {"WriteTimestampMicros": {"N": "5"}}, "Keys": {"id": {"S": "k"}}}
+    bad = {"Metadata": {"WriteTimestampMicros": {"N": "6"}}, "Keys": {"other": {"S": "k"}}}
+    path = tmp_path / "in.json.gz"
+    path.write_bytes(gzip.compress(orjson.dumps(good) + b"\n" + orjson.dumps(bad) + b"\n"))
+    with pytest.raises(ConversionError, match=r"in\.json\.gz, line 2: .*'id'"):
+        convert_incremental_export([path], tmp_path / "o", key_attributes=["id"])
+
+
+def test_zero_byte_and_empty_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json.gz"
+    empty.write_bytes(b"")
+    empty_gzip = tmp_path / "empty-gzip.json.gz"
+    empty_gzip.write_bytes(gzip.compress(b""))
+    one = write_items(tmp_path / "one.json.gz", [{"pk": {"S": "a"}}])
+    result = convert_full_export([empty, empty_gzip, one], tmp_path / "o")
+    assert result.items_per_file == {str(empty): 0, str(empty_gzip): 0, str(one): 1}
+    assert rows(result) == [{"pk": "a"}]
+    nothing = convert_full_export([empty], tmp_path / "o2")
+    assert (nothing.item_count, nothing.parquet_files, nothing.columns) == (0, [], [])
+
+
+def test_corrupt_gzip_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.json.gz"
+    path.write_bytes(b"this is not gzip at all")
+    with pytest.raises(ConversionError, match=r"corrupt\.json\.gz.*corrupt gzip") as info:
+        convert_full_export([path], tmp_path / "o")
+    assert info.value.path == str(path)
+
+
+def test_truncated_gzip_names_the_file(tmp_path: Path) -> None:
+    whole = gzip.compress(
+        b"".join(orjson.dumps({"Item": {"n": {"N": str(i)}}}) + b"\n" for i in range(2000))
+    )
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConversionError, match=r"cut\.json\.gz.*truncated"):
+        convert_full_export([path], tmp_path / "o", max_workers=1)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b'{"NotItem": {}}', "missing 'Item'"),
+        (b'{"Item": {"a": {"S": "x", "N": "1"}}}', "exactly one type descriptor"),
+        (b'{"Item": {"a": {"Q": "x"}}}', "unknown DynamoDB type descriptor"),
+        (b'{"Item": {"a": {"N": "12abc"}}}', "invalid number"),
+        (b'{"Item": {"a": {"B": "***"}}}', "invalid base64"),
+    ],
+)
+def test_invalid_line_names_file_and_line(tmp_path: Path, line: bytes, message: str) -> None:
+    good = b'{"Item": {"a": {"N": "1"}}}\n'
+    path = tmp_path / "bad.json.gz"
+    path.write_bytes(gzip.compress(good * 2 + line + b"\n" + good))
+    with pytest.raises(ConversionError, match=rf"bad\.json\.gz, line 3: .*{message}") as info:
+        convert_full_export([path], tmp_path / "o", max_workers=1)
+    assert info.value.line == 3
+
+
+def test_parallel_shares_match_single_worker(tmp_path: Path, monkeypatch) -> None:
+    # Real worker processes even for this small input.
+    monkeypatch.setattr(_convert_run, "PARALLEL_MIN_BYTES", 0)
+    items = [
+        {"pk": {"S": f"k{i}"}, "n": {"N": str(i * 7)}, "m": {"M": {"i": {"N": str(i)}}}}
+        for i in range(1000)
+    ]
+    path = write_items(tmp_path / "in.json.gz", items)
+    one = convert_full_export([path], tmp_path / "o1", batch_size=1000, max_workers=1)
+    two = convert_full_export([path], tmp_path / "o2", batch_size=64, max_workers=2)
+    assert one.columns == two.columns
+    assert rows(one) == rows(two)
+    assert two.item_count == 1000
+    assert [pq.ParquetFile(p).metadata.num_row_groups for p in two.parquet_files] == [16]
+    assert [r["pk"] for r in rows(two)] == [f"k{i}" for i in range(1000)]
+
+
+def test_rerun_replaces_previous_output(tmp_path: Path) -> None:
+    path = write_items(tmp_path / "in.json.gz", [{"pk": {"S": str(i)}} for i in range(10)])
+    convert_full_export([path], tmp_path / "o", batch_size=2)
+    result = convert_full_export([path], tmp_path / "o", batch_size=5)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
+        p.name for p in result.parquet_files
+    )
+    assert len(rows(result)) == 10
+
+
+RICH_ITEMS = [
+    {
+        "pk": {"S": "a"},
+        "when": {"S": "2024-01-01T10:00:00"},
+        "n": {"N": "1.5"},
+        "m": {
+            "M": {
+                "quote": {"S": 'say "hi" \\ \n\t\u0001'},
+                "when": {"S": "2024-01-01"},
+                "nums": {"L": [{"N": "-0"}, {"N": "0.1"}, {"N": "1" * 38}, {"N": "1E-130"}]},
+                "empty_map": {"M": {}},
+                "empty_list": {"L": []},
+                "sets": {
+                    "L": [{"SS": ["x", "\U0001f600"]}, {"NS": ["1", "2.25"]}, {"BS": ["AQI="]}]
+                },
+                "b": {"B": "/w=="},
+                "null": {"NULL": True},
+                "bool": {"BOOL": True},
+                'odd "key"\n': {"S": "v"},
+            }
+        },
+        "l": {"L": [{"M": {"k": {"N": "12345678901234567890"}}}, {"L": [{"BOOL": False}]}]},
+        "ss": {"SS": ["é", "\\"]},
+    },
+    {"pk": {"S": "b"}, "m": {"M": {"other": {"S": "only here"}}}, "l": {"L": []}},
+    {"pk": {"S": "c"}},
+]
+
+
+def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch) -> None:
+    from export_pipeline.dynamodb._convert_columnar import raw_columns
+
+    lines = [orjson.dumps({"Item": item}) for item in RICH_ITEMS]
+    assert raw_columns(lines) is not None  # no silent fallback for valid data
+    path = write_items(tmp_path / "in.json.gz", RICH_ITEMS)
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", enabled)
+        result = convert_full_export([path], tmp_path / f"o{enabled}")
+        json_columns = {c.name for c in result.columns if c.bq_type == "JSON"}
+        results[enabled] = (
+            result.columns,
+            [
+                {
+                    k: (json.loads(v) if k in json_columns and v is not None else v)
+                    for k, v in row.items()
+                }
+                for row in rows(result)
+            ],
+        )
+    assert results[True] == results[False]
+    _columns, got = results[True]
+    by_pk = {row["pk"]: row for row in got}
+    assert by_pk["a"]["when"] == "2024-01-01T10:00:00"  # not re-formatted as a timestamp
+    assert by_pk["a"]["m"]["quote"] == 'say "hi" \\ \n\t\u0001'
+    assert by_pk["a"]["m"]["nums"] == [0, 0.1, "1" * 38, 1e-130]
+    assert by_pk["a"]["m"]["empty_map"] == {} and by_pk["a"]["m"]["empty_list"] == []
+    assert by_pk["a"]["m"]['odd "key"\n'] == "v"
+    assert by_pk["a"]["l"] == [{"k": "12345678901234567890"}, [False]]
+    assert by_pk["b"]["l"] == [] and by_pk["c"]["m"] is None
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"a": {"S": "x", "N": "1"}},  # two type descriptors
+        {"a": {"Q": "x"}},  # unknown descriptor
+        {"a": {"S": 5}},  # wrong JSON type
+        {"a": {"M": {"k": {}}}},  # nested value without a descriptor
+        {"a": {"L": [{"B": "***"}]}},  # invalid base64 inside a list
+    ],
+)
+def test_columnar_path_refuses_invalid_data(item: dict) -> None:
+    from export_pipeline.dynamodb._convert_columnar import raw_columns
+
+    good = orjson.dumps({"Item": {"a": {"S": "fine"}}})
+    assert raw_columns([good, orjson.dumps({"Item": item})]) is None
