@@ -1,0 +1,113 @@
+"""Shared BigQuery publishing: staging loads, atomic replace, MERGE with a high-water mark.
+
+API (everything takes a `google.cloud.bigquery.Client`):
+
+    TableId(project, dataset, table)            .sql  .dotted  .console_url  .sibling(name)
+    require_dataset(client, project, dataset)   -> Dataset | DatasetNotFoundError (says the fix)
+    staging_table_id(target, run_id)            -> TableId  (unique per run/attempt)
+    load_parquet_to_staging(client, files, staging, schema | None, *, job_labels=None,
+                            expected_rows=None) -> StagingResult(table, schema, rows, bytes, files)
+        schema=None: the Parquet files' own schema (bigquery_schema_of_files).
+    bigquery_schema_from_parquet(pyarrow.Schema) -> list[SchemaField]
+    SelectColumn(name, expression, field_type, mode="NULLABLE", description=None, fields=())
+        SelectColumn.passthrough(staging_field, description=None)
+    replace_table(client, *, staging, target, select_columns, table_description, labels=None,
+                  watermark=None, expected_previous=None, job_labels=None, drop_staging=True)
+        -> PublishResult(target, rows, console_url, schema)
+    merge_changes(client, *, staging, target, key_columns, order_column, deleted_column,
+                  columns, watermark, expected_previous, table_description=None, labels=None,
+                  job_labels=None, drop_staging=True) -> PublishResult
+    Watermark(source_key, export_arn, exported_to: aware datetime)
+    read_watermark(client, target, source_key) -> Watermark | None
+    add_columns / widen_columns / reconcile_schema / widened_field  (evolve.py)
+
+Full source (DynamoDB full mode, RDS snapshot):
+
+    staging = staging_table_id(target, f"{context.run_id}-{attempt}")
+    load_parquet_to_staging(client, files, staging, schema)      # RDS: schema=None
+    replace_table(client, staging=staging, target=target,
+                  select_columns=[SelectColumn.passthrough(f) for f in result.schema],
+                  table_description="...", labels={...})
+
+Incremental source (DynamoDB incremental):
+
+    previous = read_watermark(client, target, source_key)       # None: reseed needed
+    # full export  -> replace_table(..., watermark=Watermark(key, arn, export_time),
+    #                               expected_previous=previous)
+    # incremental  -> merge_changes(..., watermark=Watermark(key, arn, export_to_time),
+    #                               expected_previous=previous)
+    # Data and mark commit together; WatermarkConflictError if the mark moved meanwhile.
+
+Rules for `SelectColumn.expression` (SQL over staging columns; names only through
+`export_pipeline.naming.quote_identifier`): scalar columns are CAST to `field_type`
+for you (a raw staging column is fine); JSON/STRUCT/ARRAY expressions must produce
+the type themselves (e.g. `PARSE_JSON(x)`); never write a bare `CAST(x AS NUMERIC)`
+(bqemulator makes it DECIMAL(18,3)) — declare the column NUMERIC and let the cast
+be added, or write `NUMERIC(38, 9)`.
+"""
+
+from export_pipeline.bigquery.evolve import (
+    SchemaEvolutionError,
+    add_columns,
+    reconcile_schema,
+    widen_columns,
+    widened_field,
+)
+from export_pipeline.bigquery.parquet_schema import (
+    ParquetSchemaError,
+    bigquery_schema_from_parquet,
+    bigquery_schema_of_files,
+)
+from export_pipeline.bigquery.publish import (
+    PublishResult,
+    SelectColumn,
+    merge_changes,
+    replace_table,
+)
+from export_pipeline.bigquery.staging import (
+    StagingLoadError,
+    StagingResult,
+    label_value,
+    load_parquet_to_staging,
+    staging_table_id,
+)
+from export_pipeline.bigquery.tables import (
+    BigQueryPublishError,
+    DatasetNotFoundError,
+    TableId,
+    require_dataset,
+)
+from export_pipeline.bigquery.watermark import (
+    Watermark,
+    WatermarkConflictError,
+    read_watermark,
+    state_table_for,
+)
+
+__all__ = [
+    "BigQueryPublishError",
+    "DatasetNotFoundError",
+    "ParquetSchemaError",
+    "PublishResult",
+    "SchemaEvolutionError",
+    "SelectColumn",
+    "StagingLoadError",
+    "StagingResult",
+    "TableId",
+    "Watermark",
+    "WatermarkConflictError",
+    "add_columns",
+    "bigquery_schema_from_parquet",
+    "bigquery_schema_of_files",
+    "label_value",
+    "load_parquet_to_staging",
+    "merge_changes",
+    "read_watermark",
+    "reconcile_schema",
+    "replace_table",
+    "require_dataset",
+    "staging_table_id",
+    "state_table_for",
+    "widen_columns",
+    "widened_field",
+]
