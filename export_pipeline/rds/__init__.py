@@ -1,0 +1,9 @@
+"""RDS MySQL / Aurora MySQL snapshots → S3 (Parquet) → BigQuery.
+
+- `assets`: `build_rds_assets(config)`, the Dagster assets per configured source.
+- `export_tasks`: snapshot choice, StartExportTask / reuse, waiting with backoff.
+- `identifiers`: export task identifiers valid for AWS and stable per scope.
+- `export_files`: reading export_info / export_tables_info and Parquet footers in S3.
+- `mysql_types`: MySQL type → BigQuery type and SQL conversion (the mapping table).
+- `loading`: one table: S3 Parquet → staging → typed, atomic replace.
+"""
