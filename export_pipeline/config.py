@@ -83,8 +83,7 @@ class AwsConfig(_Strict):
         value = value.strip("/")
         if not _S3_PREFIX.match(value) or ".." in value.split("/"):
             raise ValueError(
-                "expected an S3 key prefix of letters, digits and !_.*'()-/ only, "
-                f"got {value!r}"
+                f"expected an S3 key prefix of letters, digits and !_.*'()-/ only, got {value!r}"
             )
         return value
 
@@ -108,7 +107,7 @@ class DynamoDBTableConfig(_Strict):
     def _name(cls, value: str) -> str:
         if not _DYNAMODB_TABLE_NAME.match(value):
             raise ValueError(
-                "expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), " f"got {value!r}"
+                f"expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), got {value!r}"
             )
         return value
 
@@ -121,9 +120,7 @@ class DynamoDBConfig(_Strict):
     poll_max_interval_seconds: float = Field(
         default=60, gt=0, description="Upper bound of the backoff between DescribeExport calls."
     )
-    max_parallel_files: int = Field(
-        default=2, ge=1, description="Data files converted at once."
-    )
+    max_parallel_files: int = Field(default=2, ge=1, description="Data files converted at once.")
 
     @model_validator(mode="after")
     def _unique(self) -> DynamoDBConfig:
@@ -257,7 +254,9 @@ class ScheduleConfig(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"expected an IANA timezone such as 'Europe/Berlin', got {value!r}")
+            raise ValueError(
+                f"expected an IANA timezone such as 'Europe/Berlin', got {value!r}"
+            ) from None
         return value
 
 

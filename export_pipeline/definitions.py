@@ -7,12 +7,19 @@ and the schedule.
 
 from __future__ import annotations
 
-from dagster import AssetChecksDefinition, AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+from dagster import (
+    AssetChecksDefinition,
+    AssetSelection,
+    Definitions,
+    ScheduleDefinition,
+    define_asset_job,
+)
 
 from export_pipeline.config import PipelineConfig, current_config
 from export_pipeline.dynamodb.assets import build_dynamodb_assets
 from export_pipeline.environment import build_resources
 from export_pipeline.rds.assets import build_rds_assets
+from export_pipeline.rds.snapshot_sensor import build_sensors
 
 SOURCE_TAG = "export_pipeline/source"
 
@@ -48,6 +55,7 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         asset_checks=[d for d in built if isinstance(d, AssetChecksDefinition)],
         jobs=[aws_to_bigquery, dynamodb_job, rds_job],
         schedules=[schedule],
+        sensors=build_sensors(config),
         resources=build_resources(config),
     )
 
