@@ -1,0 +1,387 @@
+"""DynamoDB -> S3 -> BigQuery assets, one pair per configured table.
+
+For every table in `config.dynamodb.tables`:
+
+- `["dynamodb", <table>, "export"]` runs a point-in-time export to S3 (a full
+  export, or in incremental mode the chain of windows since BigQuery's
+  high-water mark) and records what it exported as metadata;
+- `["bigquery", <dataset>, dynamodb_<table>]` loads that export: it reads
+  the export ARN(s) from run config (the reload/backfill path) or from the
+  export asset's latest materialization, verifies the files against the
+  manifest, converts them to Parquet and replaces (full) or merges
+  (incremental) the BigQuery table.
+
+The hand-off is metadata, not an IO manager: the export lives in S3 already,
+and an ARN is all the loader needs to find it again — also in a later run.
+"""
+
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from export_pipeline.config import DynamoDBExportMode, DynamoDBTableConfig, PipelineConfig
+from export_pipeline.dynamodb import load
+from export_pipeline.dynamodb.exports import (
+    ExportFailedError,
+    ExportRequest,
+    ExportTimeoutError,
+    start_export,
+    wait_for_export,
+)
+from export_pipeline.dynamodb.manifest import FULL_EXPORT, INCREMENTAL_EXPORT
+from export_pipeline.dynamodb.plan import ExportPlan, ExportStrategy, plan_incremental
+from export_pipeline.naming import dynamodb_table_name
+from export_pipeline.resources.aws import DynamoDBResource
+from export_pipeline.resources.bigquery import BigQueryResource
+from export_pipeline.resources.cloud import CloudResource
+
+# Bump when a change to this module changes what the assets produce.
+CODE_VERSION = "dynamodb-1"
+SOURCE_TAG = "export_pipeline/source"
+GROUP = "dynamodb"
+OWNERS = ["team:data-platform"]
+ROW_COUNT_CHECK = "row_count_matches_export"
+
+
+def build_dynamodb_assets(
+    config: PipelineConfig,
+) -> list[AssetsDefinition | AssetChecksDefinition]:
+    """The export asset and the BigQuery table asset of every configured DynamoDB table."""
+    definitions: list[AssetsDefinition | AssetChecksDefinition] = []
+    for table in config.dynamodb.tables:
+        export_asset = _build_export_asset(table, config)
+        definitions.append(export_asset)
+        definitions.append(_build_bigquery_asset(table, config, export_asset.key))
+    return definitions
+
+
+def export_asset_key(table: str) -> AssetKey:
+    return AssetKey(["dynamodb", table, "export"])
+
+
+def bigquery_asset_key(config: PipelineConfig, table: str) -> AssetKey:
+    return AssetKey(["bigquery", config.bigquery.dataset, dynamodb_table_name(table)])
+
+
+def export_prefix(config: PipelineConfig, table: str) -> str:
+    """Where a table's exports go: `<export_prefix>/dynamodb/<table>` (one folder per table)."""
+    return f"{config.aws.export_prefix}/dynamodb/{table}".strip("/")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _root_run_id(context: AssetExecutionContext) -> str:
+    """The id of the run this one re-executes (itself when it is an original run)."""
+    return context.run.root_run_id or context.run.run_id
+
+
+def _run_now(context: AssetExecutionContext) -> datetime:
+    """The root run's creation time (milliseconds): "now" that stays put across retries.
+
+    Export windows and therefore ClientTokens are computed from it, so a
+    retried step or a re-executed run asks for exactly the same exports.
+    Milliseconds because manifests state times to the millisecond, and the
+    high-water mark is taken from them.
+    """
+    record = context.instance.get_run_record_by_id(_root_run_id(context))
+    created = record.create_timestamp if record is not None else datetime.now(UTC)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    created = created.astimezone(UTC)
+    return created.replace(microsecond=created.microsecond // 1000 * 1000)
+
+
+def _plan(
+    context: AssetExecutionContext,
+    table: DynamoDBTableConfig,
+    config: PipelineConfig,
+    ddb: Any,
+    bigquery: BigQueryResource,
+    table_arn: str,
+) -> ExportPlan:
+    if table.mode is DynamoDBExportMode.FULL:
+        return ExportPlan(ExportStrategy.FULL, "mode 'full': the whole table is exported")
+    with bigquery.get_client() as client:
+        mark = load.read_mark(client, load.table_id(bigquery, config, table.name), table_arn)
+    backups = ddb.describe_continuous_backups(TableName=table.name)
+    pitr = backups["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
+    earliest = (
+        pitr.get("EarliestRestorableDateTime")
+        if pitr.get("PointInTimeRecoveryStatus") == "ENABLED"
+        else None
+    )
+    return plan_incremental(
+        watermark=mark.exported_to if mark is not None else None,
+        now=_run_now(context),
+        earliest_restorable=earliest,
+        mark_from_full_export=mark is not None and _is_full_export(ddb, mark.export_arn),
+    )
+
+
+def _is_full_export(ddb: Any, export_arn: str) -> bool:
+    """Whether the export that set the mark was a full one (unknown counts as full)."""
+    try:
+        description = ddb.describe_export(ExportArn=export_arn)["ExportDescription"]
+    except ddb.exceptions.ExportNotFoundException:
+        return True
+    return description.get("ExportType", FULL_EXPORT) == FULL_EXPORT
+
+
+def _requests(
+    plan: ExportPlan, table_arn: str, config: PipelineConfig, table: str
+) -> list[ExportRequest]:
+    prefix = export_prefix(config, table)
+    bucket = config.aws.export_bucket
+    if plan.strategy.is_full:
+        return [ExportRequest(table_arn, bucket, prefix, FULL_EXPORT)]
+    return [
+        ExportRequest(table_arn, bucket, prefix, INCREMENTAL_EXPORT, start, end)
+        for start, end in plan.windows
+    ]
+
+
+def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> AssetsDefinition:
+    name = table.name
+
+    @asset(
+        key=export_asset_key(name),
+        group_name=GROUP,
+        kinds={"dynamodb", "s3"},
+        tags={SOURCE_TAG: "dynamodb"},
+        owners=OWNERS,
+        code_version=CODE_VERSION,
+        description=(
+            f"Point-in-time export of DynamoDB table {name} to "
+            f"s3://{config.aws.export_bucket}/{export_prefix(config, name)}/ "
+            f"({table.mode.value} mode)."
+        ),
+        metadata={"dynamodb_table": name, "mode": table.mode.value},
+    )
+    def _export(
+        context: AssetExecutionContext,
+        cloud: CloudResource,
+        dynamodb: DynamoDBResource,
+        bigquery: BigQueryResource,
+    ) -> MaterializeResult:
+        """Exports the DynamoDB table to S3 so BigQuery can be brought up to date."""
+        started = time.monotonic()
+        ddb = dynamodb.get_client()
+        table_arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
+        plan = _plan(context, table, config, ddb, bigquery, table_arn)
+        context.log.info(f"{name}: export strategy {plan.strategy.value}: {plan.reason}")
+        requests = (
+            _requests(plan, table_arn, config, name)
+            if plan.windows or plan.strategy.is_full
+            else []
+        )
+        root_run_id = _root_run_id(context)
+        descriptions = []
+        for request in requests:
+            description = start_export(ddb, request, root_run_id)
+            context.log.info(
+                f"{name}: {request.export_type} {description['ExportArn']} "
+                f"is {description.get('ExportStatus')}"
+                + (
+                    f" (window {request.export_from_time.isoformat()} .. "
+                    f"{request.export_to_time.isoformat()})"
+                    if request.export_from_time and request.export_to_time
+                    else ""
+                )
+            )
+            descriptions.append(description)
+        timeout = config.dynamodb.export_timeout_minutes * 60
+        finished = []
+        for description in descriptions:
+            remaining = max(timeout - (time.monotonic() - started), 0.0)
+            try:
+                finished.append(
+                    wait_for_export(
+                        ddb,
+                        description["ExportArn"],
+                        timeout_seconds=remaining,
+                        max_interval_seconds=config.dynamodb.poll_max_interval_seconds,
+                        log=context.log.info,
+                    )
+                )
+            except ExportFailedError as error:
+                raise Failure(
+                    description=str(error),
+                    metadata={
+                        "dynamodb_table": name,
+                        "export_arn": error.export_arn,
+                        "failure_code": error.failure_code,
+                        "failure_message": error.failure_message,
+                    },
+                ) from error
+            except ExportTimeoutError as error:
+                raise Failure(
+                    description=f"{name}: {error}",
+                    metadata={"dynamodb_table": name, "export_arn": description["ExportArn"]},
+                ) from error
+        return MaterializeResult(
+            metadata=_export_metadata(name, table_arn, plan, finished, time.monotonic() - started)
+        )
+
+    return _export
+
+
+def _export_metadata(
+    table: str,
+    table_arn: str,
+    plan: ExportPlan,
+    exports: list[dict[str, Any]],
+    seconds: float,
+) -> dict[str, Any]:
+    arns = [e["ExportArn"] for e in exports]
+    metadata: dict[str, Any] = {
+        "dynamodb_table": table,
+        "table_arn": table_arn,
+        "export_strategy": plan.strategy.value,
+        "export_strategy_reason": plan.reason,
+        "export_arns": MetadataValue.json(arns),
+        "export_count": len(arns),
+        "item_count": sum(int(e.get("ItemCount") or 0) for e in exports),
+        "billed_size_bytes": sum(int(e.get("BilledSizeBytes") or 0) for e in exports),
+        "manifest_uris": MetadataValue.json(
+            [f"s3://{e['S3Bucket']}/{load.manifest_key(e)}" for e in exports]
+        ),
+        "duration_seconds": round(seconds, 3),
+    }
+    if arns:
+        metadata["export_arn"] = arns[-1]
+    if exports and exports[0].get("ExportType", FULL_EXPORT) == FULL_EXPORT:
+        metadata["export_time"] = _iso(exports[0].get("ExportTime"))
+    elif exports:
+        spec_first = exports[0].get("IncrementalExportSpecification", {})
+        spec_last = exports[-1].get("IncrementalExportSpecification", {})
+        metadata["export_from_time"] = _iso(spec_first.get("ExportFromTime"))
+        metadata["export_to_time"] = _iso(spec_last.get("ExportToTime"))
+    return metadata
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
+# --------------------------------------------------------------------------- BigQuery
+
+
+class DynamoDBLoadConfig(Config):
+    """Run config of a BigQuery table asset: which export to load."""
+
+    export_arn: str | None = Field(
+        default=None,
+        description="Load this existing export (full: replace; incremental: merge) instead of "
+        "the one the export asset last produced. Starts no new export: the reload/backfill path.",
+    )
+
+
+def _export_arns_to_load(
+    context: AssetExecutionContext, run_config: DynamoDBLoadConfig, export_key: AssetKey
+) -> tuple[list[str], str]:
+    if run_config.export_arn:
+        return [run_config.export_arn], "run config"
+    event = context.instance.get_latest_materialization_event(export_key)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        raise Failure(
+            description=f"No export to load: materialize {export_key.to_user_string()} first, "
+            "or give an export ARN in run config (export_arn)."
+        )
+    metadata = materialization.metadata
+    arns_value = metadata.get("export_arns")
+    arns = list(arns_value.value) if arns_value is not None else []  # type: ignore[arg-type]
+    return [str(a) for a in arns], f"latest materialization of {export_key.to_user_string()}"
+
+
+def _build_bigquery_asset(
+    table: DynamoDBTableConfig, pipeline: PipelineConfig, export_key: AssetKey
+) -> AssetsDefinition:
+    name = table.name
+    key = bigquery_asset_key(pipeline, name)
+    bq_table = dynamodb_table_name(name)
+
+    @asset(
+        key=key,
+        deps=[export_key],
+        group_name=GROUP,
+        kinds={"bigquery"},
+        tags={SOURCE_TAG: "dynamodb"},
+        owners=OWNERS,
+        code_version=CODE_VERSION,
+        description=(
+            f"DynamoDB table {name} in BigQuery ({pipeline.bigquery.dataset}.{bq_table}), "
+            + (
+                "merged from incremental exports."
+                if table.mode is DynamoDBExportMode.INCREMENTAL
+                else "replaced by each full export."
+            )
+        ),
+        check_specs=[
+            AssetCheckSpec(
+                ROW_COUNT_CHECK,
+                asset=key,
+                description="Full loads: BigQuery row count equals the export manifest's "
+                "itemCount. Incremental merges: one row per key (no duplicates).",
+            )
+        ],
+        metadata={"dynamodb_table": name, "mode": table.mode.value},
+    )
+    def _bigquery_table(
+        context: AssetExecutionContext,
+        config: DynamoDBLoadConfig,
+        cloud: CloudResource,
+        dynamodb: DynamoDBResource,
+        s3: S3Resource,
+        bigquery: BigQueryResource,
+    ) -> MaterializeResult:
+        """Keeps the BigQuery copy of the DynamoDB table up to date for analysts."""
+        arns, source = _export_arns_to_load(context, config, export_key)
+        context.log.info(f"{name}: loading {len(arns)} export(s) from the {source}: {arns}")
+        with tempfile.TemporaryDirectory(prefix=f"ddb-{name}-") as work_dir:
+            outcome = load.load_exports(
+                arns,
+                table=name,
+                mode=table.mode,
+                config=pipeline,
+                ddb=dynamodb.get_client(),
+                s3=s3.get_client(),
+                bigquery=bigquery,
+                work_dir=Path(work_dir),
+                log=context.log.info,
+                run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
+            )
+        check = AssetCheckResult(
+            check_name=ROW_COUNT_CHECK,
+            asset_key=key,
+            passed=outcome.check_passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata=outcome.check_metadata,
+            description=outcome.check_description,
+        )
+        return MaterializeResult(metadata=outcome.metadata, check_results=[check])
+
+    return _bigquery_table

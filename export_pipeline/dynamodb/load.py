@@ -1,0 +1,363 @@
+"""Loading finished DynamoDB exports into BigQuery: verify, convert, publish.
+
+Given export ARNs (one full export, or a chain of incremental ones), this
+module finds each export's manifest through DescribeExport, downloads
+exactly the listed data files (MD5-checked while streaming), converts them
+with `export_pipeline.dynamodb.convert`, checks the per-file item counts, and
+only then touches BigQuery:
+
+- a full export replaces the table atomically (staging table, then one
+  replace), every row carrying `_exported_at` = the export time;
+- incremental exports are merged (deduplicated by the table's key, deletes
+  applied), in the same transaction as the high-water mark, so BigQuery and
+  the mark can never disagree.
+
+Nothing partial is ever published: any mismatch fails before the first
+BigQuery write and names the S3 object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster import Failure, MetadataValue, TableColumn, TableSchema
+from google.api_core.exceptions import NotFound
+
+from export_pipeline import bigquery as core
+from export_pipeline.config import DynamoDBExportMode, PipelineConfig
+from export_pipeline.dynamodb import bigquery_tables as bq
+from export_pipeline.dynamodb.convert import (
+    ConversionResult,
+    convert_full_export,
+    convert_incremental_export,
+)
+from export_pipeline.dynamodb.exports import table_name_from_arn
+from export_pipeline.dynamodb.manifest import (
+    DataFile,
+    ExportManifest,
+    download_data_files,
+    read_manifest,
+    resolve_key,
+    verify_item_counts,
+)
+from export_pipeline.naming import dynamodb_table_name
+from export_pipeline.resources.bigquery import BigQueryResource
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LoadOutcome:
+    """What the BigQuery asset reports: metadata and its row-count check."""
+
+    metadata: dict[str, Any]
+    check_passed: bool
+    check_description: str
+    check_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def table_id(bigquery: BigQueryResource, config: PipelineConfig, table: str) -> core.TableId:
+    """The BigQuery table of DynamoDB table `table`: the resource's project, config's dataset."""
+    return core.TableId(bigquery.project, config.bigquery.dataset, dynamodb_table_name(table))
+
+
+def read_mark(client: Any, target: core.TableId, table_arn: str) -> core.Watermark | None:
+    """The BigQuery table's high-water mark (kept with the data), or None before the seed.
+
+    The mark's source key is the DynamoDB table ARN.
+    """
+    return core.read_watermark(client, target, table_arn)
+
+
+def manifest_key(description: dict[str, Any]) -> str:
+    """The S3 key of manifest-summary.json from an ExportDescription (prefix once)."""
+    key = description.get("ExportManifest")
+    if not key:
+        export_id = description["ExportArn"].rsplit("/", 1)[-1]
+        key = f"AWSDynamoDB/{export_id}/manifest-summary.json"
+    return resolve_key(key, description.get("S3Prefix"))
+
+
+def _describe_completed(ddb: Any, arn: str, table: str) -> dict[str, Any]:
+    try:
+        description = ddb.describe_export(ExportArn=arn)["ExportDescription"]
+    except ddb.exceptions.ExportNotFoundException:
+        raise Failure(description=f"{table}: export {arn} not found (DescribeExport)") from None
+    exported_table = table_name_from_arn(description["TableArn"])
+    if exported_table != table:
+        raise Failure(
+            description=f"export {arn} is of table {exported_table!r}, not {table!r}: "
+            "refusing to load it into this table"
+        )
+    if description.get("ExportStatus") != "COMPLETED":
+        failure = f"{description.get('FailureCode', '')} {description.get('FailureMessage', '')}"
+        raise Failure(
+            description=f"{table}: export {arn} is {description.get('ExportStatus')}, not "
+            f"COMPLETED {failure.strip()}".strip()
+        )
+    return description
+
+
+def _key_attributes(ddb: Any, table: str) -> list[str]:
+    schema = ddb.describe_table(TableName=table)["Table"]["KeySchema"]
+    order = {"HASH": 0, "RANGE": 1}
+    return [k["AttributeName"] for k in sorted(schema, key=lambda k: order[k["KeyType"]])]
+
+
+def _download_all(
+    s3: Any, manifests: Sequence[ExportManifest], work_dir: Path, log: Log
+) -> dict[Path, DataFile]:
+    local: dict[Path, DataFile] = {}
+    for index, manifest in enumerate(manifests):
+        local.update(download_data_files(s3, manifest, work_dir / "raw" / f"{index:03d}", log=log))
+    return local
+
+
+@dataclass(frozen=True)
+class _Load:
+    """What every load step needs (one object instead of ten parameters)."""
+
+    client: Any
+    target: core.TableId
+    table: str
+    table_arn: str
+    mode: DynamoDBExportMode
+    run_id: str
+    config: PipelineConfig
+    s3: Any
+    work_dir: Path
+    log: Log
+    started: float
+
+
+def load_exports(
+    arns: Sequence[str],
+    *,
+    table: str,
+    mode: DynamoDBExportMode,
+    config: PipelineConfig,
+    ddb: Any,
+    s3: Any,
+    bigquery: BigQueryResource,
+    work_dir: Path,
+    log: Log,
+    run_id: str,
+) -> LoadOutcome:
+    """Bring the BigQuery table of `table` up to date from the given exports.
+
+    `run_id` names this attempt's staging table (unique per attempt).
+    """
+    started = time.monotonic()
+    target = table_id(bigquery, config, table)
+    descriptions = [_describe_completed(ddb, arn, table) for arn in arns]
+    manifests = [read_manifest(s3, d["S3Bucket"], manifest_key(d)) for d in descriptions]
+    full = [m for m in manifests if not m.is_incremental]
+    if full and len(manifests) > 1:
+        raise Failure(
+            description=f"{table}: a full export cannot be combined with other exports in one "
+            f"load ({[m.export_arn for m in manifests]})"
+        )
+    table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    with bigquery.get_client() as client:
+        core.require_dataset(client, target.project, target.dataset)
+        job = _Load(
+            client, target, table, table_arn, mode, run_id, config, s3, work_dir, log, started
+        )
+        if not manifests:
+            log(f"{table}: no export to apply (BigQuery is already up to date)")
+            return _outcome(job, [], None, _rows(job), "up_to_date")
+        if full:
+            return _load_full(job, full[0])
+        return _load_incremental(job, manifests, _key_attributes(ddb, table))
+
+
+def _rows(job: _Load) -> int:
+    try:
+        return bq.row_count(job.client, job.target)
+    except NotFound:
+        return 0
+
+
+def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
+    local = _download_all(job.s3, [manifest], job.work_dir, job.log)
+    result = convert_full_export(
+        list(local), job.work_dir / "parquet", max_workers=job.config.dynamodb.max_parallel_files
+    )
+    verify_item_counts([manifest], local, result.items_per_file)
+    if result.item_count != manifest.item_count:
+        raise Failure(
+            description=f"{manifest.summary_uri}: itemCount {manifest.item_count} but the data "
+            f"files hold {result.item_count} items; nothing was loaded"
+        )
+    return result
+
+
+def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
+    result = _convert_full(job, manifest)
+    exported_at = manifest.data_as_of
+    watermark = previous = None
+    if job.mode is DynamoDBExportMode.INCREMENTAL:
+        # Seeding (or re-seeding) an incremental table: data and mark move together.
+        previous = read_mark(job.client, job.target, job.table_arn)
+        watermark = core.Watermark(job.table_arn, manifest.export_arn, exported_at)
+    job.log(
+        f"{job.table}: {result.item_count} items in {len(result.parquet_files)} Parquet "
+        f"file(s); replacing {job.target} as of {exported_at.isoformat()}"
+    )
+    staged = bq.replace_table(
+        job.client,
+        job.target,
+        result,
+        run_id=job.run_id,
+        exported_at=exported_at,
+        description=_table_description(manifest, [manifest]),
+        watermark=watermark,
+        expected_previous=previous,
+    )
+    rows = bq.row_count(job.client, job.target)
+    return _outcome(
+        job,
+        [manifest],
+        result,
+        rows,
+        "full",
+        staged_bytes=staged.bytes,
+        check=(
+            rows == manifest.item_count,
+            f"BigQuery has {rows} rows; the export manifest's itemCount is {manifest.item_count}",
+            {"bigquery_rows": rows, "manifest_item_count": manifest.item_count},
+        ),
+    )
+
+
+def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[str]) -> LoadOutcome:
+    manifests = sorted(manifests, key=lambda m: (m.export_from_time, m.export_to_time))
+    previous = read_mark(job.client, job.target, job.table_arn)
+    if previous is None:
+        raise Failure(
+            description=f"{job.table}: {job.target} has no high-water mark yet; an incremental "
+            "export can only be applied after a full export seeded the table"
+        )
+    mark = previous.exported_to
+    pending: list[ExportManifest] = []
+    for manifest in manifests:
+        assert manifest.export_from_time and manifest.export_to_time
+        if manifest.export_to_time <= mark:
+            # Its images are older than what BigQuery holds: applying it would go back in time.
+            job.log(f"{job.table}: {manifest.export_arn} ends before the mark {mark}: skipped")
+            continue
+        reach = pending[-1].data_as_of if pending else mark
+        if manifest.export_from_time > reach:
+            raise Failure(
+                description=f"{job.table}: gap in the incremental chain: {manifest.export_arn} "
+                f"starts at {manifest.export_from_time.isoformat()}, but BigQuery reflects "
+                f"{reach.isoformat()}; a full export is needed",
+                metadata={"export_arn": manifest.export_arn},
+            )
+        pending.append(manifest)
+    if not pending:
+        return _outcome(job, [], None, _rows(job), "up_to_date")
+    local = _download_all(job.s3, pending, job.work_dir, job.log)
+    result = convert_incremental_export(
+        list(local),
+        job.work_dir / "parquet",
+        key_attributes=keys,
+        max_workers=job.config.dynamodb.max_parallel_files,
+    )
+    verify_item_counts(pending, local, result.items_per_file)
+    new_mark = pending[-1].data_as_of
+    job.log(
+        f"{job.table}: merging {result.item_count} change(s) from {len(pending)} export(s) into "
+        f"{job.target}; high-water mark {mark.isoformat()} -> {new_mark.isoformat()}"
+    )
+    window_start = pending[0].export_from_time
+    assert window_start is not None
+    staged = bq.merge_changes(
+        job.client,
+        job.target,
+        result,
+        run_id=job.run_id,
+        key_attributes=keys,
+        window_start=window_start,
+        exported_at=new_mark,
+        description=_table_description(pending[-1], pending),
+        watermark=core.Watermark(job.table_arn, pending[-1].export_arn, new_mark),
+        expected_previous=previous,
+    )
+    rows = bq.row_count(job.client, job.target)
+    distinct = bq.distinct_key_count(job.client, job.target, bq.key_columns(result, keys))
+    return _outcome(
+        job,
+        pending,
+        result,
+        rows,
+        "incremental",
+        staged_bytes=staged.bytes,
+        check=(
+            rows == distinct,
+            f"{rows} rows for {distinct} distinct keys (an incremental manifest does not tell "
+            "the table's item count; this checks the merge kept one row per key)",
+            {"bigquery_rows": rows, "distinct_keys": distinct},
+        ),
+    )
+
+
+def _table_description(last: ExportManifest, manifests: Sequence[ExportManifest]) -> str:
+    if last.is_incremental:
+        first = manifests[0]
+        assert first.export_from_time and last.export_to_time
+        when = (
+            f"incremental export(s) {', '.join(m.export_arn for m in manifests)} covering "
+            f"{first.export_from_time.isoformat()} .. {last.export_to_time.isoformat()}"
+        )
+    else:
+        assert last.export_time
+        when = f"full export {last.export_arn} at {last.export_time.isoformat()}"
+    return f"DynamoDB table {last.table_arn}; last loaded from {when}."
+
+
+def _outcome(
+    job: _Load,
+    manifests: Sequence[ExportManifest],
+    result: ConversionResult | None,
+    rows: int,
+    how: str,
+    *,
+    staged_bytes: int = 0,
+    check: tuple[bool, str, dict[str, Any]] | None = None,
+) -> LoadOutcome:
+    schema = bq.table_schema(job.client, job.target)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": rows,
+        "dagster/table_name": job.target.dotted,
+        "dagster/column_schema": TableSchema(
+            columns=[
+                TableColumn(name=f.name, type=_type_name(f), description=f.description)
+                for f in schema
+            ]
+        ),
+        "bigquery_console_url": MetadataValue.url(job.target.console_url),
+        "load": how,
+        "export_arns": MetadataValue.json([m.export_arn for m in manifests]),
+        "bytes_moved": (result.bytes_read if result is not None else 0) + staged_bytes,
+        "bytes_downloaded_from_s3": result.bytes_read if result is not None else 0,
+        "bytes_uploaded_to_bigquery": staged_bytes,
+        "load_duration_seconds": round(time.monotonic() - job.started, 3),
+    }
+    if manifests:
+        metadata["export_arn"] = manifests[-1].export_arn
+        metadata["data_as_of"] = manifests[-1].data_as_of.isoformat()
+    if result is not None:
+        metadata["items_converted"] = result.item_count
+    if check is None:
+        check = (True, f"{how}: no export applied, nothing to check", {"bigquery_rows": rows})
+    passed, description, check_metadata = check
+    return LoadOutcome(metadata, passed, description, check_metadata)
+
+
+def _type_name(field: Any) -> str:
+    return f"ARRAY<{field.field_type}>" if field.mode == "REPEATED" else field.field_type

@@ -1,0 +1,116 @@
+"""Shared set-up for the DynamoDB pipeline tests: configs, tables, runs, BigQuery reads."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from dagster import AssetsDefinition, DagsterInstance, ExecuteInProcessResult, materialize
+
+from export_pipeline.config import (
+    AwsConfig,
+    BigQueryConfig,
+    DynamoDBConfig,
+    DynamoDBTableConfig,
+    PipelineConfig,
+)
+from export_pipeline.dynamodb.assets import build_dynamodb_assets
+from export_pipeline.environment import build_resources
+from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
+from export_pipeline.naming import dynamodb_table_name
+
+REGION = "eu-west-1"
+BUCKET = "export-pipeline-local"  # created by the local cloud's seeding
+DATASET = "aws_raw"
+
+
+def make_config(table: str, mode: str = "full", bucket: str = BUCKET) -> PipelineConfig:
+    return PipelineConfig(
+        environment="local",
+        aws=AwsConfig(region=REGION, export_bucket=bucket, export_prefix="exports"),
+        dynamodb=DynamoDBConfig(
+            tables=[DynamoDBTableConfig(name=table, mode=mode)],
+            export_timeout_minutes=2,
+            poll_max_interval_seconds=1,
+            max_parallel_files=1,
+        ),
+        bigquery=BigQueryConfig(project=LOCAL_BIGQUERY_PROJECT, dataset=DATASET),
+    )
+
+
+def create_table(ddb: Any, name: str, items: list[dict[str, Any]], range_key: str | None = None):
+    """A PAY_PER_REQUEST table keyed on `pk` (+ `range_key`), PITR on, holding `items`."""
+    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    attributes = [{"AttributeName": "pk", "AttributeType": "S"}]
+    if range_key:
+        keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attributes.append({"AttributeName": range_key, "AttributeType": "N"})
+    ddb.create_table(
+        TableName=name,
+        KeySchema=keys,
+        AttributeDefinitions=attributes,
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.update_continuous_backups(
+        TableName=name,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+    )
+    for item in items:
+        ddb.put_item(TableName=name, Item=item)
+
+
+def assets_for(config: PipelineConfig) -> tuple[AssetsDefinition, AssetsDefinition]:
+    export_asset, bigquery_asset = build_dynamodb_assets(config)
+    assert isinstance(export_asset, AssetsDefinition)
+    assert isinstance(bigquery_asset, AssetsDefinition)
+    return export_asset, bigquery_asset
+
+
+def run(
+    config: PipelineConfig,
+    instance: DagsterInstance,
+    *,
+    only_bigquery: bool = False,
+    export_arn: str | None = None,
+    raise_on_error: bool = True,
+) -> ExecuteInProcessResult:
+    export_asset, bigquery_asset = assets_for(config)
+    run_config = None
+    if export_arn is not None:
+        run_config = {"ops": {bigquery_asset.op.name: {"config": {"export_arn": export_arn}}}}
+    return materialize(
+        [export_asset, bigquery_asset],
+        resources=build_resources(config),
+        instance=instance,
+        selection=[bigquery_asset.key] if only_bigquery else None,
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def table_id(table: str) -> str:
+    return f"{LOCAL_BIGQUERY_PROJECT}.{DATASET}.{dynamodb_table_name(table)}"
+
+
+def bigquery_rows(client: Any, table: str, key: str = "pk") -> dict[Any, dict[str, Any]]:
+    """Every row of the table's BigQuery copy, by key (JSON parsed, NUMERIC as Decimal)."""
+    rows = client.query(f"SELECT * FROM `{table_id(table)}`").result()
+    out: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        record = dict(row.items())
+        assert record[key] not in out, f"duplicate key {record[key]!r}"
+        out[record[key]] = record
+    return out
+
+
+def plain(value: Any) -> Any:
+    """A BigQuery value compared loosely: Decimals that are integers as int."""
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def materialization_metadata(result: ExecuteInProcessResult, key: Any) -> dict[str, Any]:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    assert events, f"no materialization of {key}"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
