@@ -12,7 +12,10 @@ and a log under the state folder (`LocalCloudSettings.state_dir`):
 
 AWS state lives in the moto process's memory, so the demo data is seeded into
 each new AWS server process once (the marker names the process it was seeded
-into); BigQuery's data persists, its dataset is created when missing.
+into). BigQuery's data is on disk, but when the AWS side is seeded afresh the
+configured dataset is emptied too: otherwise BigQuery would hold tables and
+incremental high-water marks of DynamoDB tables that no longer exist, and
+the two halves of one local cloud would disagree.
 
 `up` is idempotent and `ensure_running` (used by the Dagster `cloud` resource)
 is cheap when the cloud already runs and safe when several processes call it at
@@ -294,27 +297,35 @@ def _create_bucket(clients: AwsClients, bucket: str) -> None:
         clients.s3.create_bucket(**kwargs)
 
 
-def _create_datasets(settings: LocalCloudSettings, config: PipelineConfig) -> None:
-    """The configured dataset, in the emulator's project (and the config's, if it differs)."""
+def _create_datasets(
+    settings: LocalCloudSettings, config: PipelineConfig, *, empty_first: bool = False
+) -> None:
+    """The configured dataset, in the emulator's project (and the config's, if it differs).
+
+    `empty_first`: drop it with its tables first (the AWS side was just seeded afresh).
+    """
     from google.cloud import bigquery
 
     client = bigquery_client(settings)
     try:
         for project in dict.fromkeys([settings.bigquery_project, config.bigquery.project]):
             dataset = bigquery.Dataset(f"{project}.{config.bigquery.dataset}")
+            if empty_first:
+                client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
             dataset.location = config.bigquery.location
             client.create_dataset(dataset, exists_ok=True)
     finally:
         client.close()
 
 
-def _seed_aws(settings: LocalCloudSettings, config: PipelineConfig) -> None:
+def _seed_aws(settings: LocalCloudSettings, config: PipelineConfig) -> bool:
     """Seed the AWS side once per AWS server process (its state is in its memory).
 
     The demo modules seed different services, so they run side by side.
+    Returns whether it seeded now (False: this process was seeded before).
     """
     if _is_seeded(settings):
-        return
+        return False
     record = ProcessRecord.read(_pid_path(settings, AWS))
     assert record is not None
     clients = AwsClients.for_config(settings, config)
@@ -338,6 +349,7 @@ def _seed_aws(settings: LocalCloudSettings, config: PipelineConfig) -> None:
         ) from exc
     marker = _seed_marker_path(settings)
     marker.write_text(json.dumps(_seed_identity(record)), encoding="utf-8")
+    return True
 
 
 def _up_locked(
@@ -353,13 +365,13 @@ def _up_locked(
     except LocalCloudError:
         _stop_started(settings, started)
         raise
-    _seed_aws(settings, config)
+    seeded_now = _seed_aws(settings, config)
     try:
         _wait_healthy(settings, BIGQUERY, started[BIGQUERY], timeout)
     except LocalCloudError:
         _stop_started(settings, started)
         raise
-    _create_datasets(settings, config)
+    _create_datasets(settings, config, empty_first=seeded_now)
     return status(settings)
 
 
