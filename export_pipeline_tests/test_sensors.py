@@ -282,15 +282,11 @@ def test_one_sensor_per_configured_source(pipeline_config):
 
 
 DEFINITIONS_WITH_SENSORS = '''
-"""Test-only code location: the real definitions plus the RDS snapshot sensors."""
-from dagster import Definitions
-
+"""Test-only code location: the real definitions (sensors included) for this test's config."""
 from export_pipeline.config import current_config
 from export_pipeline.definitions import build_definitions
-from export_pipeline.rds.snapshot_sensor import build_sensors
 
-config = current_config()
-defs = Definitions.merge(build_definitions(config), Definitions(sensors=build_sensors(config)))
+defs = build_definitions(current_config())
 '''
 
 
