@@ -5,12 +5,18 @@ API (everything takes a `google.cloud.bigquery.Client`):
     TableId(project, dataset, table)            .sql  .dotted  .console_url  .sibling(name)
     require_dataset(client, project, dataset)   -> Dataset | DatasetNotFoundError (says the fix)
     staging_table_id(target, run_id)            -> TableId  (unique per run/attempt)
-    load_parquet_to_staging(client, files, staging, schema | None, *, job_labels=None,
-                            expected_rows=None) -> StagingResult(table, schema, rows, bytes, files)
-        schema=None: the Parquet files' own schema (bigquery_schema_of_files).
+    load_parquet_to_staging(client, files: [Path | ParquetSource], staging, schema | None, *,
+                            job_labels=None, labels=None, expected_rows=None,
+                            parallel_uploads=1, on_loaded=None)
+        -> StagingResult(table, schema, rows, bytes, files)
+        schema=None: the Parquet files' own schema (bigquery_schema_of_files; paths only).
+    ParquetSource(name, rows, size, open)       a file streamed from anywhere (e.g. S3):
+        open() -> context manager yielding a binary stream; .from_path(path)
     bigquery_schema_from_parquet(pyarrow.Schema) -> list[SchemaField]
     SelectColumn(name, expression, field_type, mode="NULLABLE", description=None, fields=())
         SelectColumn.passthrough(staging_field, description=None)
+        SelectColumn.absent(field)                  NULL ([] if REPEATED) in every row
+        SelectColumn.timestamp(name, value, description)   one exact TIMESTAMP in every row
     replace_table(client, *, staging, target, select_columns, table_description, labels=None,
                   watermark=None, expected_previous=None, job_labels=None, drop_staging=True)
         -> PublishResult(target, rows, console_url, schema)
@@ -19,7 +25,9 @@ API (everything takes a `google.cloud.bigquery.Client`):
                   job_labels=None, drop_staging=True) -> PublishResult
     Watermark(source_key, export_arn, exported_to: aware datetime)
     read_watermark(client, target, source_key) -> Watermark | None
-    add_columns / widen_columns / reconcile_schema / widened_field  (evolve.py)
+    count_rows(client, target) -> int           (COUNT(*); numRows is stale after DML)
+    reconcile_schema(client, target, desired) -> schema   add + widen columns, one rewrite
+    widened_field(existing, wanted) -> SchemaField        (evolve.py)
 
 Full source (DynamoDB full mode, RDS snapshot):
 
@@ -48,9 +56,7 @@ be added, or write `NUMERIC(38, 9)`.
 
 from export_pipeline.bigquery.evolve import (
     SchemaEvolutionError,
-    add_columns,
     reconcile_schema,
-    widen_columns,
     widened_field,
 )
 from export_pipeline.bigquery.parquet_schema import (
@@ -65,6 +71,7 @@ from export_pipeline.bigquery.publish import (
     replace_table,
 )
 from export_pipeline.bigquery.staging import (
+    ParquetSource,
     StagingLoadError,
     StagingResult,
     label_value,
@@ -75,6 +82,7 @@ from export_pipeline.bigquery.tables import (
     BigQueryPublishError,
     DatasetNotFoundError,
     TableId,
+    count_rows,
     require_dataset,
 )
 from export_pipeline.bigquery.watermark import (
@@ -88,6 +96,7 @@ __all__ = [
     "BigQueryPublishError",
     "DatasetNotFoundError",
     "ParquetSchemaError",
+    "ParquetSource",
     "PublishResult",
     "SchemaEvolutionError",
     "SelectColumn",
@@ -96,9 +105,9 @@ __all__ = [
     "TableId",
     "Watermark",
     "WatermarkConflictError",
-    "add_columns",
     "bigquery_schema_from_parquet",
     "bigquery_schema_of_files",
+    "count_rows",
     "label_value",
     "load_parquet_to_staging",
     "merge_changes",
@@ -108,6 +117,5 @@ __all__ = [
     "require_dataset",
     "staging_table_id",
     "state_table_for",
-    "widen_columns",
     "widened_field",
 ]

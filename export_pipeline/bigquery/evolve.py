@@ -2,21 +2,26 @@
 
 Incremental sources grow: a DynamoDB attribute appears, or an `N` attribute
 that held small integers receives 1e40 and must go from INT64 to NUMERIC to
-STRING. Two operations cover it, both keeping every existing value, so a
-table's high-water mark stays true across them:
+STRING. `reconcile_schema` is the one entry point: it adds the missing
+columns (NULL / [] in existing rows) and widens narrower ones (every value
+converted exactly) in ONE rewrite, so a table's high-water mark stays true
+across it.
 
-- `add_columns`: new NULLABLE/REPEATED columns (NULL / [] in existing rows).
-- `widen_columns`: a column's type made wider, every value converted exactly.
-
-Both are one `CREATE OR REPLACE TABLE t AS SELECT <converted columns>,
-<NULL AS new columns> FROM t` (atomic for readers), then column
-descriptions are restored with `tables.patch`. On BigQuery, adding a column
-could be a free metadata change (`tables.patch` with a longer schema, or
-`ALTER TABLE ADD COLUMN`), but in bqemulator 1.4.0 neither reaches the
-stored table (the schema lists the column, queries fail with "column not
-found"), so the rewrite, which both accept, is used; it costs one scan of
-the table, only when the schema grows. Types cannot change in place on
-BigQuery anyway (beyond a few coercions). REQUIRED columns come out NULLABLE.
+The rewrite is `CREATE OR REPLACE TABLE t OPTIONS(…) AS SELECT <converted
+columns>, <NULL AS new columns> FROM t` (atomic for readers), without a
+column list: types come from the CASTs in the SELECT. Then
+`restore_declared_types` patches JSON columns the emulator reports as
+STRING back to JSON, and `apply_metadata` restores column descriptions
+(both `tables.patch`, no-ops on BigQuery). Why not the cheaper forms: on
+BigQuery adding a column could be a free metadata change (`tables.patch`
+with a longer schema, or `ALTER TABLE ADD COLUMN`), but in bqemulator 1.4.0
+neither reaches the stored table (the schema lists the column, queries fail
+with "column not found"); a CTAS column list (`CREATE TABLE t (c NUMERIC)
+AS …`) makes the emulator store NUMERIC as DECIMAL(18,3) and JSON as
+STRING. The rewrite without a list is the form both accept; it costs one
+scan of the table, only when the schema changes. Types cannot change in
+place on BigQuery anyway (beyond a few coercions). REQUIRED columns come out
+NULLABLE.
 
 Widening order (`widened_field`): INT64 → NUMERIC; any two different
 scalar types that print as text (numbers, BOOL, STRING, dates/times) →
@@ -24,9 +29,7 @@ STRING; anything else (BYTES vs STRING, STRUCTs, arrays vs scalars, JSON) →
 JSON. Conversions are exact: CAST to NUMERIC/STRING, `TO_JSON` for JSON
 (numbers as their decimal text in a JSON string). Emulator differences:
 CAST(NUMERIC AS STRING) gives '1.500000000' there, '1.5' on BigQuery; a CTAS
-never makes a JSON column there (the widened column is reported as STRING
-holding the JSON text), so widening to JSON is only fully exercised on
-BigQuery.
+never makes a JSON column there (see `restore_declared_types`).
 """
 
 from __future__ import annotations
@@ -137,11 +140,16 @@ def _by_name(fields: Sequence[SchemaField]) -> dict[str, SchemaField]:
     return {f.name.lower(): f for f in fields}
 
 
-def _null_of(field: SchemaField) -> str:
-    """SQL for the value an added column has in existing rows: NULL, or [] if REPEATED."""
+def null_sql(field: SchemaField) -> str:
+    """SQL for an absent value of `field`: a typed NULL, or [] if REPEATED.
+
+    Used for a column added to existing rows, and by callers for a column
+    their rows do not have (`SelectColumn.absent`).
+    """
     if field.mode == "REPEATED":
         return f"CAST([] AS {column_type(field)})"
-    return f"CAST(NULL AS {column_type(field)})"
+    typed = cast_to("NULL", field)  # NUMERIC spelled NUMERIC(38, 9): see `sql.cast_to`
+    return typed if typed != "NULL" else f"CAST(NULL AS {column_type(field)})"
 
 
 def _rewrite(
@@ -152,7 +160,14 @@ def _rewrite(
     add: Sequence[SchemaField],
     job_labels: dict[str, str] | None,
 ) -> bigquery.Table:
-    """One CTAS over `target` itself: columns widened, columns appended, values kept."""
+    """One CTAS over `target` itself: columns widened, columns appended, values kept.
+
+    No column list in the CTAS: the types come from the CASTs in the SELECT
+    (`convert_sql`, `null_sql`), the form BigQuery and bqemulator 1.4.0 both
+    type the same (the emulator would store a listed NUMERIC as
+    DECIMAL(18,3)). Then `restore_declared_types` and `apply_metadata` make
+    the reported schema and the descriptions/labels what was declared.
+    """
     wanted = _by_name(widen)
     new_schema: list[SchemaField] = []
     selects: list[str] = []
@@ -165,55 +180,52 @@ def _rewrite(
         selects.append(f"{convert_sql(column, field, new)} AS {column}")
         new_schema.append(new)
     for field in add:
-        selects.append(f"{_null_of(field)} AS {quote_identifier(field.name)}")
+        selects.append(f"{null_sql(field)} AS {quote_identifier(field.name)}")
         new_schema.append(field)
     sql = (
         f"CREATE OR REPLACE TABLE {target.sql}\n{table_options(table.description, table.labels)}\n"
         f"AS SELECT {', '.join(selects)} FROM {target.sql}"
     )
     client.query(sql, job_config=bigquery.QueryJobConfig(labels=job_labels or {})).result()
+    restore_declared_types(client, target, new_schema)
     return apply_metadata(client, target, new_schema, table.description, table.labels)
 
 
-def add_columns(
-    client: bigquery.Client,
-    target: TableId,
-    new_fields: Sequence[SchemaField],
-    *,
-    job_labels: dict[str, str] | None = None,
-) -> bigquery.Table:
-    """Append NULLABLE/REPEATED columns to `target` (existing rows get NULL / [])."""
-    table = client.get_table(target.reference)
-    existing = _by_name(table.schema)
-    for field in new_fields:
-        if field.name.lower() in existing:
-            raise SchemaEvolutionError(f"{target}: column {field.name} already exists")
-        if field.mode == "REQUIRED":
-            raise SchemaEvolutionError(
-                f"{target}: cannot add REQUIRED column {field.name} to a table with rows"
-            )
-    if not new_fields:
-        return table
-    return _rewrite(client, target, table, [], list(new_fields), job_labels)
+def restore_declared_types(
+    client: bigquery.Client, target: TableId, declared: Sequence[SchemaField]
+) -> None:
+    """Make the table report its JSON columns as JSON after a CTAS (a no-op on BigQuery).
 
-
-def widen_columns(
-    client: bigquery.Client,
-    target: TableId,
-    changes: Sequence[SchemaField],
-    *,
-    job_labels: dict[str, str] | None = None,
-) -> bigquery.Table:
-    """Rewrite `target` with the given columns widened (each `changes` field names one).
-
-    One CTAS over the table itself: readers see the old or the new table.
-    Table description, labels and column descriptions are carried over.
+    BigQuery types a CTAS column from its expression, so a JSON column stays
+    JSON. bqemulator 1.4.0 reports every JSON column a CTAS makes as STRING
+    (the values stay JSON); left so, the next `reconcile_schema` would see
+    STRING and JSON and wrap the JSON text in JSON again. Patching the
+    column's type back with `tables.patch` (which the emulator allows, and
+    which BigQuery never needs here) keeps the table what was declared.
+    Only JSON declared and STRING reported is patched: any other difference
+    is a real error and is left to show.
     """
     table = client.get_table(target.reference)
-    unknown = set(_by_name(changes)) - {f.name.lower() for f in table.schema}
-    if unknown:
-        raise SchemaEvolutionError(f"{target}: cannot widen missing columns {sorted(unknown)}")
-    return _rewrite(client, target, table, changes, [], job_labels)
+    wanted = _by_name(declared)
+
+    def declared_json(field: SchemaField) -> bool:
+        want = wanted.get(field.name.lower())
+        return (
+            want is not None
+            and standard_type(want.field_type) == "JSON"
+            and standard_type(field.field_type) == "STRING"
+            and field.mode != "REPEATED"
+        )
+
+    if not any(declared_json(f) for f in table.schema):
+        return
+    table.schema = [
+        SchemaField(f.name, "JSON", mode="NULLABLE", description=f.description)
+        if declared_json(f)
+        else f
+        for f in table.schema
+    ]
+    client.update_table(table, ["schema"], retry=METADATA_RETRY)
 
 
 def apply_metadata(

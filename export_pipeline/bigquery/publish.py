@@ -15,8 +15,8 @@ Two ways in, both a single atomic step for readers:
 
 `SelectColumn.expression` is SQL over the staging table's columns, built by
 callers from validated names (`export_pipeline.naming.quote_identifier`).
-Scalar columns are wrapped in a CAST to their declared type (`sql.cast_to`),
-so a raw staging column is a valid expression; JSON, STRUCT and ARRAY
+Scalar columns are wrapped in a CAST to their declared type (`sql.cast_to`)
+unless marked `typed`, so a raw staging column is a valid expression; JSON, STRUCT and ARRAY
 expressions must produce the declared type themselves (e.g. `PARSE_JSON(…)`),
 which is checked after the CTAS. Never write a bare `CAST(x AS NUMERIC)` in an
 expression: bqemulator 1.4.0 turns it into DECIMAL(18,3) (use the declared
@@ -29,12 +29,15 @@ declared NUMERIC into DuckDB DECIMAL(18,3) (rounding to 3 decimals). So the
 types come from CASTs in the SELECT, the table description and labels from
 the CTAS OPTIONS, and column descriptions from a `tables.patch` right after
 (`evolve.apply_metadata`, which also re-applies labels: the emulator ignores
-labels in CTAS OPTIONS). Between the CTAS and the patch a reader can see the
+labels in CTAS OPTIONS), and JSON columns the emulator reports as STRING
+after a CTAS are patched back to JSON (`evolve.restore_declared_types`; a
+no-op on BigQuery). Between the CTAS and the patch a reader can see the
 new table without column descriptions for a moment; data is never partial.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,15 +45,22 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
-from export_pipeline.bigquery.evolve import apply_metadata, convert_sql, reconcile_schema
+from export_pipeline.bigquery.evolve import (
+    apply_metadata,
+    convert_sql,
+    null_sql,
+    reconcile_schema,
+    restore_declared_types,
+)
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
-from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
+from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
 from export_pipeline.bigquery.watermark import (
     Statement,
     Watermark,
     ensure_state_table,
     guard_statement,
     run_transaction,
+    timestamp_literal,
     upsert_statement,
 )
 from export_pipeline.naming import quote_identifier
@@ -58,7 +68,17 @@ from export_pipeline.naming import quote_identifier
 
 @dataclass(frozen=True)
 class SelectColumn:
-    """One target column: its name, SQL over staging columns, type, mode, description."""
+    """One target column: its name, SQL over staging columns, type, mode, description.
+
+    `typed=True` says the expression already yields `field_type` (a staging
+    column of that type, a typed literal, SQL typed by construction), so no
+    CAST is added around it; otherwise scalar columns are CAST (`sql.cast_to`).
+    Not casting what is already typed is also what keeps NUMERIC exact on
+    bqemulator 1.4.0: in a query that calls a `SAFE.`-prefixed function
+    (e.g. `SAFE.PARSE_JSON`, `SAFE.PARSE_DATE`) or `TIMESTAMP_MICROS`, it
+    turns every `NUMERIC(38, 9)` cast into DECIMAL(18,3); a column passed
+    through uncast keeps its type on both.
+    """
 
     name: str
     expression: str
@@ -66,6 +86,7 @@ class SelectColumn:
     mode: str = "NULLABLE"
     description: str | None = None
     fields: tuple[SchemaField, ...] = field(default=())
+    typed: bool = False
 
     def __post_init__(self) -> None:
         quote_identifier(self.name)  # validates
@@ -94,7 +115,36 @@ class SelectColumn:
             mode=staging_field.mode,
             description=description if description is not None else staging_field.description,
             fields=tuple(staging_field.fields),
+            typed=True,
         )
+
+    @classmethod
+    def absent(cls, field: SchemaField) -> SelectColumn:
+        """`field` with no value in these rows: NULL, or [] if REPEATED (`evolve.null_sql`)."""
+        return cls(
+            name=field.name,
+            expression=null_sql(field),
+            field_type=field.field_type,
+            mode=field.mode,
+            description=field.description,
+            fields=tuple(field.fields),
+            typed=True,
+        )
+
+    @classmethod
+    def timestamp(cls, name: str, value: dt.datetime, description: str) -> SelectColumn:
+        """A TIMESTAMP column holding `value` (aware) in every row, exactly to the microsecond.
+
+        E.g. `_exported_at`, the time of the export the rows come from.
+        """
+        return cls(name, timestamp_literal(value), "TIMESTAMP", description=description, typed=True)
+
+    @property
+    def typed_sql(self) -> str:
+        """The expression, CAST to the declared type unless `typed`."""
+        if self.typed:
+            return self.expression
+        return cast_to(f"({self.expression})", self.schema_field)
 
 
 @dataclass(frozen=True)
@@ -152,11 +202,9 @@ def _check_types(client: bigquery.Client, target: TableId, fields: Sequence[Sche
 
 
 def _result(client: bigquery.Client, target: TableId) -> PublishResult:
-    # COUNT(*) rather than the table's numRows: bqemulator 1.4.0 does not
-    # update numRows after DML. On BigQuery COUNT(*) is answered from metadata.
-    count = next(iter(client.query(f"SELECT COUNT(*) AS n FROM {target.sql}").result()))["n"]
+    count = count_rows(client, target)
     table = client.get_table(target.reference)
-    return PublishResult(target, int(count), target.console_url, list(table.schema))
+    return PublishResult(target, count, target.console_url, list(table.schema))
 
 
 def _ensure_target(
@@ -181,8 +229,7 @@ def _converted_selects(
     out = []
     for c in columns:
         target_field = by_name[c.name.lower()]
-        typed = cast_to(f"({c.expression})", c.schema_field)
-        sql = convert_sql(typed, c.schema_field, target_field)
+        sql = convert_sql(c.typed_sql, c.schema_field, target_field)
         out.append((quote_identifier(target_field.name), sql))
     return out
 
@@ -215,18 +262,16 @@ def replace_table(
     _check_columns(target, select_columns)
     what = f"replacing {target} from {staging}"
     if watermark is None:
-        selects = ", ".join(
-            f"{cast_to(f'({c.expression})', c.schema_field)} AS {quote_identifier(c.name)}"
-            for c in select_columns
-        )
+        selects = ", ".join(f"{c.typed_sql} AS {quote_identifier(c.name)}" for c in select_columns)
         sql = (
             f"CREATE OR REPLACE TABLE {target.sql}\n"
             f"{table_options(table_description, dict(labels or {}))}\n"
             f"AS SELECT {selects} FROM {staging.sql}"
         )
         _query(client, sql, job_labels, what)
-        _check_types(client, target, [c.schema_field for c in select_columns])
         fields = [c.schema_field for c in select_columns]
+        _check_types(client, target, fields)
+        restore_declared_types(client, target, fields)
     else:
         ensure_state_table(client, target)
         _ensure_target(client, target, select_columns, table_description, labels)

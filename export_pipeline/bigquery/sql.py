@@ -98,21 +98,6 @@ def cast_to(expression: str, field: SchemaField) -> str:
     return f"CAST({expression} AS {base})"
 
 
-def column_definition(field: SchemaField) -> str:
-    """`name TYPE [NOT NULL] [OPTIONS(description=…)]` for a CREATE TABLE column list.
-
-    Fine for `CREATE TABLE` without AS. Not used in CTAS here: bqemulator
-    1.4.0 ignores the descriptions there, stores a declared NUMERIC as
-    DECIMAL(18,3) and a declared JSON as STRING (see `publish`).
-    """
-    parts = [quote_identifier(field.name), column_type(field)]
-    if field.mode == "REQUIRED":
-        parts.append("NOT NULL")
-    if field.description:
-        parts.append(f"OPTIONS(description={string_literal(field.description)})")
-    return " ".join(parts)
-
-
 def table_options(description: str | None, labels: dict[str, str] | None) -> str:
     """`OPTIONS(description=…, labels=[…])`, or "" when there is nothing to set."""
     options = []

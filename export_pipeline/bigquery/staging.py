@@ -7,9 +7,11 @@ created for each attempt with an explicit schema and a unique name (a retry
 never appends to a half-filled table from an earlier attempt), and expires
 after `STAGING_EXPIRATION` so that an abandoned one vanishes by itself.
 
-Files are passed to `load_table_from_file` as open file objects, which the
-client sends as a resumable upload in bounded chunks, so a file is never read
-whole into memory here.
+Files are passed to `load_table_from_file` as open streams (a local file,
+or any binary stream a `ParquetSource` opens, e.g. an S3 object body), which
+the client sends as a resumable upload in bounded chunks
+(google-cloud-bigquery: 100 MiB), so a file is never read whole into memory
+here and a remote one needs no temporary copy.
 
 Emulator differences (bqemulator 1.4.0): table expiration is accepted but not
 stored or enforced; multipart uploads (what the client uses for a small
@@ -25,9 +27,11 @@ import concurrent.futures
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.parquet as pq
 from google.api_core.exceptions import GoogleAPIError
@@ -116,58 +120,115 @@ def _load_config(
     return config
 
 
+@dataclass(frozen=True)
+class ParquetSource:
+    """One Parquet file to load, wherever it lives (local disk, S3, a rewritten copy).
+
+    `open()` returns a context manager yielding a readable binary stream at
+    the file's first byte; it need not be seekable (an S3 GetObject body is
+    fine), and is read in the client's resumable-upload chunks, never whole.
+    `rows` is the row count the file's footer states (checked against the
+    staging table), `size` its length in bytes (0: skipped, no rows).
+    """
+
+    name: str
+    rows: int
+    size: int
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+
+    @classmethod
+    def from_path(cls, path: Path) -> ParquetSource:
+        """A local file; a zero-byte one (not Parquet, holds no rows) has rows=0."""
+        path = Path(path)
+        size = path.stat().st_size
+        rows = pq.ParquetFile(path).metadata.num_rows if size else 0
+        return cls(str(path), rows, size, lambda: path.open("rb"))
+
+
+def _upload(
+    client: bigquery.Client,
+    source: ParquetSource,
+    staging: TableId,
+    config: bigquery.LoadJobConfig,
+    timeout: float | None,
+) -> None:
+    """One load job appending `source` to `staging`; errors name the file."""
+    job = None
+    try:
+        with source.open() as stream:
+            # No `size`: the client then always uses a resumable upload, sent
+            # in bounded chunks. (With a size under 5 MB it would use a
+            # multipart upload, which reads the stream whole and which
+            # bqemulator 1.4.0 rejects.) No rewind: the stream is fresh at its
+            # start, and an S3 body cannot seek.
+            job = client.load_table_from_file(
+                stream, staging.reference, job_config=config, rewind=False
+            )
+        job.result(timeout=timeout)
+    except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
+        raise StagingLoadError(
+            f"loading {source.name} into {staging} failed: {error}"
+            + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
+        ) from error
+    if job.errors:
+        raise StagingLoadError(
+            f"loading {source.name} into {staging} reported errors: {job.errors}"
+        )
+    if job.output_rows is None:
+        raise StagingLoadError(f"loading {source.name} into {staging}: job reported no row count")
+
+
 def load_parquet_to_staging(
     client: bigquery.Client,
-    files: Sequence[Path],
+    files: Sequence[Path | ParquetSource],
     staging: TableId,
     schema: Sequence[SchemaField] | None,
     *,
     job_labels: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
     expected_rows: int | None = None,
     timeout: float | None = 1800,
+    parallel_uploads: int = 1,
+    on_loaded: Callable[[ParquetSource], None] | None = None,
 ) -> StagingResult:
     """Create `staging` with `schema` and load every Parquet file into it.
 
+    `files`: local paths, or `ParquetSource`s for files streamed from
+    elsewhere (RDS streams S3 objects with no temporary copy).
     `schema=None`: the files' own Parquet schema is the source of truth
-    (derived with `bigquery_schema_of_files`; all files must agree).
-    Zero-byte files are skipped (they hold no rows, and are not Parquet).
-    Each load job's errors are checked (`StagingLoadError` naming the
-    file), and the staging table must end up with as many rows as the files'
-    footers say. If `expected_rows` is given (e.g. a manifest's item count),
-    the total must match it too.
+    (derived with `bigquery_schema_of_files`; local paths only, all must
+    agree). Zero-byte files are skipped (they hold no rows, and are not
+    Parquet). Each load job's errors are checked (`StagingLoadError` naming
+    the file), and the staging table must end up with as many rows as the
+    files' footers say. If `expected_rows` is given (e.g. a manifest's item
+    count), the total must match it too. `labels` are added to the staging
+    table's; `parallel_uploads` > 1 runs that many load jobs at once (BigQuery
+    allows concurrent appends to one table; the threads mostly wait on the
+    network); `on_loaded` is called after each file (e.g. to log it).
     """
-    paths = [Path(f) for f in files]
-    non_empty = [p for p in paths if p.stat().st_size > 0]
+    sources = [f if isinstance(f, ParquetSource) else ParquetSource.from_path(f) for f in files]
+    non_empty = [s for s in sources if s.size > 0]
     if schema is None:
-        schema = bigquery_schema_of_files(non_empty)
+        paths = [f for f in files if not isinstance(f, ParquetSource)]
+        if len(paths) != len(files):
+            raise ValueError(f"{staging}: schema=None needs local paths to read the schema from")
+        schema = bigquery_schema_of_files([p for p in map(Path, paths) if p.stat().st_size > 0])
     schema = list(schema)
-    create_staging_table(client, staging, schema)
+    create_staging_table(client, staging, schema, labels=labels)
     config = _load_config(schema, job_labels)
-    file_rows = 0
-    uploaded = 0
-    for path in non_empty:
-        size = path.stat().st_size
-        job = None
-        try:
-            with path.open("rb") as stream:
-                # No `size`: the client then always uses a resumable upload,
-                # sent in bounded chunks. (With a size under 5 MB it would use
-                # a multipart upload, which bqemulator 1.4.0 rejects.)
-                job = client.load_table_from_file(
-                    stream, staging.reference, job_config=config, rewind=True
-                )
-            job.result(timeout=timeout)
-        except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
-            raise StagingLoadError(
-                f"loading {path} into {staging} failed: {error}"
-                + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
-            ) from error
-        if job.errors:
-            raise StagingLoadError(f"loading {path} into {staging} reported errors: {job.errors}")
-        if job.output_rows is None:
-            raise StagingLoadError(f"loading {path} into {staging}: job reported no row count")
-        file_rows += pq.ParquetFile(path).metadata.num_rows
-        uploaded += size
+
+    def upload(source: ParquetSource) -> None:
+        _upload(client, source, staging, config, timeout)
+        if on_loaded is not None:
+            on_loaded(source)
+
+    if parallel_uploads <= 1 or len(non_empty) <= 1:
+        for source in non_empty:
+            upload(source)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=parallel_uploads) as pool:
+            list(pool.map(upload, non_empty))
+    file_rows = sum(s.rows for s in non_empty)
     # Counted on the table rather than by adding up each job's output_rows:
     # bqemulator 1.4.0 reports the table's cumulative row count as a load
     # job's output_rows, BigQuery the job's own rows; the fresh table's count
@@ -183,5 +244,9 @@ def load_parquet_to_staging(
             f"{staging}: loaded {rows} rows from {len(non_empty)} files, expected {expected_rows}"
         )
     return StagingResult(
-        table=staging, schema=schema, rows=rows, bytes=uploaded, files=len(non_empty)
+        table=staging,
+        schema=schema,
+        rows=rows,
+        bytes=sum(s.size for s in non_empty),
+        files=len(non_empty),
     )

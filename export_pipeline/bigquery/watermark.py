@@ -154,12 +154,22 @@ class Statement:
 
 
 def timestamp_literal(value: dt.datetime) -> str:
-    """Exact SQL for an aware datetime: `TIMESTAMP_MICROS(<epoch microseconds>)`."""
+    """Exact SQL for an aware datetime: `TIMESTAMP 'YYYY-MM-DD HH:MM:SS.ffffff+00'` (UTC).
+
+    A literal rather than `TIMESTAMP_MICROS(<epoch micros>)`, which is just
+    as exact on BigQuery: in bqemulator 1.4.0 a `TIMESTAMP_MICROS` call
+    anywhere in a SELECT makes every `NUMERIC(38, 9)` cast of that query
+    DECIMAL(18,3) (NUMERIC values rounded to 3 decimals, or the query failing
+    on large ones), so a CTAS/MERGE carrying an `_exported_at` column would
+    lose digits there. The literal is the form both type alike.
+    """
     if value.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return f"TIMESTAMP_MICROS({micros})"
+    u = value.astimezone(dt.UTC)
+    return (
+        f"TIMESTAMP '{u.year:04d}-{u.month:02d}-{u.day:02d} "
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}+00'"
+    )
 
 
 WATERMARK_CONFLICT_MARKER = "export_pipeline watermark conflict"

@@ -177,7 +177,7 @@ def load_exports(
 
 def _rows(job: _Load) -> int:
     try:
-        return bq.row_count(job.client, job.target)
+        return core.count_rows(job.client, job.target)
     except NotFound:
         return 0
 
@@ -218,7 +218,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         watermark=watermark,
         expected_previous=previous,
     )
-    rows = bq.row_count(job.client, job.target)
+    rows = core.count_rows(job.client, job.target)
     return _outcome(
         job,
         [manifest],
@@ -288,7 +288,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         watermark=core.Watermark(job.table_arn, pending[-1].export_arn, new_mark),
         expected_previous=previous,
     )
-    rows = bq.row_count(job.client, job.target)
+    rows = core.count_rows(job.client, job.target)
     distinct = bq.distinct_key_count(job.client, job.target, bq.key_columns(result, keys))
     return _outcome(
         job,

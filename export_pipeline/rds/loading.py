@@ -1,21 +1,25 @@
 """Loading one exported MySQL table into BigQuery, lossless and atomically.
 
-1. The table's Parquet files go, unchanged, into a fresh staging table whose
-   schema is what BigQuery's Parquet loader makes of AWS's types (BQ-core's
-   `bigquery_schema_from_parquet`: decimals as NUMERIC or exact STRING). Each
-   file is streamed from S3 straight into a resumable upload: rows are never
-   decoded in Python, and memory per upload is bounded by the client's
-   resumable chunk (google-cloud-bigquery: 100 MiB), not by the file size.
-   The staging row count is checked against the Parquet footers.
+Only what is specific to RDS exports lives here; the BigQuery writes are the
+shared layer's (`export_pipeline.bigquery`):
+
+1. The table's Parquet files go, unchanged, into a fresh staging table
+   (`load_parquet_to_staging`) whose schema is what BigQuery's Parquet
+   loader makes of AWS's types (`bigquery_schema_from_parquet`: decimals as
+   NUMERIC or exact STRING). Each file is a `ParquetSource` whose stream is
+   the S3 object's body, sent straight into a resumable upload: rows are
+   never decoded in Python, nothing is copied to disk, and memory per upload
+   is bounded by the client's resumable chunk (100 MiB), not by the file
+   size. The staging row count is checked against the Parquet footers.
 2. One query counts, per column that can meet unrepresentable values (zero
    dates, TIME beyond 24 h, non-UTF-8 CHAR, JSON BigQuery cannot parse), how
    many there are; that decides TIME vs STRING and whether a `<col>__raw`
    column keeps the originals.
-3. `CREATE OR REPLACE TABLE … AS SELECT <typed expressions>, <snapshot time>
-   AS _exported_at FROM staging` swaps the new contents in in one statement:
-   if anything fails before or in it, the previous table is untouched. Column
-   descriptions (each column's MySQL name and type) and the table description
-   follow through BQ-core's `apply_metadata`.
+3. `replace_table` swaps the new contents in with one `CREATE OR REPLACE
+   TABLE … AS SELECT <typed expressions>, <snapshot time> AS _exported_at
+   FROM staging`: if anything fails before or in it, the previous table is
+   untouched. Column descriptions (each column's MySQL name and type) and
+   the table description come with it.
 
 Column names BigQuery cannot take are mapped with `naming.column_names`;
 Parquet loads match columns by name, so such a table's files are first
@@ -29,24 +33,24 @@ import datetime as dt
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import bigquery
 
-from export_pipeline.bigquery.evolve import apply_metadata
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
-from export_pipeline.bigquery.publish import SelectColumn
+from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.staging import (
-    DECIMAL_TARGET_TYPES,
-    create_staging_table,
+    ParquetSource,
+    StagingLoadError,
+    load_parquet_to_staging,
     staging_table_id,
 )
-from export_pipeline.bigquery.tables import TableId
+from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 from export_pipeline.naming import PIPELINE_COLUMNS, column_names, quote_identifier
 from export_pipeline.rds.export_files import (
     ExportFilesError,
@@ -173,39 +177,21 @@ def _staging_schema(columns: list[PlannedColumn]) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(c.name, c.mapping.staging_type) for c in columns]
 
 
-def _load_config(schema: list[bigquery.SchemaField]) -> bigquery.LoadJobConfig:
-    return bigquery.LoadJobConfig(
-        source_format=bigquery.SourceFormat.PARQUET,
-        write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-        create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
-        schema=schema,
-        decimal_target_types=list(DECIMAL_TARGET_TYPES),
-    )
+def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]) -> ParquetSource:
+    """One export file as a staging source, streamed from S3 when opened.
 
-
-def _upload_file(
-    s3: Any,
-    client: bigquery.Client,
-    bucket: str,
-    obj: ParquetObject,
-    staging: TableId,
-    job_config: bigquery.LoadJobConfig,
-    renames: dict[str, str],
-) -> None:
-    """Upload one export file into the staging table.
-
-    BQ-core's `load_parquet_to_staging` takes local paths; the export lives in
-    S3, so this streams each object instead of downloading it first.
+    Without renames the stream is the GetObject body itself. With renames
+    (column names BigQuery cannot take) the file is rewritten with the new
+    names through a temporary file first, since Parquet loads match columns
+    by name.
     """
-    body = s3.get_object(Bucket=bucket, Key=obj.key)["Body"]
-    if not renames:
-        # Streamed: without `size` the client always uses a resumable upload,
-        # which reads the S3 body in chunks (google-cloud-bigquery's chunk size,
-        # 100 MiB) instead of the multipart upload that reads it whole.
-        job = client.load_table_from_file(
-            body, staging.reference, job_config=job_config, rewind=False
-        )
-    else:
+
+    @contextmanager
+    def open_object() -> Iterator[BinaryIO]:
+        body = s3.get_object(Bucket=bucket, Key=obj.key)["Body"]
+        if not renames:
+            yield body
+            return
         with tempfile.TemporaryFile() as original, tempfile.TemporaryFile() as renamed:
             for chunk in body.iter_chunks(1 << 20):
                 original.write(chunk)
@@ -214,15 +200,9 @@ def _upload_file(
             table = table.rename_columns([renames.get(n, n) for n in table.column_names])
             pq.write_table(table, renamed, compression="zstd")
             renamed.seek(0)
-            job = client.load_table_from_file(
-                renamed, staging.reference, job_config=job_config, rewind=False
-            )
-    try:
-        job.result()
-    except Exception as error:
-        raise RdsLoadError(
-            f"loading s3://{bucket}/{obj.key} into {staging} failed: {error}"
-        ) from error
+            yield renamed
+
+    return ParquetSource(f"s3://{bucket}/{obj.key}", obj.num_rows, obj.size, open_object)
 
 
 def _profile(
@@ -244,7 +224,14 @@ def _profile(
 def final_select(
     columns: list[PlannedColumn], unrepresentable: dict[str, int], exported_at: dt.datetime
 ) -> list[SelectColumn]:
-    """The final table's columns: typed expressions over staging, with descriptions."""
+    """The final table's columns: typed expressions over staging, with descriptions.
+
+    Each is `typed` (`mysql_types.typed_expression` yields the target type by
+    construction): no CAST is added around it, which on bqemulator would
+    round the NUMERIC columns of a query using `SAFE.PARSE_JSON` or
+    `SAFE.PARSE_DATE` (see `SelectColumn`); `replace_table` still checks
+    the resulting column types.
+    """
     selects: list[SelectColumn] = []
     for column in columns:
         source = quote_identifier(column.name)
@@ -260,12 +247,15 @@ def final_select(
                     "STRING",
                     description=f"{description}; text because {bad} value(s) lie outside "
                     "00:00:00-23:59:59.999999",
+                    typed=True,
                 )
             )
             continue
         typed = typed_expression(mapping, source)
         selects.append(
-            SelectColumn(column.name, typed, mapping.target_type, description=description)
+            SelectColumn(
+                column.name, typed, mapping.target_type, description=description, typed=True
+            )
         )
         if mapping.fallible and bad:
             selects.append(
@@ -275,16 +265,11 @@ def final_select(
                     mapping.raw_type,
                     description=f"Original value of `{mapping.source_name}` where it is not a "
                     f"valid {mapping.target_type} ({bad} row(s) in this export)",
+                    typed=True,
                 )
             )
-    stamp = exported_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     selects.append(
-        SelectColumn(
-            EXPORTED_AT_COLUMN,
-            f"TIMESTAMP '{stamp}+00'",
-            "TIMESTAMP",
-            description="Snapshot time of the RDS export",
-        )
+        SelectColumn.timestamp(EXPORTED_AT_COLUMN, exported_at, "Snapshot time of the RDS export")
     )
     return selects
 
@@ -313,59 +298,37 @@ def load_export_table(
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
-    schema_for_staging = _staging_schema(columns)
-    create_staging_table(client, staging, schema_for_staging, labels={"source": "rds"})
-    job_config = _load_config(schema_for_staging)
-    staging_sql = staging.sql
     try:
         upload_started = time.monotonic()
-
-        def upload(obj: ParquetObject) -> None:
-            _upload_file(s3, client, location.bucket, obj, staging, job_config, renames)
-            log(f"{info.target}: loaded {obj.key} ({obj.size} bytes)")
-
-        if parallel_uploads <= 1 or len(files) <= 1:
-            for obj in files:
-                upload(obj)
-        else:
-            # Load jobs appending to one table may run at once (BigQuery allows it);
-            # the worker mostly waits on the network, so threads suffice.
-            with ThreadPoolExecutor(max_workers=parallel_uploads) as pool:
-                list(pool.map(upload, files))
-        upload_seconds = time.monotonic() - upload_started
-        # Checked on the table, not per job: bqemulator's load jobs report the
-        # table's total as output_rows, BigQuery the job's own rows.
-        staged_rows = int(client.get_table(staging.reference).num_rows or 0)
-        footer_rows = sum(f.num_rows for f in files)
-        if staged_rows != footer_rows:
-            raise RdsLoadError(
-                f"{info.target}: staging holds {staged_rows} rows, the export's Parquet "
-                f"footers say {footer_rows}"
-            )
-        replace_started = time.monotonic()
-        unrepresentable = _profile(client, staging_sql, columns)
-        selects = final_select(columns, unrepresentable, exported_at)
-        # One statement: the old table stays as it was unless it succeeds.
-        # Not BQ-core's `replace_table`: it declares the column list in the CTAS,
-        # and bqemulator 1.4.0 turns a NUMERIC there into DECIMAL(18,3), which
-        # fails on BIGINT UNSIGNED / DECIMAL(38,9) values. Without the list the
-        # types come from the expressions (the same on BigQuery); descriptions
-        # and labels follow with BQ-core's `apply_metadata`.
-        assigned = ", ".join(f"{c.expression} AS {quote_identifier(c.name)}" for c in selects)
-        client.query(
-            f"CREATE OR REPLACE TABLE {target.sql} AS SELECT {assigned} FROM {staging.sql}"
-        ).result()
-        published = apply_metadata(
+        load_parquet_to_staging(
             client,
-            target,
-            [c.schema_field for c in selects],
-            description,
-            {"export_pipeline_source": "rds"},
+            [_s3_source(s3, location.bucket, obj, renames) for obj in files],
+            staging,
+            _staging_schema(columns),
+            labels={"source": "rds"},
+            timeout=None,
+            parallel_uploads=parallel_uploads,
+            on_loaded=lambda f: log(f"{info.target}: loaded {f.name} ({f.size} bytes)"),
+        )
+        upload_seconds = time.monotonic() - upload_started
+        replace_started = time.monotonic()
+        unrepresentable = _profile(client, staging.sql, columns)
+        selects = final_select(columns, unrepresentable, exported_at)
+        published = replace_table(
+            client,
+            staging=staging,
+            target=target,
+            select_columns=selects,
+            table_description=description,
+            labels={"export_pipeline_source": "rds"},
+            drop_staging=False,  # dropped below, also on failure
         )
         replace_seconds = time.monotonic() - replace_started
+    except (StagingLoadError, BigQueryPublishError) as error:
+        raise RdsLoadError(f"{info.target}: {error}") from error
     finally:
-        # Also on failure (BQ-core keeps it for diagnosis): a half-filled staging
-        # table is of no use to a re-run, which always starts a fresh one.
+        # Also on failure (the shared layer keeps it for diagnosis): a half-filled
+        # staging table is of no use to a re-run, which always starts a fresh one.
         client.delete_table(staging.reference, not_found_ok=True)
     schema = [c.schema_field for c in selects]
     expected = sum(f.num_rows for f in files)
@@ -374,7 +337,7 @@ def load_export_table(
         expected, source = info.row_count, "export table statistics"
     return TableLoadResult(
         table_id=table_ref,
-        row_count=int(published.num_rows or 0),
+        row_count=published.rows,
         expected_row_count=expected,
         expected_row_count_source=source,
         files=len(files),

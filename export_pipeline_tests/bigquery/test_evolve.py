@@ -11,15 +11,14 @@ from google.cloud.bigquery import SchemaField
 
 from export_pipeline.bigquery.evolve import (
     SchemaEvolutionError,
-    add_columns,
     convert_sql,
-    widen_columns,
+    reconcile_schema,
     widened_field,
 )
-from export_pipeline.bigquery.publish import SelectColumn, merge_changes
+from export_pipeline.bigquery.publish import SelectColumn
 from export_pipeline.bigquery.staging import load_parquet_to_staging
 from export_pipeline.bigquery.watermark import Watermark, read_watermark
-from export_pipeline_tests.bigquery.conftest import rows
+from export_pipeline_tests.bigquery.conftest import merge_by_pk, rows
 
 
 def _f(type_: str, mode: str = "NULLABLE") -> SchemaField:
@@ -50,26 +49,68 @@ def test_convert_sql_refuses_narrowing() -> None:
         convert_sql("x", _f("STRING"), _f("INT64"))
 
 
-def test_add_columns_keeps_rows(bigquery_client, table_id) -> None:
+def test_reconcile_adds_columns_and_keeps_rows(bigquery_client, table_id) -> None:
     target = table_id("t")
     bigquery_client.create_table(bigquery.Table(target.reference, schema=[_f("INT64")]))
     bigquery_client.query(f"INSERT INTO {target.sql} (c) VALUES (1), (2)").result()
-    add_columns(
+    schema = reconcile_schema(
         bigquery_client,
         target,
-        [SchemaField("extra", "STRING"), SchemaField("tags", "STRING", mode="REPEATED")],
+        [
+            _f("INT64"),
+            SchemaField("extra", "STRING"),
+            SchemaField("tags", "STRING", mode="REPEATED"),
+            SchemaField("doc", "JSON"),
+        ],
     )
-    assert [f.name for f in bigquery_client.get_table(target.reference).schema] == [
-        "c",
-        "extra",
-        "tags",
+    assert [(f.name, f.field_type, f.mode) for f in schema] == [
+        ("c", "INTEGER", "NULLABLE"),
+        ("extra", "STRING", "NULLABLE"),
+        ("tags", "STRING", "REPEATED"),
+        ("doc", "JSON", "NULLABLE"),
     ]
-    assert rows(bigquery_client, f"SELECT c, extra FROM {target.sql} ORDER BY c") == [
-        {"c": 1, "extra": None},
-        {"c": 2, "extra": None},
+    assert rows(bigquery_client, f"SELECT c, extra, tags, doc FROM {target.sql} ORDER BY c") == [
+        {"c": 1, "extra": None, "tags": [], "doc": None},
+        {"c": 2, "extra": None, "tags": [], "doc": None},
     ]
-    with pytest.raises(SchemaEvolutionError, match="already exists"):
-        add_columns(bigquery_client, target, [SchemaField("C", "STRING")])
+    # Nothing left to do: no rewrite, same schema.
+    again = reconcile_schema(bigquery_client, target, [SchemaField("C", "INT64")])
+    assert [f.to_api_repr() for f in again] == [f.to_api_repr() for f in schema]
+
+
+def test_reconcile_keeps_json_numeric_values_and_types_across_rewrites(
+    bigquery_client, table_id
+) -> None:
+    """A rewrite for a new column must not touch a JSON or NUMERIC column's type or values.
+
+    (On bqemulator a CTAS reports JSON as STRING and a listed NUMERIC rounds
+    to 3 decimals; the shared rewrite keeps both what was declared.)
+    """
+    target = table_id("t")
+    bigquery_client.create_table(
+        bigquery.Table(
+            target.reference,
+            schema=[SchemaField("k", "STRING"), SchemaField("n", "NUMERIC"), _f("JSON")],
+        )
+    )
+    bigquery_client.query(
+        f"INSERT INTO {target.sql} (k, n, c) VALUES "
+        """('a', NUMERIC '12345678901234567890.123456789', JSON '{"x": [1, "two"]}')"""
+    ).result()
+    for column in ("first", "second"):
+        schema = reconcile_schema(
+            bigquery_client, target, [_f("JSON"), SchemaField(column, "STRING")]
+        )
+        assert {f.name: f.field_type for f in schema}["c"] == "JSON"
+        assert {f.name: f.field_type for f in schema}["n"] == "NUMERIC"
+    got = rows(bigquery_client, f"SELECT n, c, second FROM {target.sql}")
+    assert got == [
+        {
+            "n": Decimal("12345678901234567890.123456789"),
+            "c": {"x": [1, "two"]},
+            "second": None,
+        }
+    ]
 
 
 def test_widen_int_to_numeric_to_string_to_json_keeps_values(bigquery_client, table_id) -> None:
@@ -84,7 +125,7 @@ def test_widen_int_to_numeric_to_string_to_json_keeps_values(bigquery_client, ta
         f"INSERT INTO {target.sql} (k, n) VALUES ('max', 9223372036854775807), ('neg', -5)"
     ).result()
 
-    widen_columns(bigquery_client, target, [SchemaField("n", "NUMERIC")])
+    reconcile_schema(bigquery_client, target, [SchemaField("n", "NUMERIC")])
     t = bigquery_client.get_table(target.reference)
     assert (t.schema[1].field_type, t.schema[1].description, t.description) == (
         "NUMERIC",
@@ -98,16 +139,15 @@ def test_widen_int_to_numeric_to_string_to_json_keeps_values(bigquery_client, ta
 
     # The text of a NUMERIC differs (BigQuery '-5', bqemulator '-5.000000000'):
     # compared as numbers, which is what "no value lost" means here.
-    widen_columns(bigquery_client, target, [SchemaField("n", "STRING")])
+    reconcile_schema(bigquery_client, target, [SchemaField("n", "STRING")])
     got = {r["k"]: r["n"] for r in rows(bigquery_client, f"SELECT * FROM {target.sql}")}
     assert {k: Decimal(v) for k, v in got.items()} == {
         "max": Decimal("9223372036854775807"),
         "neg": Decimal(-5),
     }
 
-    widen_columns(bigquery_client, target, [SchemaField("n", "JSON")])
-    # bqemulator reports the CTAS-made JSON column as STRING holding the JSON
-    # text; BigQuery makes it JSON. The values must be the exact numbers either way.
+    schema = reconcile_schema(bigquery_client, target, [SchemaField("n", "BYTES")])
+    assert {f.name: f.field_type for f in schema}["n"] == "JSON"
     got = {
         r["k"]: r["n"]
         for r in rows(bigquery_client, f"SELECT k, JSON_VALUE(n) AS n FROM {target.sql}")
@@ -129,38 +169,17 @@ def test_merge_widens_a_column_and_keeps_old_values(bigquery_client, table_id, w
         SchemaField("n", "STRING"),
         SchemaField("ts", "INT64"),
     ]
-    first = table_id("_s1")
-    load_parquet_to_staging(
-        bigquery_client, [write_parquet([{"pk": "a", "n": "7", "ts": 1}])], first, staging_schema
-    )
-    args = dict(target=target, key_columns=["pk"], order_column="ts", deleted_column=None)
-    merge_changes(
-        bigquery_client,
-        staging=first,
-        columns=[
-            SelectColumn("pk", "pk", "STRING"),
-            SelectColumn("n", "CAST(n AS INT64)", "INT64"),
-        ],
-        watermark=mark1,
-        expected_previous=None,
-        **args,
-    )
-    second = table_id("_s2")
+
+    def merge(pk: str, n: str, n_column: SelectColumn, mark: Watermark, previous) -> None:
+        staging = table_id(f"_s_{pk}")
+        path = write_parquet([{"pk": pk, "n": n, "ts": 1}])
+        load_parquet_to_staging(bigquery_client, [path], staging, staging_schema)
+        columns = [SelectColumn("pk", "pk", "STRING"), n_column]
+        merge_by_pk(bigquery_client, staging, target, columns, mark, previous)
+
+    merge("a", "7", SelectColumn("n", "CAST(n AS INT64)", "INT64"), mark1, None)
     big = "123456789012345678901234567.5"
-    load_parquet_to_staging(
-        bigquery_client, [write_parquet([{"pk": "b", "n": big, "ts": 1}])], second, staging_schema
-    )
-    merge_changes(
-        bigquery_client,
-        staging=second,
-        columns=[
-            SelectColumn("pk", "pk", "STRING"),
-            SelectColumn("n", "n", "NUMERIC"),
-        ],
-        watermark=mark2,
-        expected_previous=mark1,
-        **args,
-    )
+    merge("b", big, SelectColumn("n", "n", "NUMERIC"), mark2, mark1)
     assert bigquery_client.get_table(target.reference).schema[1].field_type == "NUMERIC"
     got = {r["pk"]: r["n"] for r in rows(bigquery_client, f"SELECT * FROM {target.sql}")}
     assert got == {"a": Decimal(7), "b": Decimal(big)}

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from google.cloud.bigquery import SchemaField
 
-from export_pipeline.bigquery.publish import SelectColumn, merge_changes, replace_table
+from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.staging import load_parquet_to_staging
 from export_pipeline.bigquery.tables import BigQueryPublishError
 from export_pipeline.bigquery.watermark import (
@@ -19,7 +19,7 @@ from export_pipeline.bigquery.watermark import (
     read_watermark,
     state_table_for,
 )
-from export_pipeline_tests.bigquery.conftest import rows
+from export_pipeline_tests.bigquery.conftest import merge_by_pk, rows
 
 SOURCE = "arn:aws:dynamodb:eu-west-1:123456789012:table/Orders"
 T0 = dt.datetime(2026, 11, 26, 0, 0, tzinfo=dt.UTC)
@@ -47,6 +47,25 @@ def _stage(client, table_id, write_parquet, name, changes):
     return staging
 
 
+def _merge(client, staging, target, watermark, expected_previous):
+    """The orders changes in `staging` merged into `target` (key pk, latest ts wins)."""
+    return merge_by_pk(client, staging, target, COLUMNS, watermark, expected_previous, "deleted")
+
+
+def _reseed(client, staging, target, watermark, expected_previous, **options):
+    """`target` replaced by the orders in `staging`, the mark moving with it."""
+    return replace_table(
+        client,
+        staging=staging,
+        target=target,
+        select_columns=COLUMNS,
+        table_description="Orders",
+        watermark=watermark,
+        expected_previous=expected_previous,
+        **options,
+    )
+
+
 def _table(client, target):
     return {r["pk"]: r["qty"] for r in rows(client, f"SELECT pk, qty FROM {target.sql}")}
 
@@ -59,16 +78,7 @@ def _seed(client, table_id, write_parquet, target):
         "_seed",
         [("a", "1", 0, False), ("b", "2", 0, False), ("c", "3", 0, False)],
     )
-    replace_table(
-        client,
-        staging=staging,
-        target=target,
-        select_columns=COLUMNS,
-        table_description="Orders",
-        labels={"source": "dynamodb"},
-        watermark=FULL,
-        expected_previous=None,
-    )
+    _reseed(client, staging, target, FULL, None, labels={"source": "dynamodb"})
 
 
 def test_reseed_writes_data_and_mark_together(bigquery_client, table_id, write_parquet):
@@ -84,15 +94,7 @@ def test_reseed_writes_data_and_mark_together(bigquery_client, table_id, write_p
     # A reseed replaces every row (including ones the new export lacks).
     staging = _stage(bigquery_client, table_id, write_parquet, "_reseed", [("z", "9", 0, False)])
     later = Watermark(SOURCE, f"{SOURCE}/export/full-2", T0 + dt.timedelta(days=1))
-    replace_table(
-        bigquery_client,
-        staging=staging,
-        target=target,
-        select_columns=COLUMNS,
-        table_description="Orders",
-        watermark=later,
-        expected_previous=FULL,
-    )
+    _reseed(bigquery_client, staging, target, later, FULL)
     assert _table(bigquery_client, target) == {"z": 9}
     assert read_watermark(bigquery_client, target, SOURCE) == later
 
@@ -116,17 +118,7 @@ def test_merge_dedupes_updates_inserts_and_deletes(bigquery_client, table_id, wr
             ("x", None, 1, True),  # delete of an unknown key: no-op
         ],
     )
-    result = merge_changes(
-        bigquery_client,
-        staging=staging,
-        target=target,
-        key_columns=["pk"],
-        order_column="ts",
-        deleted_column="deleted",
-        columns=COLUMNS,
-        watermark=INC1,
-        expected_previous=FULL,
-    )
+    result = _merge(bigquery_client, staging, target, INC1, FULL)
     assert _table(bigquery_client, target) == {"a": 11, "c": 3, "d": 4}
     assert result.rows == 3
     assert read_watermark(bigquery_client, target, SOURCE) == INC1
@@ -136,46 +128,23 @@ def test_merge_dedupes_updates_inserts_and_deletes(bigquery_client, table_id, wr
     assert len(state) == 1 and state[0]["target_table"] == target.dotted
 
 
-def test_failing_merge_moves_neither_data_nor_mark(bigquery_client, table_id, write_parquet):
+@pytest.mark.parametrize(
+    ("publish", "mark"), [(_merge, INC1), (_reseed, INC2)], ids=["merge", "reseed"]
+)
+def test_failing_publish_moves_neither_data_nor_mark(
+    bigquery_client, table_id, write_parquet, publish, mark
+):
     target = table_id("dynamodb_orders")
     _seed(bigquery_client, table_id, write_parquet, target)
     staging = _stage(
         bigquery_client,
         table_id,
         write_parquet,
-        "_inc_bad",
+        "_bad",
         [("a", "100", 1, False), ("q", "not-a-number", 1, False)],
     )
     with pytest.raises(BigQueryPublishError, match="rolled back"):
-        merge_changes(
-            bigquery_client,
-            staging=staging,
-            target=target,
-            key_columns=["pk"],
-            order_column="ts",
-            deleted_column="deleted",
-            columns=COLUMNS,
-            watermark=INC1,
-            expected_previous=FULL,
-        )
-    assert _table(bigquery_client, target) == {"a": 1, "b": 2, "c": 3}
-    assert read_watermark(bigquery_client, target, SOURCE) == FULL
-
-
-def test_failing_reseed_moves_neither_data_nor_mark(bigquery_client, table_id, write_parquet):
-    target = table_id("dynamodb_orders")
-    _seed(bigquery_client, table_id, write_parquet, target)
-    staging = _stage(bigquery_client, table_id, write_parquet, "_bad", [("q", "nan?", 0, False)])
-    with pytest.raises(BigQueryPublishError, match="rolled back"):
-        replace_table(
-            bigquery_client,
-            staging=staging,
-            target=target,
-            select_columns=COLUMNS,
-            table_description="Orders",
-            watermark=INC2,
-            expected_previous=FULL,
-        )
+        publish(bigquery_client, staging, target, mark, FULL)
     assert _table(bigquery_client, target) == {"a": 1, "b": 2, "c": 3}
     assert read_watermark(bigquery_client, target, SOURCE) == FULL
 
@@ -186,24 +155,9 @@ def test_stale_mark_is_refused(bigquery_client, table_id, write_parquet):
     _seed(bigquery_client, table_id, write_parquet, target)
     first = _stage(bigquery_client, table_id, write_parquet, "_i1", [("a", "7", 1, False)])
     second = _stage(bigquery_client, table_id, write_parquet, "_i2", [("a", "8", 1, False)])
-    args = dict(key_columns=["pk"], order_column="ts", deleted_column="deleted", columns=COLUMNS)
-    merge_changes(
-        bigquery_client,
-        staging=first,
-        target=target,
-        watermark=INC1,
-        expected_previous=FULL,
-        **args,
-    )
+    _merge(bigquery_client, first, target, INC1, FULL)
     with pytest.raises(WatermarkConflictError, match="changed since this run read it"):
-        merge_changes(
-            bigquery_client,
-            staging=second,
-            target=target,
-            watermark=INC1,
-            expected_previous=FULL,
-            **args,
-        )
+        _merge(bigquery_client, second, target, INC1, FULL)
     assert _table(bigquery_client, target)["a"] == 7
     assert read_watermark(bigquery_client, target, SOURCE) == INC1
 
@@ -260,17 +214,7 @@ def test_merge_carries_arrays_bytes_json_and_numbers(bigquery_client, table_id, 
         SelectColumn("doc", "PARSE_JSON(doc)", "JSON"),
         SelectColumn("n", "n", "NUMERIC"),
     ]
-    merge_changes(
-        bigquery_client,
-        staging=staging,
-        target=target,
-        key_columns=["pk"],
-        order_column="ts",
-        deleted_column=None,
-        columns=columns,
-        watermark=INC1,
-        expected_previous=None,
-    )
+    merge_by_pk(bigquery_client, staging, target, columns, INC1, None)
     got = {
         r["pk"]: r
         for r in rows(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from google.cloud.bigquery import SchemaField
 
@@ -184,3 +186,60 @@ def test_rds_sample_passes_through_unchanged(bigquery_client, table_id):
     got = {r["id"]: r for r in rows(bigquery_client, f"SELECT * FROM {target.sql}")}
     assert got[10]["amount"] == Decimal("1999.50") and got[12]["amount"] == Decimal("-5.00")
     assert got[10]["fx_rate"] == "0.0067123456" and got[11]["note"] == b"\x00\x01"
+
+
+def test_exact_numeric_json_and_constant_columns_survive_the_replace(
+    bigquery_client, table_id, write_parquet
+):
+    """NUMERIC keeps all its digits next to SAFE.PARSE_JSON and a constant; JSON stays JSON.
+
+    (bqemulator rounds NUMERIC(38, 9) casts to DECIMAL(18,3) in a query that
+    calls a SAFE. function or TIMESTAMP_MICROS, and reports a CTAS's JSON
+    columns as STRING.)
+    """
+    big = Decimal("12345678901234567890123456789.123456789")
+    target = table_id("exact")
+    staging = table_id("_s_exact")
+    arrow = pa.schema([("pk", pa.string()), ("n", pa.decimal128(38, 9)), ("doc", pa.string())])
+    path = write_parquet([{"pk": "a", "n": big, "doc": '{"k": [1, "x"]}'}], arrow)
+    schema = [
+        SchemaField("pk", "STRING"),
+        SchemaField("n", "NUMERIC"),
+        SchemaField("doc", "STRING"),
+    ]
+    load_parquet_to_staging(bigquery_client, [path], staging, schema)
+    exported_at = dt.datetime(2026, 11, 26, 1, 2, 3, 456789, tzinfo=dt.UTC)
+    result = replace_table(
+        bigquery_client,
+        staging=staging,
+        target=target,
+        select_columns=[
+            SelectColumn.passthrough(schema[0]),
+            SelectColumn.passthrough(schema[1]),
+            SelectColumn("n_text", "CAST(n AS STRING)", "STRING"),
+            SelectColumn("doc", "SAFE.PARSE_JSON(doc)", "JSON"),
+            SelectColumn.absent(SchemaField("tags", "STRING", mode="REPEATED")),
+            SelectColumn.absent(SchemaField("missing", "NUMERIC")),
+            SelectColumn.timestamp("_exported_at", exported_at, "Export time."),
+        ],
+        table_description="t",
+    )
+    assert {f.name: f.field_type for f in result.schema} == {
+        "pk": "STRING",
+        "n": "NUMERIC",
+        "n_text": "STRING",
+        "doc": "JSON",
+        "tags": "STRING",
+        "missing": "NUMERIC",
+        "_exported_at": "TIMESTAMP",
+    }
+    (got,) = rows(bigquery_client, f"SELECT * FROM {target.sql}")
+    assert Decimal(got.pop("n_text")) == big  # text differs: '…789' vs '…789.123456789'
+    assert got == {
+        "pk": "a",
+        "n": big,
+        "doc": {"k": [1, "x"]},
+        "tags": [],
+        "missing": None,
+        "_exported_at": exported_at,
+    }

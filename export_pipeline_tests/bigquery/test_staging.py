@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 from decimal import Decimal
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from google.cloud.bigquery import SchemaField
 
 from export_pipeline.bigquery.staging import (
+    ParquetSource,
     StagingLoadError,
     load_parquet_to_staging,
     staging_table_id,
@@ -119,3 +122,69 @@ def test_parquet_schema_path_on_rds_samples(bigquery_client, table_id):
     assert got[12]["fx_rate"] == "150.1234567891"
     assert got[10]["amount"] == Decimal("1999.50")
     assert got[11]["note"] == b"\x00\x01" and got[11]["ship_time"] == "838:59:59"
+
+
+class _OneWayStream(io.RawIOBase):
+    """A forward-only binary stream, like an S3 GetObject body: tell() but no seek()."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_streamed_sources_load_without_a_local_file(bigquery_client, table_id, write_parquet):
+    """`ParquetSource`: a forward-only stream per file, opened when its load starts."""
+    paths = [
+        write_parquet([{"id": f"s{f}-{i}", "n": Decimal(i), "raw": None, "tags": []}], ARROW)
+        for f in range(2)
+        for i in range(2)
+    ]
+    opened: list[str] = []
+
+    def source(path: Path) -> ParquetSource:
+        data = path.read_bytes()
+
+        @contextlib.contextmanager
+        def open_stream():
+            opened.append(path.name)
+            yield _OneWayStream(data)
+
+        return ParquetSource(f"mem://{path.name}", 1, len(data), open_stream)
+
+    loaded: list[str] = []
+    staging = table_id("_staging_streamed")
+    result = load_parquet_to_staging(
+        bigquery_client,
+        [source(p) for p in paths],
+        staging,
+        SCHEMA,
+        labels={"source": "test"},
+        parallel_uploads=2,
+        on_loaded=lambda s: loaded.append(s.name),
+    )
+    assert (result.rows, result.files) == (4, 4)
+    assert sorted(opened) == sorted(p.name for p in paths)
+    assert sorted(loaded) == sorted(f"mem://{p.name}" for p in paths)
+    assert bigquery_client.get_table(staging.reference).labels["source"] == "test"
+    got = rows(bigquery_client, f"SELECT id FROM {staging.sql} ORDER BY id")
+    assert [r["id"] for r in got] == ["s0-0", "s0-1", "s1-0", "s1-1"]
+
+
+def test_a_source_whose_footer_count_is_wrong_is_refused(bigquery_client, table_id, write_parquet):
+    path = write_parquet([{"id": "a", "n": None, "raw": None, "tags": []}], ARROW)
+    wrong = ParquetSource(str(path), 2, path.stat().st_size, lambda: path.open("rb"))
+    with pytest.raises(StagingLoadError, match="footers say 2"):
+        load_parquet_to_staging(bigquery_client, [wrong], table_id("_staging_wrong"), SCHEMA)

@@ -21,9 +21,10 @@ from export_pipeline.bigquery.watermark import (
 
 def test_timestamp_literal_is_exact() -> None:
     ts = dt.datetime(2026, 11, 26, 1, 2, 3, 456789, tzinfo=dt.UTC)
-    # 2025-11-26T00:00Z is 1764115200 s; plus 365 days and 1 h 2 min 3 s.
-    expected = (1764115200 + 365 * 86400 + 3723) * 1_000_000 + 456789
-    assert timestamp_literal(ts) == f"TIMESTAMP_MICROS({expected})"
+    assert timestamp_literal(ts) == "TIMESTAMP '2026-11-26 01:02:03.456789+00'"
+    tokyo = dt.timezone(dt.timedelta(hours=9))
+    early = dt.datetime(900, 1, 1, 9, 0, 0, 1, tzinfo=tokyo)  # converted to UTC, year padded
+    assert timestamp_literal(early) == "TIMESTAMP '0900-01-01 00:00:00.000001+00'"
     with pytest.raises(ValueError):
         timestamp_literal(dt.datetime(2026, 1, 1))
 

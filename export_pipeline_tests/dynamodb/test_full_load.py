@@ -28,7 +28,7 @@ ITEMS = [
         "blob": {"B": b"\x00\x01\xff"},
         "gone": {"NULL": True},
     },
-    {"pk": {"S": "b"}, "qty": {"N": "-7"}, "price": {"N": "0.25"}, "paid": {"BOOL": False}},
+    {"pk": {"S": "b"}, "qty": {"N": "-7"}, "price": {"N": "0.123456789"}, "paid": {"BOOL": False}},
     {"pk": {"S": "c"}, "qty": {"N": "9223372036854775807"}},
 ]
 
@@ -55,7 +55,7 @@ def test_full_load_end_to_end_with_exact_values(aws_clients, bigquery_client, un
     assert sorted(rows) == ["a", "b", "c"]
     a, b, c = rows["a"], rows["b"], rows["c"]
     assert a["qty"] == 3 and b["qty"] == -7 and c["qty"] == 9223372036854775807
-    assert a["price"] == Decimal("19.5") and b["price"] == Decimal("0.25")
+    assert a["price"] == Decimal("19.5") and b["price"] == Decimal("0.123456789")  # 9 decimals
     assert c["price"] is None
     assert a["paid"] is True and b["paid"] is False and c["paid"] is None
     assert sorted(a["tags"]) == ["express", "gift"] and b["tags"] == []

@@ -137,8 +137,14 @@ def test_failed_replace_leaves_the_old_table(
     assert not [t for t in leftovers if t.startswith("_staging_")]
 
 
-def _write_export(s3, bucket: str, prefix: str, target: str, columns, arrow_table: pa.Table):
-    """A minimal export in AWS's layout: tables_info + one Parquet file."""
+def _write_export(s3, pipeline_config, columns, arrow_table: pa.Table | None, target="app.t"):
+    """A minimal export of `target` in AWS's layout, under a prefix of its own.
+
+    tables_info with `columns` ((name, MySQL type)), and one Parquet file
+    holding `arrow_table` (None: a table the export wrote no file for).
+    """
+    bucket = pipeline_config.aws.export_bucket
+    prefix = f"hand-{uuid.uuid4().hex[:6]}"
     identifier = "hand-" + uuid.uuid4().hex[:8]
     root = f"{prefix}/{identifier}"
     db, _table = target.split(".")
@@ -169,7 +175,7 @@ def _write_export(s3, bucket: str, prefix: str, target: str, columns, arrow_tabl
         Key=f"{root}/export_tables_info_{identifier}_from_1_to_1.json",
         Body=json.dumps(info).encode(),
     )
-    if arrow_table is None:  # a table the export wrote no file for
+    if arrow_table is None:
         return ExportLocation(bucket, prefix, identifier)
     buffer = io.BytesIO()
     pq.write_table(arrow_table, buffer, compression="gzip")
@@ -200,14 +206,7 @@ def test_values_bigquery_cannot_type_are_kept_beside(
             "day": pa.array(["2024-02-29", "2024-00-10", "0000-00-00", None], pa.string()),
         }
     )
-    location = _write_export(
-        aws_clients.s3,
-        pipeline_config.aws.export_bucket,
-        f"hand-{uuid.uuid4().hex[:6]}",
-        "app.t",
-        columns,
-        arrow_table,
-    )
+    location = _write_export(aws_clients.s3, pipeline_config, columns, arrow_table)
     tables = read_tables_info(aws_clients.s3, location)
     table_id = f"{local_cloud.bigquery_project}.{rds_dataset}.t"
     result = _load(aws_clients, bigquery_client, location, tables["app.t"], table_id)
@@ -235,12 +234,7 @@ def test_file_schemas_that_disagree_are_an_error_naming_the_file(
 ):
     columns = [("id", "int")]
     location = _write_export(
-        aws_clients.s3,
-        pipeline_config.aws.export_bucket,
-        f"hand-{uuid.uuid4().hex[:6]}",
-        "app.t",
-        columns,
-        pa.table({"id": pa.array([1], pa.int32())}),
+        aws_clients.s3, pipeline_config, columns, pa.table({"id": pa.array([1], pa.int32())})
     )
     other = io.BytesIO()
     pq.write_table(pa.table({"id": pa.array(["x"], pa.string())}), other)
@@ -261,14 +255,7 @@ def test_table_without_parquet_files_loads_empty_with_its_schema(
     aws_clients, bigquery_client, rds_dataset, local_cloud, pipeline_config
 ):
     columns = [("id", "bigint unsigned"), ("code", "char(2)"), ("day", "date"), ("at", "datetime")]
-    location = _write_export(
-        aws_clients.s3,
-        pipeline_config.aws.export_bucket,
-        f"hand-{uuid.uuid4().hex[:6]}",
-        "app.t",
-        columns,
-        None,
-    )
+    location = _write_export(aws_clients.s3, pipeline_config, columns, None)
     tables = read_tables_info(aws_clients.s3, location)
     table_id = f"{local_cloud.bigquery_project}.{rds_dataset}.empty"
     result = _load(aws_clients, bigquery_client, location, tables["app.t"], table_id)
@@ -276,3 +263,28 @@ def test_table_without_parquet_files_loads_empty_with_its_schema(
     schema = {f.name: f.field_type for f in bigquery_client.get_table(table_id).schema}
     assert schema["id"] == "NUMERIC" and schema["code"] == "STRING"
     assert schema["day"] == "DATE" and schema["at"] == "DATETIME"
+
+
+def test_columns_bigquery_cannot_name_are_renamed_in_the_streamed_file(
+    aws_clients, bigquery_client, rds_dataset, local_cloud, pipeline_config
+):
+    columns = [("id", "int"), ("unit-price", "decimal(10,2)"), ("note", "varchar(10)")]
+    arrow_table = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int32()),
+            "unit-price": pa.array([Decimal("9.99"), None], pa.decimal128(10, 2)),
+            "note": pa.array(["x", None], pa.string()),
+        }
+    )
+    location = _write_export(aws_clients.s3, pipeline_config, columns, arrow_table)
+    tables = read_tables_info(aws_clients.s3, location)
+    table_id = f"{local_cloud.bigquery_project}.{rds_dataset}.renamed"
+    result = _load(aws_clients, bigquery_client, location, tables["app.t"], table_id)
+    renamed = result.renamed_columns["unit-price"]
+    assert list(result.renamed_columns) == ["unit-price"] and renamed.startswith("unit_price")
+    assert result.row_count == 2
+    rows = _rows(bigquery_client, table_id)
+    assert [r[renamed] for r in rows] == [Decimal("9.99"), None]
+    assert [r["note"] for r in rows] == ["x", None]
+    described = {f.name: f.description for f in bigquery_client.get_table(table_id).schema}
+    assert described[renamed] == "MySQL `unit-price` decimal(10,2)"
