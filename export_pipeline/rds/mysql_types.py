@@ -35,6 +35,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from export_pipeline.bigquery.parquet_schema import decimal_fits_numeric
+
 RAW_SUFFIX = "__raw"
 REPLACEMENT_CHARACTER = "\ufffd"
 _TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$"
@@ -123,11 +125,6 @@ class MySqlType:
         precision = int(self.args[0]) if self.args else 10
         scale = int(self.args[1]) if len(self.args) > 1 else 0
         return precision, scale
-
-
-def decimal_fits_numeric(precision: int, scale: int) -> bool:
-    """NUMERIC is 38 digits with 9 after the point: s ≤ 9 and p - s ≤ 29."""
-    return scale <= 9 and precision - scale <= 29
 
 
 @dataclass(frozen=True)
