@@ -63,14 +63,14 @@ class AwsConfig(_Strict):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
+        if not _REGION.fullmatch(value):
             raise ValueError(f"expected an AWS region such as 'eu-west-1', got {value!r}")
         return value
 
     @field_validator("export_bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET_NAME.match(value) or ".." in value:
+        if not _BUCKET_NAME.fullmatch(value) or ".." in value:
             raise ValueError(
                 "expected an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens), "
                 f"got {value!r}"
@@ -81,7 +81,7 @@ class AwsConfig(_Strict):
     @classmethod
     def _prefix(cls, value: str) -> str:
         value = value.strip("/")
-        if not _S3_PREFIX.match(value) or ".." in value.split("/"):
+        if not _S3_PREFIX.fullmatch(value) or ".." in value.split("/"):
             raise ValueError(
                 f"expected an S3 key prefix of letters, digits and !_.*'()-/ only, got {value!r}"
             )
@@ -105,7 +105,7 @@ class DynamoDBTableConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _DYNAMODB_TABLE_NAME.match(value):
+        if not _DYNAMODB_TABLE_NAME.fullmatch(value):
             raise ValueError(
                 f"expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), got {value!r}"
             )
@@ -155,7 +155,7 @@ class RdsInstanceConfig(_Strict):
     @field_validator("identifier")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not _RDS_IDENTIFIER.match(value) or value.endswith("-") or "--" in value:
+        if not _RDS_IDENTIFIER.fullmatch(value) or value.endswith("-") or "--" in value:
             raise ValueError(
                 "expected an RDS identifier (a letter, then letters, digits, single hyphens; "
                 f"at most 63), got {value!r}"
@@ -169,7 +169,7 @@ class RdsInstanceConfig(_Strict):
             raise ValueError("expected at least one 'database.table'")
         for entry in value:
             parts = entry.split(".")
-            if len(parts) != 2 or not all(_MYSQL_NAME.match(p) for p in parts):
+            if len(parts) != 2 or not all(_MYSQL_NAME.fullmatch(p) for p in parts):
                 raise ValueError(
                     "expected 'database.table' with names of letters, digits, _ and $, "
                     f"got {entry!r}"
@@ -181,14 +181,14 @@ class RdsInstanceConfig(_Strict):
     @field_validator("iam_role_arn")
     @classmethod
     def _role(cls, value: str) -> str:
-        if not re.match(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+$", value):
+        if not re.fullmatch(r"arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+", value, re.ASCII):
             raise ValueError(f"expected an IAM role ARN, got {value!r}")
         return value
 
     @field_validator("kms_key_id")
     @classmethod
     def _kms(cls, value: str) -> str:
-        if not re.match(r"^[\w:/\-]+$", value):
+        if not re.fullmatch(r"[\w:/\-]+", value, re.ASCII):
             raise ValueError(f"expected a KMS key id, alias or ARN, got {value!r}")
         return value
 
@@ -219,14 +219,14 @@ class BigQueryConfig(_Strict):
     @field_validator("project")
     @classmethod
     def _project(cls, value: str) -> str:
-        if not _BQ_PROJECT.match(value):
+        if not _BQ_PROJECT.fullmatch(value):
             raise ValueError(f"expected a Google Cloud project id, got {value!r}")
         return value
 
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
-        if not _BQ_DATASET.match(value):
+        if not _BQ_DATASET.fullmatch(value):
             raise ValueError(
                 f"expected a BigQuery dataset name (letters, digits, underscores), got {value!r}"
             )
@@ -272,6 +272,30 @@ class PipelineConfig(_Strict):
     bigquery: BigQueryConfig
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     source_path: Annotated[str | None, Field(exclude=True)] = None
+
+    @model_validator(mode="after")
+    def _bigquery_names_unique(self) -> PipelineConfig:
+        """Two sources must never load into one BigQuery table (names are folded to fit)."""
+        from export_pipeline.naming import dynamodb_table_name, rds_table_name
+
+        targets: dict[str, str] = {}
+        sources = [
+            (f"dynamodb table {t.name!r}", dynamodb_table_name(t.name))
+            for t in self.dynamodb.tables
+        ]
+        sources += [
+            (f"rds {i.identifier} table {db}.{table}", rds_table_name(db, table))
+            for i in self.rds.instances
+            for db, table in i.tables()
+        ]
+        for source, target in sources:
+            if target in targets:
+                raise ValueError(
+                    f"{targets[target]} and {source} would both load into BigQuery table "
+                    f"{target!r}; rename or drop one of them"
+                )
+            targets[target] = source
+        return self
 
     def resolved_environment(self) -> Environment:
         override = os.environ.get(ENVIRONMENT_ENV_VAR)

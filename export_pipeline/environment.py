@@ -20,6 +20,10 @@ from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.resources.cloud import LocalCloudResource, ProductionCloudResource
 
 GCP_CREDENTIALS_ENV = "GCP_CREDENTIALS"
+# The local cloud's (fake) AWS keys reach the resources through these variables,
+# so that Dagster shows only their names, never the values, as for real secrets.
+LOCAL_ACCESS_KEY_ENV = "EXPORT_PIPELINE_LOCAL_AWS_ACCESS_KEY_ID"
+LOCAL_SECRET_KEY_ENV = "EXPORT_PIPELINE_LOCAL_AWS_SECRET_ACCESS_KEY"
 
 
 def build_resources(config: PipelineConfig) -> dict[str, Any]:
@@ -49,14 +53,18 @@ def _production_resources(config: PipelineConfig) -> dict[str, Any]:
 
 
 def _local_resources(config: PipelineConfig) -> dict[str, Any]:
+    import os
+
     from export_pipeline.local_cloud.settings import LocalCloudSettings
 
     settings = LocalCloudSettings.from_env()
+    os.environ.setdefault(LOCAL_ACCESS_KEY_ENV, settings.aws_access_key_id)
+    os.environ.setdefault(LOCAL_SECRET_KEY_ENV, settings.aws_secret_access_key)
     aws = {
         "region_name": config.aws.region,
         "endpoint_url": settings.aws_endpoint_url,
-        "aws_access_key_id": settings.aws_access_key_id,
-        "aws_secret_access_key": settings.aws_secret_access_key,
+        "aws_access_key_id": EnvVar(LOCAL_ACCESS_KEY_ENV),
+        "aws_secret_access_key": EnvVar(LOCAL_SECRET_KEY_ENV),
         "max_attempts": 5,
     }
     return {

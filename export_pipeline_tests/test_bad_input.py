@@ -159,17 +159,6 @@ def test_unknown_fields_and_wrong_types_name_the_field(raw, field, hint):
     _rejected(raw, field, hint)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (reported to the lead): two configured DynamoDB tables whose BigQuery names "
-    "coincide ('orders.v2' and 'Orders-v2' both become dynamodb_orders_v2; likewise RDS "
-    "'shop$x.a' and 'shop_x.a' -> rds_shop_x_a) load without error; only building the "
-    "definitions fails, with Dagster's 'Duplicate asset key: AssetKey([...])', which names "
-    "neither the config field nor the fix. Fix in config.py: a model validator on "
-    "PipelineConfig that maps every table through naming.dynamodb_table_name / "
-    "rds_table_name and raises naming both entries (e.g. \"dynamodb.tables: 'orders.v2' and "
-    "'Orders-v2' would both load into BigQuery table dynamodb_orders_v2; rename one\").",
-)
 @pytest.mark.parametrize(
     "raw",
     [
@@ -215,17 +204,6 @@ NEWLINE_FIELDS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (reported to the lead): every name validator in export_pipeline/config.py "
-    "(and TableId in export_pipeline/bigquery/tables.py) uses re.match with a '$'-anchored "
-    "pattern, and '$' also matches before a final newline: 'Orders\\n' (what a YAML block "
-    "scalar `name: |` gives) is accepted as a DynamoDB table, 'shop.customers\\n' as an RDS "
-    "table, 'aws_raw\\n' as a dataset (TableId('p','aws_raw\\n','t').sql then holds a "
-    "newline), and so on for region, bucket, prefix, project, RDS identifier, role ARN, KMS "
-    "key: the newline reaches S3 keys, AWS API calls and SQL. Fix: re.fullmatch (or \\Z "
-    "instead of $) in config.py's validators and bigquery/tables.py's TableId.",
-)
 @pytest.mark.parametrize(
     ("section", "field", "where"), NEWLINE_FIELDS, ids=[w for *_, w in NEWLINE_FIELDS]
 )

@@ -48,7 +48,7 @@ class TableId:
             (self.dataset, _DATASET, "dataset id"),
             (self.table, _TABLE, "table name"),
         ):
-            if not isinstance(part, str) or not pattern.match(part):
+            if not isinstance(part, str) or not pattern.fullmatch(part):
                 raise ValueError(
                     f"invalid BigQuery {what} {part!r} in "
                     f"{self.project}.{self.dataset}.{self.table}"
