@@ -24,9 +24,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
 FULL_EXPORT = "FULL_EXPORT"
 INCREMENTAL_EXPORT = "INCREMENTAL_EXPORT"
 _CHUNK = 1024 * 1024
+# A connection that breaks mid-body is retried per file (a fresh GET, a fresh
+# MD5), so one reset does not cost the whole step; botocore already retries
+# the request itself, but not a body that breaks while being read.
+_STREAM_ERRORS = (ResponseStreamingError, IncompleteReadError, ConnectionError)
+_DOWNLOAD_ATTEMPTS = 3
 
 
 class ManifestError(ValueError):
@@ -215,13 +222,7 @@ def download_data_files(
     for index, entry in enumerate(manifest.files):
         # The index keeps names unique even if two exports' files share a basename.
         path = dest_dir / f"{index:05d}-{Path(entry.key).name}"
-        digest = hashlib.md5(usedforsecurity=False)
-        body = s3.get_object(Bucket=manifest.bucket, Key=entry.key)["Body"]
-        with path.open("wb") as out:
-            for chunk in body.iter_chunks(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        actual = base64.b64encode(digest.digest()).decode("ascii")
+        actual = _download(s3, manifest, entry, path)
         if actual != entry.md5_base64:
             raise ExportIntegrityError(
                 manifest.uri(entry.key),
@@ -232,6 +233,30 @@ def download_data_files(
         if log:
             log(f"downloaded {manifest.uri(entry.key)} ({path.stat().st_size} bytes, MD5 ok)")
     return local
+
+
+def _download(s3: Any, manifest: ExportManifest, entry: DataFile, path: Path) -> str:
+    """Stream one listed data file to `path`; returns its base64 MD5."""
+    attempt = 1
+    while True:
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            body = s3.get_object(Bucket=manifest.bucket, Key=entry.key)["Body"]
+            with path.open("wb") as out:
+                for chunk in body.iter_chunks(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            return base64.b64encode(digest.digest()).decode("ascii")
+        except s3.exceptions.NoSuchKey:
+            raise ExportIntegrityError(
+                manifest.uri(entry.key),
+                f"listed in {manifest.uri(manifest.files_key)} but missing from S3; "
+                "nothing was loaded",
+            ) from None
+        except _STREAM_ERRORS:
+            if attempt == _DOWNLOAD_ATTEMPTS:
+                raise  # still transient: the step's retry policy takes over
+            attempt += 1
 
 
 def verify_item_counts(

@@ -120,16 +120,6 @@ def test_truncated_gzip_with_a_matching_manifest_fails(
     assert _dynamodb_rows(bigquery_client, clean) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (reported to the lead): export_pipeline/dynamodb/manifest.py "
-    "download_data_files lets botocore's NoSuchKey escape: the step fails with 'An error "
-    "occurred (NoSuchKey) when calling the GetObject operation: The specified key does not "
-    "exist.', naming neither the file nor the manifest (BigQuery stays intact). Fix: catch "
-    "s3.exceptions.NoSuchKey around get_object and raise ExportIntegrityError("
-    "manifest.uri(entry.key), 'listed in <manifest-files uri> but missing from S3; nothing "
-    "was loaded').",
-)
 def test_data_file_missing_from_s3_fails_naming_it(
     clean, aws_clients, bigquery_client, dynamodb_export
 ):
