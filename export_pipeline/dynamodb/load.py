@@ -19,7 +19,8 @@ BigQuery write and names the S3 object.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from export_pipeline import bigquery as core
 from export_pipeline.config import DynamoDBExportMode, PipelineConfig
 from export_pipeline.dynamodb import bigquery_tables as bq
 from export_pipeline.dynamodb.convert import (
+    ConversionError,
     ConversionResult,
     convert_full_export,
     convert_incremental_export,
@@ -38,6 +40,7 @@ from export_pipeline.dynamodb.convert import (
 from export_pipeline.dynamodb.exports import table_name_from_arn
 from export_pipeline.dynamodb.manifest import (
     DataFile,
+    ExportIntegrityError,
     ExportManifest,
     download_data_files,
     read_manifest,
@@ -175,6 +178,21 @@ def load_exports(
         return _load_incremental(job, manifests, _key_attributes(ddb, table))
 
 
+@contextmanager
+def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
+    """Report a file the converter rejects by its S3 URI, not by its local copy's path."""
+    try:
+        yield
+    except ConversionError as exc:
+        entry = next((e for p, e in local.items() if str(p) == exc.path), None)
+        if entry is None:
+            raise
+        uri = manifest.uri(entry.key)
+        raise ExportIntegrityError(
+            uri, f"{str(exc).replace(exc.path, 'not readable', 1)}; nothing was loaded"
+        ) from exc
+
+
 def _rows(job: _Load) -> int:
     try:
         return core.count_rows(job.client, job.target)
@@ -184,9 +202,12 @@ def _rows(job: _Load) -> int:
 
 def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
     local = _download_all(job.s3, [manifest], job.work_dir, job.log)
-    result = convert_full_export(
-        list(local), job.work_dir / "parquet", max_workers=job.config.dynamodb.max_parallel_files
-    )
+    with _naming_s3_objects(manifest, local):
+        result = convert_full_export(
+            list(local),
+            job.work_dir / "parquet",
+            max_workers=job.config.dynamodb.max_parallel_files,
+        )
     verify_item_counts([manifest], local, result.items_per_file)
     if result.item_count != manifest.item_count:
         raise Failure(
@@ -262,12 +283,13 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
     if not pending:
         return _outcome(job, [], None, _rows(job), "up_to_date")
     local = _download_all(job.s3, pending, job.work_dir, job.log)
-    result = convert_incremental_export(
-        list(local),
-        job.work_dir / "parquet",
-        key_attributes=keys,
-        max_workers=job.config.dynamodb.max_parallel_files,
-    )
+    with _naming_s3_objects(pending[0], local):
+        result = convert_incremental_export(
+            list(local),
+            job.work_dir / "parquet",
+            key_attributes=keys,
+            max_workers=job.config.dynamodb.max_parallel_files,
+        )
     verify_item_counts(pending, local, result.items_per_file)
     new_mark = pending[-1].data_as_of
     job.log(

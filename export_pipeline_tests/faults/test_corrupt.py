@@ -116,7 +116,7 @@ def test_truncated_gzip_with_a_matching_manifest_fails(
         manifest = "".join(json.dumps(e) + "\n" for e in edited)
         aws_clients.s3.put_object(Bucket=BUCKET, Key=files_key, Body=manifest.encode())
         result = _runs.run_bigquery_steps(_only_dynamodb(clean), clean)
-    _fails_naming(result, key.rsplit("/", 1)[-1])
+    _fails_naming(result, f"s3://{BUCKET}/{key}")
     assert _dynamodb_rows(bigquery_client, clean) == before
 
 
