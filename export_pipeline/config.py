@@ -88,6 +88,20 @@ class AwsConfig(_Strict):
         return value
 
 
+class WaitMode(StrEnum):
+    """How an export asset waits for its export (see README "Blocking vs sensor waits")."""
+
+    BLOCKING = "blocking"
+    SENSOR = "sensor"
+
+
+_WAIT_DESCRIPTION = (
+    "'blocking': the export asset waits for its export (small tables, CI). 'sensor': it only "
+    "starts the export; export_completion_sensor requests the BigQuery load when it "
+    "completes (large tables: no worker held for hours)."
+)
+
+
 class DynamoDBExportMode(StrEnum):
     FULL = "full"
     INCREMENTAL = "incremental"
@@ -101,6 +115,7 @@ class DynamoDBTableConfig(_Strict):
         "table. 'incremental': a full export seeds it, later runs apply the changes since "
         "the last export (deletes included) with a MERGE.",
     )
+    wait: WaitMode = Field(default=WaitMode.BLOCKING, description=_WAIT_DESCRIPTION)
 
     @field_validator("name")
     @classmethod
@@ -151,6 +166,7 @@ class RdsInstanceConfig(_Strict):
     snapshot_type: SnapshotType = Field(
         default=SnapshotType.ANY, description="Which snapshots count as the newest."
     )
+    wait: WaitMode = Field(default=WaitMode.BLOCKING, description=_WAIT_DESCRIPTION)
 
     @field_validator("identifier")
     @classmethod

@@ -18,6 +18,7 @@ from dagster import (
 from export_pipeline.config import PipelineConfig, current_config
 from export_pipeline.dynamodb.assets import build_dynamodb_assets
 from export_pipeline.environment import build_resources
+from export_pipeline.export_sensors import build_export_completion_sensor
 from export_pipeline.rds.assets import build_rds_assets
 from export_pipeline.rds.snapshot_sensor import build_sensors
 
@@ -55,7 +56,7 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         asset_checks=[d for d in built if isinstance(d, AssetChecksDefinition)],
         jobs=[aws_to_bigquery, dynamodb_job, rds_job],
         schedules=[schedule],
-        sensors=build_sensors(config),
+        sensors=[*build_sensors(config), *build_export_completion_sensor(config)],
         resources=build_resources(config),
     )
 

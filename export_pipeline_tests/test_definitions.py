@@ -97,12 +97,13 @@ def test_source_jobs_select_only_their_source(defs: Definitions) -> None:
     assert set(everything) == {AssetKey(list(k)) for k in EXPECTED_ASSETS}
 
 
-def test_one_snapshot_sensor_per_rds_source(defs: Definitions, demo_config) -> None:
-    """Needs `sensors=build_sensors(config)` in definitions.py (see rds/snapshot_sensor.py)."""
+def test_sensors_one_per_rds_source_and_one_for_completed_exports(
+    defs: Definitions, demo_config
+) -> None:
     names = {s.name for s in defs.sensors or []}
     assert names == {
         f"rds_snapshot_sensor_{i.identifier.replace('-', '_')}" for i in demo_config.rds.instances
-    }
+    } | {"export_completion_sensor"}
 
 
 def test_schedule_requests_a_valid_run(defs: Definitions, demo_config) -> None:

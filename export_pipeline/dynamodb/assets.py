@@ -13,11 +13,29 @@ For every table in `config.dynamodb.tables`:
 
 The hand-off is metadata, not an IO manager: the export lives in S3 already,
 and an ARN is all the loader needs to find it again — also in a later run.
+
+Waiting (see `export_pipeline.export_sensors` for the whole story): by
+default the export asset waits for its export (blocking, bounded by
+`dynamodb.export_timeout_minutes`). With run config
+`wait_for_completion: false` it only starts the export(s), records the ARNs
+with `wait_mode: sensor` and returns; the BigQuery asset in the same run
+then skips (saying why), and `export_completion_sensor` requests the load
+when DynamoDB reports the export COMPLETED (or a failing load run naming the
+FailureCode when it FAILED).
+
+Concurrency and retries: each asset runs in a pool of its own table
+(`pool_name`), so two overlapping runs never export or load one table at
+the same time (the second waits, and its log says for which pool); transient
+AWS/Google errors retry the step (`export_pipeline.errors`), permanent ones
+fail at once with what to fix.
 """
 
+import re
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,11 +48,13 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     Config,
     Failure,
     MaterializeResult,
     MetadataValue,
     asset,
+    multi_asset,
 )
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
@@ -50,6 +70,7 @@ from export_pipeline.dynamodb.exports import (
 )
 from export_pipeline.dynamodb.manifest import FULL_EXPORT, INCREMENTAL_EXPORT
 from export_pipeline.dynamodb.plan import ExportPlan, ExportStrategy, plan_incremental
+from export_pipeline.errors import TRANSIENT_RETRY_POLICY, retry_only_transient
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.aws import DynamoDBResource
 from export_pipeline.resources.bigquery import BigQueryResource
@@ -61,6 +82,11 @@ SOURCE_TAG = "export_pipeline/source"
 GROUP = "dynamodb"
 OWNERS = ["team:data-platform"]
 ROW_COUNT_CHECK = "row_count_matches_export"
+# Export materialization metadata read back by the BigQuery asset and the completion sensor.
+WAIT_MODE_METADATA = "wait_mode"
+EXPORT_STATUS_METADATA = "export_status"
+BLOCKING = "blocking"
+SENSOR = "sensor"
 
 
 def build_dynamodb_assets(
@@ -81,6 +107,21 @@ def export_asset_key(table: str) -> AssetKey:
 
 def bigquery_asset_key(config: PipelineConfig, table: str) -> AssetKey:
     return AssetKey(["bigquery", config.bigquery.dataset, dynamodb_table_name(table)])
+
+
+def pool_name(*parts: str) -> str:
+    """A Dagster pool name from its parts: letters, digits and `_` only."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
+
+
+def export_pool(table: str) -> str:
+    """The pool of a table's export asset: one export of a table at a time."""
+    return pool_name("dynamodb_export", table)
+
+
+def bigquery_pool(config: PipelineConfig, table: str) -> str:
+    """The pool of a BigQuery table: one load into it at a time (limit 1, deploy/dagster.yaml)."""
+    return pool_name("bigquery", config.bigquery.dataset, dynamodb_table_name(table))
 
 
 def export_prefix(config: PipelineConfig, table: str) -> str:
@@ -161,6 +202,31 @@ def _requests(
     ]
 
 
+def waits(run_config_value: bool | None, source: object) -> bool:
+    """Blocking wait or not: run config first, then the source's `wait` in pipeline.yaml.
+
+    `wait` (`blocking` | `sensor`) is a proposed configuration field; until it
+    exists every source is `blocking` unless the run config says otherwise.
+    """
+    if run_config_value is not None:
+        return run_config_value
+    return str(getattr(source, "wait", BLOCKING)) != SENSOR
+
+
+class DynamoDBExportConfig(Config):
+    """Run config of an export asset: wait for the export here, or leave it to the sensor."""
+
+    wait_for_completion: bool | None = Field(
+        default=None,
+        description="Unset: as pipeline.yaml's `wait` for this source says (blocking when it "
+        "says nothing). true (blocking): wait for the export, up to "
+        "dynamodb.export_timeout_minutes — for small tables and `dagster job execute` in CI. "
+        "false (sensor): start the export, record it and return at once; "
+        "export_completion_sensor requests the BigQuery load when it completes, so no worker "
+        "is held for hours.",
+    )
+
+
 def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> AssetsDefinition:
     name = table.name
 
@@ -177,14 +243,28 @@ def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> A
             f"({table.mode.value} mode)."
         ),
         metadata={"dynamodb_table": name, "mode": table.mode.value},
+        pool=export_pool(name),
+        retry_policy=TRANSIENT_RETRY_POLICY,
     )
     def _export(
         context: AssetExecutionContext,
+        config: DynamoDBExportConfig,
         cloud: CloudResource,
         dynamodb: DynamoDBResource,
         bigquery: BigQueryResource,
     ) -> MaterializeResult:
         """Exports the DynamoDB table to S3 so BigQuery can be brought up to date."""
+        with retry_only_transient(f"DynamoDB export of {name}", context.log.warning):
+            return _run_export(
+                context, waits(config.wait_for_completion, table), dynamodb, bigquery
+            )
+
+    def _run_export(
+        context: AssetExecutionContext,
+        wait: bool,
+        dynamodb: DynamoDBResource,
+        bigquery: BigQueryResource,
+    ) -> MaterializeResult:
         started = time.monotonic()
         ddb = dynamodb.get_client()
         table_arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
@@ -210,6 +290,16 @@ def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> A
                 )
             )
             descriptions.append(description)
+        if not wait:
+            context.log.info(
+                f"{name}: sensor mode: not waiting for {len(descriptions)} export(s); "
+                "export_completion_sensor requests the BigQuery load when they complete"
+            )
+            return MaterializeResult(
+                metadata=_export_metadata(
+                    name, table_arn, plan, descriptions, time.monotonic() - started, SENSOR
+                )
+            )
         timeout = config.dynamodb.export_timeout_minutes * 60
         finished = []
         for description in descriptions:
@@ -240,7 +330,9 @@ def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> A
                     metadata={"dynamodb_table": name, "export_arn": description["ExportArn"]},
                 ) from error
         return MaterializeResult(
-            metadata=_export_metadata(name, table_arn, plan, finished, time.monotonic() - started)
+            metadata=_export_metadata(
+                name, table_arn, plan, finished, time.monotonic() - started, BLOCKING
+            )
         )
 
     return _export
@@ -252,9 +344,20 @@ def _export_metadata(
     plan: ExportPlan,
     exports: list[dict[str, Any]],
     seconds: float,
+    wait_mode: str,
 ) -> dict[str, Any]:
     arns = [e["ExportArn"] for e in exports]
+    statuses = {str(e.get("ExportStatus")) for e in exports}
     metadata: dict[str, Any] = {
+        WAIT_MODE_METADATA: wait_mode,
+        # One status for the lot: the least advanced one.
+        EXPORT_STATUS_METADATA: (
+            "COMPLETED"
+            if statuses <= {"COMPLETED"}
+            else "FAILED"
+            if "FAILED" in statuses
+            else "IN_PROGRESS"
+        ),
         "dynamodb_table": table,
         "table_arn": table_arn,
         "export_strategy": plan.strategy.value,
@@ -290,31 +393,77 @@ def _iso(value: Any) -> str:
 
 
 class DynamoDBLoadConfig(Config):
-    """Run config of a BigQuery table asset: which export to load."""
+    """Run config of a BigQuery table asset: which export(s) to load."""
 
     export_arn: str | None = Field(
         default=None,
         description="Load this existing export (full: replace; incremental: merge) instead of "
         "the one the export asset last produced. Starts no new export: the reload/backfill path.",
     )
+    export_arns: list[str] | None = Field(
+        default=None,
+        description="Load these exports, in order (a chain of incremental windows, or one full "
+        "export). export_completion_sensor sets it to the exports it saw complete.",
+    )
+
+
+@dataclass(frozen=True)
+class _ToLoad:
+    """The exports a BigQuery asset run should load, where they came from, and why not now."""
+
+    arns: list[str]
+    source: str
+    # Set when the exports were started in sensor mode and the sensor owns their load.
+    deferred_because: str | None = None
 
 
 def _export_arns_to_load(
-    context: AssetExecutionContext, run_config: DynamoDBLoadConfig, export_key: AssetKey
-) -> tuple[list[str], str]:
+    context: AssetExecutionContext,
+    run_config: DynamoDBLoadConfig,
+    export_key: AssetKey,
+    ddb: Any,
+) -> _ToLoad:
+    if run_config.export_arns:
+        return _ToLoad(list(run_config.export_arns), "run config (export_arns)")
     if run_config.export_arn:
-        return [run_config.export_arn], "run config"
+        return _ToLoad([run_config.export_arn], "run config")
     event = context.instance.get_latest_materialization_event(export_key)
     materialization = event.asset_materialization if event is not None else None
-    if materialization is None:
+    if event is None or materialization is None:
         raise Failure(
             description=f"No export to load: materialize {export_key.to_user_string()} first, "
-            "or give an export ARN in run config (export_arn)."
+            "or give an export ARN in run config (export_arn).",
+            allow_retries=False,
         )
     metadata = materialization.metadata
     arns_value = metadata.get("export_arns")
-    arns = list(arns_value.value) if arns_value is not None else []  # type: ignore[arg-type]
-    return [str(a) for a in arns], f"latest materialization of {export_key.to_user_string()}"
+    arns = [str(a) for a in (arns_value.value if arns_value is not None else [])]  # type: ignore[union-attr]
+    source = f"latest materialization of {export_key.to_user_string()}"
+    mode = metadata.get(WAIT_MODE_METADATA)
+    if mode is None or mode.value != SENSOR or not arns:
+        return _ToLoad(arns, source)
+    if event.run_id == context.run.run_id:
+        return _ToLoad(
+            arns,
+            source,
+            f"this run started {len(arns)} export(s) in sensor mode (wait_for_completion: "
+            "false) and did not wait: export_completion_sensor requests this load when "
+            f"DynamoDB reports them COMPLETED ({arns[-1]})",
+        )
+    unfinished = {
+        arn: status
+        for arn in arns
+        if (status := ddb.describe_export(ExportArn=arn)["ExportDescription"].get("ExportStatus"))
+        == "IN_PROGRESS"
+    }
+    if unfinished:
+        return _ToLoad(
+            arns,
+            source,
+            f"export(s) {unfinished} started in sensor mode are not finished: "
+            "export_completion_sensor requests this load when they complete",
+        )
+    return _ToLoad(arns, source)
 
 
 def _build_bigquery_asset(
@@ -324,22 +473,31 @@ def _build_bigquery_asset(
     key = bigquery_asset_key(pipeline, name)
     bq_table = dynamodb_table_name(name)
 
-    @asset(
-        key=key,
-        deps=[export_key],
-        group_name=GROUP,
-        kinds={"bigquery"},
-        tags={SOURCE_TAG: "dynamodb"},
-        owners=OWNERS,
-        code_version=CODE_VERSION,
-        description=(
-            f"DynamoDB table {name} in BigQuery ({pipeline.bigquery.dataset}.{bq_table}), "
-            + (
-                "merged from incremental exports."
-                if table.mode is DynamoDBExportMode.INCREMENTAL
-                else "replaced by each full export."
+    # A multi_asset of one, only because it can leave out both the materialization and the
+    # check result (skippable + can_subset) when the load is left to the completion sensor.
+    @multi_asset(
+        name=key.to_python_identifier(),
+        specs=[
+            AssetSpec(
+                key=key,
+                deps=[export_key],
+                group_name=GROUP,
+                kinds={"bigquery"},
+                tags={SOURCE_TAG: "dynamodb"},
+                owners=OWNERS,
+                code_version=CODE_VERSION,
+                description=(
+                    f"DynamoDB table {name} in BigQuery ({pipeline.bigquery.dataset}.{bq_table}), "
+                    + (
+                        "merged from incremental exports."
+                        if table.mode is DynamoDBExportMode.INCREMENTAL
+                        else "replaced by each full export."
+                    )
+                ),
+                metadata={"dynamodb_table": name, "mode": table.mode.value},
+                skippable=True,
             )
-        ),
+        ],
         check_specs=[
             AssetCheckSpec(
                 ROW_COUNT_CHECK,
@@ -348,7 +506,9 @@ def _build_bigquery_asset(
                 "itemCount. Incremental merges: one row per key (no duplicates).",
             )
         ],
-        metadata={"dynamodb_table": name, "mode": table.mode.value},
+        can_subset=True,
+        pool=bigquery_pool(pipeline, name),
+        retry_policy=TRANSIENT_RETRY_POLICY,
     )
     def _bigquery_table(
         context: AssetExecutionContext,
@@ -357,9 +517,27 @@ def _build_bigquery_asset(
         dynamodb: DynamoDBResource,
         s3: S3Resource,
         bigquery: BigQueryResource,
-    ) -> MaterializeResult:
+    ) -> Iterator[MaterializeResult]:
         """Keeps the BigQuery copy of the DynamoDB table up to date for analysts."""
-        arns, source = _export_arns_to_load(context, config, export_key)
+        if key not in context.selected_asset_keys:
+            return  # only the check was selected: it runs with a load, not on its own
+        with retry_only_transient(f"BigQuery load of DynamoDB table {name}", context.log.warning):
+            result = _load(context, config, dynamodb, s3, bigquery)
+        if result is not None:
+            yield result
+
+    def _load(
+        context: AssetExecutionContext,
+        config: DynamoDBLoadConfig,
+        dynamodb: DynamoDBResource,
+        s3: S3Resource,
+        bigquery: BigQueryResource,
+    ) -> MaterializeResult | None:
+        to_load = _export_arns_to_load(context, config, export_key, dynamodb.get_client())
+        if to_load.deferred_because is not None:
+            context.log.info(f"{name}: not loading now: {to_load.deferred_because}")
+            return None
+        arns, source = to_load.arns, to_load.source
         context.log.info(f"{name}: loading {len(arns)} export(s) from the {source}: {arns}")
         with tempfile.TemporaryDirectory(prefix=f"ddb-{name}-") as work_dir:
             outcome = load.load_exports(
@@ -382,6 +560,6 @@ def _build_bigquery_asset(
             metadata=outcome.check_metadata,
             description=outcome.check_description,
         )
-        return MaterializeResult(metadata=outcome.metadata, check_results=[check])
+        return MaterializeResult(asset_key=key, metadata=outcome.metadata, check_results=[check])
 
     return _bigquery_table

@@ -1,0 +1,144 @@
+"""Two overlapping runs loading one BigQuery table: one waits for the other, and says so.
+
+Each BigQuery table asset runs in a pool named after its table
+(`bigquery_<dataset>_<table>`); with the pool limit 1 (deploy/dagster.yaml:
+`concurrency: pools: default_limit: 1`) Dagster lets one step of that pool
+run at a time across all runs, and the waiting step logs
+an engine event "Step blocked by limit for pool <pool>". Pools need an instance whose
+storage keeps concurrency slots (SQLite or PostgreSQL, not the in-memory
+ephemeral one), so this test uses a temporary SQLite instance (DAGSTER_HOME).
+
+The two runs start together, each in its own process as Dagster's run
+launcher would start them, both loading the same export; the
+first one's manifest read is held up 3 s by the fault proxy (a `delay`, the
+only stand-in) so that the runs overlap for certain.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dagster import DagsterEventType, DagsterInstance, materialize
+
+from export_pipeline.dynamodb.assets import bigquery_pool
+from export_pipeline.environment import build_resources
+from export_pipeline.rds.assets import build_rds_assets, table_pool
+from export_pipeline_tests.dynamodb._pipeline_helpers import (
+    assets_for,
+    bigquery_rows,
+    create_table,
+    make_config,
+    materialization_metadata,
+)
+from export_pipeline_tests.faults.proxy import delay, fault_proxy
+
+
+def _step_window(instance, run_id, step_key) -> tuple[float, float]:
+    logs = instance.all_logs(run_id)
+    start = next(e.timestamp for e in logs if e.dagster_event_type == DagsterEventType.STEP_START)
+    end = next(
+        e.timestamp
+        for e in logs
+        if e.dagster_event_type == DagsterEventType.STEP_SUCCESS and e.step_key == step_key
+    )
+    return start, end
+
+
+# One load run, in its own process (as the daemon would launch it): the arguments are the
+# DynamoDB table, the export ARN and the fault proxy's URL; DAGSTER_HOME names the instance.
+_LOAD_ONE = """
+import sys
+from dagster import DagsterInstance, materialize
+from export_pipeline.environment import build_resources
+from export_pipeline_tests.dynamodb._pipeline_helpers import assets_for, make_config
+from export_pipeline_tests.faults.proxy import _with_fields
+
+table, arn, proxy_url = sys.argv[1:4]
+config = make_config(table)
+export_asset, bigquery_asset = assets_for(config)
+resources = build_resources(config)
+for key in ("s3", "dynamodb"):
+    resources[key] = _with_fields(resources[key], endpoint_url=proxy_url)
+with DagsterInstance.get() as instance:
+    result = materialize(
+        [export_asset, bigquery_asset],
+        selection=[bigquery_asset.key],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {bigquery_asset.op.name: {"config": {"export_arn": arn}}}},
+        raise_on_error=False,
+    )
+print("RUN", result.run_id, result.success)
+"""
+
+
+def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
+    tmp_path, local_cloud, aws_clients, bigquery_client, unique_name
+):
+    table = f"conc-{unique_name}"
+    create_table(aws_clients.dynamodb, table, [{"pk": {"S": k}} for k in ("a", "b", "c")])
+    config = make_config(table)
+    export_asset, bigquery_asset = assets_for(config)
+    pool = bigquery_pool(config, table)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    environment = {**os.environ, "DAGSTER_HOME": str(home)}
+    with DagsterInstance.from_config(str(home)) as instance:
+        exported = materialize([export_asset], resources=build_resources(config), instance=instance)
+        arn = materialization_metadata(exported, export_asset.key)["export_arn"]
+        with fault_proxy(local_cloud.host, local_cloud.aws_port) as proxy:
+            held = proxy.add(delay(3), method="GET", path=r"/manifest-summary\.json$")
+            runs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", _LOAD_ONE, table, arn, proxy.url],
+                    env=environment,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            outputs = [run.communicate(timeout=120)[0] for run in runs]
+        assert held.fired == 1
+        finished = [line.split() for out in outputs for line in out.splitlines()]
+        finished = [line for line in finished if line and line[0] == "RUN"]
+        assert [line[2] for line in finished] == ["True", "True"], outputs
+        run_ids = [line[1] for line in finished]
+
+        step = bigquery_asset.op.name
+        windows = sorted(_step_window(instance, run_id, step) for run_id in run_ids)
+        assert windows[0][1] <= windows[1][0] + 0.5, f"the loads overlapped: {windows}"
+        blocked = {
+            run_id: [
+                e.dagster_event.message
+                for e in instance.all_logs(run_id)
+                if e.dagster_event_type == DagsterEventType.ENGINE_EVENT
+                and "blocked by limit for pool" in str(e.dagster_event.message)
+            ]
+            for run_id in run_ids
+        }
+        waited = [run_id for run_id, messages in blocked.items() if messages]
+        assert len(waited) == 1, blocked
+        assert pool in blocked[waited[0]][0]
+
+    # One consistent result: every item once.
+    assert sorted(bigquery_rows(bigquery_client, table)) == ["a", "b", "c"]
+
+
+def test_every_bigquery_table_has_a_pool_of_its_own(pipeline_config):
+    from export_pipeline.dynamodb.assets import build_dynamodb_assets
+
+    pools = {}
+    for definition in build_dynamodb_assets(pipeline_config):
+        pools[definition.key] = definition.op.pool
+    for definition in build_rds_assets(pipeline_config):
+        pools[definition.key] = definition.op.pool
+    assert all(pools.values()) and len(set(pools.values())) == len(pools)
+    [table] = [t for t in pipeline_config.dynamodb.tables if t.name == "Orders"]
+    assert bigquery_pool(pipeline_config, table.name) == "bigquery_aws_raw_dynamodb_orders"
+    [source] = pipeline_config.rds.instances
+    assert table_pool(pipeline_config, "shop", "orders") == "bigquery_aws_raw_rds_shop_orders"
+    assert source.identifier
