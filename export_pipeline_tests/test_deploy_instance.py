@@ -108,7 +108,9 @@ def test_instance_uses_postgres_and_the_run_queue(
         for limit in settings.run_queue_config.tag_concurrency_limits
     }
     assert limits[("export_pipeline/source", "rds")] == 2
-    assert settings.pool_config.default_pool_limit == 2
+    # One step at a time per pool: every pool is one table or one export source.
+    assert settings.pool_config.default_pool_limit == 1
+    assert settings.pool_config.pool_granularity.value == "op"
     assert deployed_instance.run_monitoring_enabled
     assert deployed_instance.run_retries_enabled
     assert {"runs", "event_logs", "jobs", "job_ticks"} <= _tables(postgres_database)
