@@ -298,25 +298,28 @@ def _finish_batch(
     return writer.flush(cols, rows, first_line)
 
 
+def _store_image(image: dict, cols: dict, row: int, size: int) -> None:
+    """One item's attributes into the column lists, one list per (name, type tag)."""
+    for name, typed in image.items():
+        ((tag, value),) = typed.items()
+        col = cols.get((name, tag))
+        if col is None:
+            if tag not in _KNOWN_TAGS:
+                raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
+            col = cols[(name, tag)] = [None] * size
+        if tag == "M" or tag == "L":
+            value = cv.nested_json(tag, value)
+        col[row] = value
+
+
 def _parse_items(
     path: Path, lines: list[bytes], cols: dict, row: int, size: int, line_no: int
 ) -> None:
     """Full export lines `{"Item": {...}}` -> column lists (the hot loop)."""
     loads = orjson.loads
-    get = cols.get
-    nested_json = cv.nested_json
     for offset, line in enumerate(lines):
         try:
-            for name, typed in loads(line)["Item"].items():
-                ((tag, value),) = typed.items()
-                col = get((name, tag))
-                if col is None:
-                    if tag not in _KNOWN_TAGS:
-                        raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
-                    col = cols[(name, tag)] = [None] * size
-                if tag == "M" or tag == "L":
-                    value = nested_json(tag, value)
-                col[row] = value
+            _store_image(loads(line)["Item"], cols, row, size)
         except Exception as exc:
             raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
         row += 1
@@ -333,8 +336,6 @@ def _parse_changes(
 ) -> None:
     """Incremental export lines -> column lists: the NewImage (or Keys for a delete)."""
     loads = orjson.loads
-    get = cols.get
-    nested_json = cv.nested_json
     deleted = cols.setdefault((None, DELETED_TAG), [None] * size)
     stamps = cols.setdefault((None, TIMESTAMP_TAG), [None] * size)
     for offset, line in enumerate(lines):
@@ -351,16 +352,7 @@ def _parse_changes(
                 image = keys
             elif any(key not in image for key in key_attributes):
                 image = {**keys, **image}  # the key columns always hold the key
-            for name, typed in image.items():
-                ((tag, value),) = typed.items()
-                col = get((name, tag))
-                if col is None:
-                    if tag not in _KNOWN_TAGS:
-                        raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
-                    col = cols[(name, tag)] = [None] * size
-                if tag == "M" or tag == "L":
-                    value = nested_json(tag, value)
-                col[row] = value
+            _store_image(image, cols, row, size)
         except Exception as exc:
             raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
         row += 1
