@@ -51,15 +51,14 @@ def make_config(
     *,
     dynamodb_table: str | None = None,
     rds_instances: list[RdsInstanceConfig] | None = None,
+    mode: str = "full",
 ) -> PipelineConfig:
-    """A config with at most one DynamoDB table (full mode) and the given RDS sources."""
+    """A config with at most one DynamoDB table (in `mode`) and the given RDS sources."""
     return PipelineConfig(
         environment="local",
         aws=AwsConfig(region=REGION, export_bucket=BUCKET, export_prefix="exports"),
         dynamodb=DynamoDBConfig(
-            tables=[DynamoDBTableConfig(name=dynamodb_table, mode="full")]
-            if dynamodb_table
-            else [],
+            tables=[DynamoDBTableConfig(name=dynamodb_table, mode=mode)] if dynamodb_table else [],
             export_timeout_minutes=2,
             poll_max_interval_seconds=1,
             max_parallel_files=1,

@@ -28,6 +28,12 @@ e.g. `Action=DescribeExportTasks` for the RDS query protocol) all match
   `when="mid_body"` forwards it, sends the status line, headers and the
   first `after_bytes` bytes of the body, then resets;
 - `delay(seconds)`: waits, then forwards normally;
+- `hold(when)`: keeps the request and tells the test (`Hold.wait`), until
+  the test calls `Hold.release()`; then resets the connection. `when="before"`
+  never forwards it (not even after the release: the client is gone by then),
+  `when="after"` forwards it (the cloud did the work) and keeps the answer.
+  This is how the worker-kill tests catch a run at a chosen stage from the
+  outside and SIGKILL it there;
 - `rewrite_json(edit)` / `rewrite_text(pattern, replacement)`: forwards, then
   edits the answer (e.g. DescribeExport saying FAILED, or an RDS export
   task's WarningMessage listing a skipped table): states a local server
@@ -96,6 +102,9 @@ _HOP_BY_HOP = {
 _DIGEST_HEADERS = {"x-amz-crc32", "content-md5", "etag", "x-amz-checksum-crc32"}
 
 ResetWhen = Literal["before", "after", "mid_body"]
+HoldWhen = Literal["before", "after"]
+# A held request is let go after this long even if the test forgot to release it.
+_HOLD_LIMIT_SECONDS = 300.0
 
 
 # --------------------------------------------------------------------------- actions
@@ -152,7 +161,35 @@ class Rewrite:
         return self.label
 
 
-Action = Respond | Reset | Delay | Rewrite
+class Hold:
+    """Keep a request until the test releases it (see `hold`); then reset the connection."""
+
+    def __init__(self, when: HoldWhen = "before") -> None:
+        self.when = when
+        self._reached = threading.Event()
+        self._released = threading.Event()
+
+    def describe(self) -> str:
+        return f"hold {self.when}"
+
+    def wait(self, timeout: float) -> bool:
+        """True once a request is being held (False if none came within `timeout` s)."""
+        return self._reached.wait(timeout)
+
+    @property
+    def reached(self) -> bool:
+        return self._reached.is_set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def block(self) -> None:
+        """Called by the proxy's handler thread: signal, then wait for the release."""
+        self._reached.set()
+        self._released.wait(_HOLD_LIMIT_SECONDS)
+
+
+Action = Respond | Reset | Delay | Rewrite | Hold
 
 
 def respond(status: int, body: bytes | str, content_type: str, **headers: str) -> Respond:
@@ -167,6 +204,10 @@ def reset(when: ResetWhen = "before", after_bytes: int = 0) -> Reset:
 
 def delay(seconds: float) -> Delay:
     return Delay(seconds)
+
+
+def hold(when: HoldWhen = "before") -> Hold:
+    return Hold(when)
 
 
 def rewrite_json(edit: Callable[[Any], None], label: str = "rewrite json") -> Rewrite:
@@ -334,9 +375,19 @@ class _Handler(BaseHTTPRequestHandler):
             record(action.describe())
             self._reset()
             return
+        if isinstance(action, Hold) and action.when == "before":
+            record(action.describe())
+            action.block()
+            self._reset()  # never forwarded: the client that sent it is gone
+            return
         if isinstance(action, Delay):
             time.sleep(action.seconds)
         status, reason, headers, payload = self._forward(body)
+        if isinstance(action, Hold):
+            record(action.describe(), status)
+            action.block()
+            self._reset()
+            return
         if isinstance(action, Rewrite):
             payload = action.transform(payload)
             headers = [(k, v) for k, v in headers if k.lower() not in _DIGEST_HEADERS]
@@ -460,6 +511,20 @@ class FaultProxy:
             self.rules.append(rule)
         return rule
 
+    def hold(
+        self,
+        when: HoldWhen = "before",
+        *,
+        skip: int = 0,
+        name: str = "",
+        headers: dict[str, str] | None = None,
+        **match: str,
+    ) -> Hold:
+        """Hold the first matching request (after `skip`); returns the `Hold` to wait on."""
+        gate = Hold(when)
+        self.add(gate, skip=skip, name=name, headers=headers, **match)
+        return gate
+
     def clear(self) -> None:
         with self._lock:
             self.rules.clear()
@@ -488,6 +553,10 @@ class FaultProxy:
             return [r for r in self.log if r.action != "forward"]
 
     def close(self) -> None:
+        with self._lock:
+            holds = [r.action for r in self.rules if isinstance(r.action, Hold)]
+        for held in holds:
+            held.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -505,20 +574,28 @@ def fault_proxy(host: str, port: int) -> Iterator[FaultProxy]:
 
 
 def resources_through(
-    resources: dict[str, Any], *, aws: FaultProxy | None, bigquery: FaultProxy | None
+    resources: dict[str, Any],
+    *,
+    aws: FaultProxy | str | None,
+    bigquery: FaultProxy | str | None,
 ) -> dict[str, Any]:
     """`resources` with the AWS clients sent through `aws` and BigQuery through `bigquery`.
 
-    Each client resource is rebuilt from its own field values with only the
+    Each is a proxy or its URL (a worker process knows only the URL). Each
+    client resource is rebuilt from its own field values with only the
     endpoint changed; `cloud` (and anything else) is passed on untouched.
     """
     rebuilt = dict(resources)
     for key in ("s3", "dynamodb", "rds"):
         if aws is not None and key in resources:
-            rebuilt[key] = _with_fields(resources[key], endpoint_url=aws.url)
+            rebuilt[key] = _with_fields(resources[key], endpoint_url=_url(aws))
     if bigquery is not None and "bigquery" in resources:
-        rebuilt["bigquery"] = _with_fields(resources["bigquery"], api_endpoint=bigquery.url)
+        rebuilt["bigquery"] = _with_fields(resources["bigquery"], api_endpoint=_url(bigquery))
     return rebuilt
+
+
+def _url(endpoint: FaultProxy | str) -> str:
+    return endpoint if isinstance(endpoint, str) else endpoint.url
 
 
 def _with_fields(resource: Any, **changes: Any) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -72,3 +75,34 @@ def test_bigquery_query_retried_after_503_and_reset(local_cloud, bigquery_proxy)
     rows = list(client.query("SELECT 41 + 1 AS answer").result())
     assert rows[0]["answer"] == 42
     assert [f.action for f in bigquery_proxy.faults()] == ["respond 503", "reset after"]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_hold_keeps_the_request_until_released(
+    local_cloud, aws_proxy, unique_name, pipeline_config, when
+):
+    """`before`: the cloud never sees the request; `after`: it did the work, no answer came."""
+    bucket = pipeline_config.aws.export_bucket
+    s3 = _s3(local_cloud, aws_proxy.url, attempts=1)
+    gate = aws_proxy.hold(when, method="PUT", path=rf"/{unique_name}/held$")
+    outcome: list[BaseException | None] = []
+
+    def put() -> None:
+        try:
+            s3.put_object(Bucket=bucket, Key=f"{unique_name}/held", Body=b"z")
+            outcome.append(None)
+        except Exception as exc:  # the connection is reset on release
+            outcome.append(exc)
+
+    worker = threading.Thread(target=put)
+    worker.start()
+    assert gate.wait(10)
+    time.sleep(0.3)
+    assert worker.is_alive() and not outcome  # still waiting for its answer
+    gate.release()
+    worker.join(10)
+    assert outcome and outcome[0] is not None  # it never got one
+    direct = _s3(local_cloud, local_cloud.aws_endpoint_url, attempts=1)
+    stored = direct.list_objects_v2(Bucket=bucket, Prefix=f"{unique_name}/held")
+    assert stored.get("KeyCount", 0) == (1 if when == "after" else 0)
+    assert [f.action for f in aws_proxy.faults()] == [f"hold {when}"]

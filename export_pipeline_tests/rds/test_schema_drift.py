@@ -1,0 +1,164 @@
+"""Schema drift between two RDS snapshots: columns added, widened and removed.
+
+Policy (README, "Faults and bad input" table): an RDS table is replaced by
+each snapshot's export, so BigQuery mirrors the newest snapshot — a new
+column appears, a widened column takes the type the new MySQL type maps to
+(values exact, INT64 → NUMERIC → STRING where needed), and a column the
+snapshot no longer has is not recreated (its values exist nowhere in the
+source any more). Every value of the new snapshot must arrive exactly.
+
+The MySQL change is made in the local cloud's live store behind a DB
+instance of the test's own (what `ALTER TABLE` would leave behind: the
+table recreated with the new column types, the rows kept), then a new
+automated snapshot is taken.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from dagster import DagsterInstance
+
+from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
+from export_pipeline.local_cloud.rds_store import Column
+from export_pipeline_tests.rds.conftest import config_for, run_rds
+
+DATABASE = "drift"
+BEFORE = [
+    Column("id", "int", nullable=False),
+    Column("qty", "int"),
+    Column("code", "varchar(10)"),
+    Column("price", "decimal(10,2)"),
+    Column("rate", "decimal(10,2)"),
+    Column("legacy", "varchar(20)"),
+]
+AFTER = [
+    Column("id", "int", nullable=False),
+    Column("qty", "bigint"),  # INT -> BIGINT
+    Column("code", "varchar(200)"),  # VARCHAR(10) -> VARCHAR(200)
+    Column("price", "decimal(20,4)"),  # DECIMAL(10,2) -> DECIMAL(20,4): still NUMERIC
+    Column("rate", "decimal(40,10)"),  # beyond NUMERIC: exact STRING
+    Column("note", "text"),  # added; `legacy` removed
+]
+OLD_ROWS = [
+    {"id": i, "qty": i * 10, "code": f"c{i}", "price": f"{i}.25", "rate": f"-{i}.50"}
+    for i in range(1, 4)
+]
+WIDE_ROWS = [
+    {
+        "id": 10,
+        "qty": 9_000_000_000,  # needs BIGINT
+        "code": "x" * 150,
+        "price": "1234567890123456.1234",
+        "rate": "123456789012345678901234567890.0123456789",
+        "note": "added after the schema change ✓",
+    },
+    {"id": 11, "qty": -9_223_372_036_854_775_808, "code": "", "price": "-0.0001", "rate": None},
+]
+
+
+def _instance(local_cloud: Any, aws_clients: Any, pipeline_config: Any) -> Any:
+    """A DB instance of this test's own holding `drift.items` (BEFORE), with a snapshot."""
+    demo = pipeline_config.rds.instances[0]
+    source = demo.model_copy(
+        update={"identifier": "drift" + uuid.uuid4().hex[:8], "export_only": ["drift.items"]}
+    )
+    store = live_store(local_cloud.state_dir, pipeline_config.aws.region, source.identifier)
+    store.create_table(DATABASE, "items", BEFORE)
+    store.insert(DATABASE, "items", [{**r, "legacy": f"old {r['id']}"} for r in OLD_ROWS])
+    aws_clients.rds.create_db_instance(
+        DBInstanceIdentifier=source.identifier,
+        Engine="mysql",
+        EngineVersion="8.0.39",
+        DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20,
+        MasterUsername="admin",
+        MasterUserPassword="local-cloud-test",
+        BackupRetentionPeriod=7,
+    )
+    take_automated_snapshot(aws_clients.rds, source.identifier)
+    return source, store
+
+
+def _alter(store: Any) -> None:
+    """ALTER TABLE as its result: the new column types, the old rows kept, `legacy` gone."""
+    store.drop_table(DATABASE, "items")
+    store.create_table(DATABASE, "items", AFTER)
+    store.insert(DATABASE, "items", OLD_ROWS + WIDE_ROWS)
+
+
+def _schema(client: Any, table_id: str) -> dict[str, tuple[str, str]]:
+    return {f.name: (f.field_type, f.description or "") for f in client.get_table(table_id).schema}
+
+
+def _rows(client: Any, table_id: str) -> dict[int, dict[str, Any]]:
+    rows = [dict(r.items()) for r in client.query(f"SELECT * FROM `{table_id}`").result()]
+    by_id = {r["id"]: r for r in rows}
+    assert len(by_id) == len(rows), "duplicate rows"
+    return by_id
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def test_added_widened_and_removed_columns_between_snapshots(
+    local_cloud, aws_clients, bigquery_client, pipeline_config, rds_dataset
+):
+    source, store = _instance(local_cloud, aws_clients, pipeline_config)
+    config = config_for(pipeline_config, rds_dataset, [source])
+    table_id = f"{config.bigquery.project}.{rds_dataset}.rds_drift_items"
+    instance = DagsterInstance.ephemeral()
+
+    run_rds(config, instance)
+    before = _schema(bigquery_client, table_id)
+    assert {k: t for k, (t, _) in before.items()} == {
+        "id": "INTEGER",
+        "qty": "INTEGER",
+        "code": "STRING",
+        "price": "NUMERIC",
+        "rate": "NUMERIC",
+        "legacy": "STRING",
+        "_exported_at": "TIMESTAMP",
+    }
+    assert _rows(bigquery_client, table_id)[2]["legacy"] == "old 2"
+
+    _alter(store)
+    take_automated_snapshot(aws_clients.rds, source.identifier)
+    run_rds(config, instance)
+
+    after = _schema(bigquery_client, table_id)
+    assert {k: t for k, (t, _) in after.items()} == {
+        "id": "INTEGER",
+        "qty": "INTEGER",  # BIGINT is INT64 too
+        "code": "STRING",
+        "price": "NUMERIC",  # DECIMAL(20,4) still fits NUMERIC
+        "rate": "STRING",  # DECIMAL(40,10) does not: exact text
+        "note": "STRING",  # added
+        "_exported_at": "TIMESTAMP",
+    }, "the removed column `legacy` is not recreated; the others follow the new MySQL types"
+    # Column descriptions name the new MySQL types (what an analyst reads in the console).
+    for name, mysql in [
+        ("qty", "bigint"),
+        ("code", "varchar(200)"),
+        ("price", "decimal(20,4)"),
+        ("rate", "decimal(40,10)"),
+    ]:
+        assert mysql in after[name][1].lower(), (name, after[name][1])
+
+    got = _rows(bigquery_client, table_id)
+    expected = {int(r["id"]): r for r in store.read_all(DATABASE, "items")}
+    assert set(got) == set(expected)  # every row of the new snapshot, old and new
+    for key, want in expected.items():
+        row = got[key]
+        assert row["qty"] == (None if want["qty"] is None else int(want["qty"])), key
+        assert row["code"] == want["code"], key
+        assert row["price"] == _decimal(want["price"]), key
+        assert _decimal(row["rate"]) == _decimal(want["rate"]), key
+        assert row["rate"] is None or isinstance(row["rate"], str)
+        assert row["note"] == want["note"], key
+    assert got[10]["rate"] == "123456789012345678901234567890.0123456789"
+    assert got[10]["price"] == Decimal("1234567890123456.1234")
+    assert got[11]["qty"] == -9_223_372_036_854_775_808
