@@ -1,8 +1,9 @@
 """The Dagster definitions: assembled here from the configuration, built elsewhere.
 
-Assets come from the per-source builders (`dynamodb/`, `rds/`), resources
-from `environment.py`; this module only puts them together with the jobs
-and the schedule.
+Assets come from the per-source builders (`dynamodb/`, `rds/`), freshness
+checks from `freshness.py`, resources from `environment.py`; this module only
+puts them together with the jobs and the schedule (a job selecting a table
+also runs its checks, row count and freshness, after the load).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from export_pipeline.config import PipelineConfig, current_config
 from export_pipeline.dynamodb.assets import build_dynamodb_assets
 from export_pipeline.environment import build_resources
 from export_pipeline.export_sensors import build_export_completion_sensor
+from export_pipeline.freshness import build_freshness_checks, build_freshness_sensor
 from export_pipeline.rds.assets import build_rds_assets
 from export_pipeline.rds.snapshot_sensor import build_sensors
 
@@ -51,12 +53,17 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         description="Refreshes the whole graph (configuration: schedule.cron / schedule.timezone).",
     )
     built = [*build_dynamodb_assets(config), *build_rds_assets(config)]
+    freshness = build_freshness_checks(config)
     return Definitions(
         assets=[d for d in built if not isinstance(d, AssetChecksDefinition)],
-        asset_checks=[d for d in built if isinstance(d, AssetChecksDefinition)],
+        asset_checks=[d for d in built if isinstance(d, AssetChecksDefinition)] + freshness,
         jobs=[aws_to_bigquery, dynamodb_job, rds_job],
         schedules=[schedule],
-        sensors=[*build_sensors(config), *build_export_completion_sensor(config)],
+        sensors=[
+            *build_sensors(config),
+            *build_export_completion_sensor(config),
+            *build_freshness_sensor(freshness),
+        ],
         resources=build_resources(config),
     )
 

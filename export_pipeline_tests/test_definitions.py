@@ -103,7 +103,7 @@ def test_sensors_one_per_rds_source_and_one_for_completed_exports(
     names = {s.name for s in defs.sensors or []}
     assert names == {
         f"rds_snapshot_sensor_{i.identifier.replace('-', '_')}" for i in demo_config.rds.instances
-    } | {"export_completion_sensor"}
+    } | {"export_completion_sensor", "freshness_checks_sensor"}
 
 
 def test_schedule_requests_a_valid_run(defs: Definitions, demo_config) -> None:

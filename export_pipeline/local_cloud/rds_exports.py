@@ -20,7 +20,8 @@ serves moto, before serving) so that plain boto3 calls behave like AWS
   its trust in export.rds.amazonaws.com, KMS key, bucket, ExportOnly, one task
   per source, five at a time) with the error codes of botocore's RDS model,
   then a worker thread moves the task STARTING → IN_PROGRESS (PercentProgress
-  rising) → COMPLETE over `EXPORT_PIPELINE_LOCAL_EXPORT_SECONDS` (default 2 s),
+  rising) → COMPLETE over `EXPORT_PIPELINE_LOCAL_EXPORT_SECONDS` (default 2 s;
+  a snapshot tagged `local-cloud:export-seconds` sets its own exports' time),
   writing gzip-compressed Parquet plus `export_info_*.json` and
   `export_tables_info_*.json` into moto's S3 backend, SSE-KMS with the key.
 * `DescribeExportTasks` (identifier, SourceArn, SourceType, Filters,
@@ -67,6 +68,8 @@ from export_pipeline.local_cloud.rds_store import (
 log = logging.getLogger(__name__)
 
 EXPORT_SECONDS_ENV = "EXPORT_PIPELINE_LOCAL_EXPORT_SECONDS"
+# Per snapshot: a test that needs an export still running (a daemon restart) tags it.
+EXPORT_SECONDS_TAG = "local-cloud:export-seconds"
 ROWS_PER_FILE_ENV = "EXPORT_PIPELINE_LOCAL_RDS_ROWS_PER_FILE"
 FILES_PER_BATCH_ENV = "EXPORT_PIPELINE_LOCAL_RDS_FILES_PER_BATCH"
 NIGHTLY_BACKUP_ID = "local-cloud-nightly-backup"
@@ -122,9 +125,10 @@ class LocalExportTask:
         return f"{prefix}/{self.export_task_identifier}" if prefix else self.export_task_identifier
 
 
-def _export_seconds() -> float:
+def _export_seconds(source: Any = None) -> float:
+    tagged = _tag_value(source, EXPORT_SECONDS_TAG) if source is not None else None
     try:
-        return max(float(os.environ.get(EXPORT_SECONDS_ENV, "2")), 0.0)
+        return max(float(tagged or os.environ.get(EXPORT_SECONDS_ENV, "2")), 0.0)
     except ValueError:
         return 2.0
 
@@ -518,7 +522,14 @@ def _start_export_task(self: Any, kwargs: dict[str, Any]) -> LocalExportTask:
             region=self.region_name,
         )
         self.export_tasks[identifier] = task
-    worker = _ExportWorker(task, Store(store) if store else None, selected, kms_arn, self.partition)
+    worker = _ExportWorker(
+        task,
+        Store(store) if store else None,
+        selected,
+        kms_arn,
+        self.partition,
+        _export_seconds(resource),
+    )
     threading.Thread(target=worker.run, name=f"rds-export-{identifier}", daemon=True).start()
     return task
 
@@ -649,13 +660,14 @@ class _ExportWorker:
         tables: list[TableInfo],
         kms_arn: str,
         partition: str,
+        duration: float,
     ) -> None:
         self.task = task
         self.store = store
         self.tables = tables
         self.kms_arn = kms_arn
         self.partition = partition
-        self.duration = _export_seconds()
+        self.duration = duration
         self.rows_per_file = _env_int(ROWS_PER_FILE_ENV, 1000)
         self.files_per_batch = _env_int(FILES_PER_BATCH_ENV, 2)
         self.started = time.monotonic()
