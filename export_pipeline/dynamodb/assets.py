@@ -4,7 +4,9 @@ For every table in `config.dynamodb.tables`:
 
 - `["dynamodb", <table>, "export"]` runs a point-in-time export to S3 (a full
   export, or in incremental mode the chain of windows since BigQuery's
-  high-water mark) and records what it exported as metadata;
+  high-water mark) and records what it exported as metadata — or, when
+  another run's export of exactly that is still IN_PROGRESS, waits for that
+  one instead of paying for a second (`_start_or_adopt`);
 - `["bigquery", <dataset>, dynamodb_<table>]` loads that export: it reads
   the export ARN(s) from run config (the reload/backfill path) or from the
   export asset's latest materialization, verifies the files against the
@@ -30,6 +32,7 @@ AWS/Google errors retry the step (`export_pipeline.errors`), permanent ones
 fail at once with what to fix.
 """
 
+import json
 import re
 import tempfile
 import time
@@ -65,6 +68,7 @@ from export_pipeline.dynamodb.exports import (
     ExportFailedError,
     ExportRequest,
     ExportTimeoutError,
+    RunningExports,
     start_export,
     wait_for_export,
 )
@@ -87,6 +91,8 @@ WAIT_MODE_METADATA = "wait_mode"
 EXPORT_STATUS_METADATA = "export_status"
 BLOCKING = "blocking"
 SENSOR = "sensor"
+# Root-run tag: the other runs' exports this run (or an earlier attempt of it) adopted.
+ADOPTED_TAG_PREFIX = "export_pipeline/adopted_exports/"
 
 
 def build_dynamodb_assets(
@@ -153,6 +159,15 @@ def _run_now(context: AssetExecutionContext) -> datetime:
     return created.replace(microsecond=created.microsecond // 1000 * 1000)
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """The plan, and what re-planning from a later mark needs (incremental mode only)."""
+
+    plan: ExportPlan
+    now: datetime | None = None
+    earliest_restorable: datetime | None = None
+
+
 def _plan(
     context: AssetExecutionContext,
     table: DynamoDBTableConfig,
@@ -160,9 +175,9 @@ def _plan(
     ddb: Any,
     bigquery: BigQueryResource,
     table_arn: str,
-) -> ExportPlan:
+) -> _Planned:
     if table.mode is DynamoDBExportMode.FULL:
-        return ExportPlan(ExportStrategy.FULL, "mode 'full': the whole table is exported")
+        return _Planned(ExportPlan(ExportStrategy.FULL, "mode 'full': the whole table is exported"))
     with bigquery.get_client() as client:
         mark = load.read_mark(client, load.table_id(bigquery, config, table.name), table_arn)
     backups = ddb.describe_continuous_backups(TableName=table.name)
@@ -172,12 +187,14 @@ def _plan(
         if pitr.get("PointInTimeRecoveryStatus") == "ENABLED"
         else None
     )
-    return plan_incremental(
+    now = _run_now(context)
+    plan = plan_incremental(
         watermark=mark.exported_to if mark is not None else None,
-        now=_run_now(context),
+        now=now,
         earliest_restorable=earliest,
         mark_from_full_export=mark is not None and _is_full_export(ddb, mark.export_arn),
     )
+    return _Planned(plan, now, earliest)
 
 
 def _is_full_export(ddb: Any, export_arn: str) -> bool:
@@ -189,17 +206,119 @@ def _is_full_export(ddb: Any, export_arn: str) -> bool:
     return description.get("ExportType", FULL_EXPORT) == FULL_EXPORT
 
 
-def _requests(
-    plan: ExportPlan, table_arn: str, config: PipelineConfig, table: str
-) -> list[ExportRequest]:
+def _request(
+    config: PipelineConfig,
+    table: str,
+    table_arn: str,
+    window: tuple[datetime, datetime] | None = None,
+) -> ExportRequest:
+    """The export this pipeline asks for: full, or the incremental `window`."""
     prefix = export_prefix(config, table)
     bucket = config.aws.export_bucket
-    if plan.strategy.is_full:
-        return [ExportRequest(table_arn, bucket, prefix, FULL_EXPORT)]
-    return [
-        ExportRequest(table_arn, bucket, prefix, INCREMENTAL_EXPORT, start, end)
-        for start, end in plan.windows
-    ]
+    if window is None:
+        return ExportRequest(table_arn, bucket, prefix, FULL_EXPORT)
+    return ExportRequest(table_arn, bucket, prefix, INCREMENTAL_EXPORT, *window)
+
+
+def _start_or_adopt(
+    context: AssetExecutionContext,
+    ddb: Any,
+    planned: _Planned,
+    config: PipelineConfig,
+    table: str,
+    table_arn: str,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Start the planned exports, or wait for the same ones another run already started.
+
+    Returns the ExportDescriptions in load order and the ARNs adopted from
+    another run. Incremental: when another run's IN_PROGRESS export starts
+    where this run's next window starts, its window end is taken and the rest
+    is planned again from there (`plan_incremental`); a remainder shorter
+    than 15 minutes is left to the next run — a widened window for it would
+    be a second export for a few minutes of changes, which is what adopting
+    avoids. The mark then ends at the adopted export's end.
+    """
+    plan = planned.plan
+    if not plan.windows and not plan.strategy.is_full:
+        return [], []
+    root_run_id = _root_run_id(context)
+    running = RunningExports(ddb, table_arn, _adopted_before(context, table))
+    if running.cannot_list:
+        context.log.warning(
+            f"{table}: cannot list the table's exports, so a running export of another run "
+            f"is not looked for (grant dynamodb:ListExports on the table): {running.cannot_list}"
+        )
+    descriptions: list[dict[str, Any]] = []
+    adopted: list[str] = []
+    windows: list[tuple[datetime, datetime] | None] = (
+        [None] if plan.strategy.is_full else list(plan.windows)
+    )
+    while windows:
+        window = windows.pop(0)
+        request = _request(config, table, table_arn, window)
+        other = running.matching(request, root_run_id)
+        if other is not None:
+            if running.is_remembered(other["ExportArn"]):
+                context.log.info(
+                    f"export {other['ExportArn']} of {table}, which an earlier attempt of this "
+                    f"run waited for, is {other.get('ExportStatus')}: using it again instead of "
+                    "starting a second one"
+                )
+            else:
+                context.log.info(
+                    f"export {other['ExportArn']} of {table} is already running (started "
+                    f"{_iso(other.get('StartTime'))}): waiting for it instead of starting a "
+                    "second one"
+                )
+            descriptions.append(other)
+            adopted.append(other["ExportArn"])
+            _remember_adopted(context, table, adopted)
+            spec = other.get("IncrementalExportSpecification") or {}
+            if window is not None and planned.now is not None:
+                windows = _windows_after(spec["ExportToTime"], planned, table, context)
+            continue
+        description = start_export(ddb, request, root_run_id)
+        context.log.info(
+            f"{table}: {request.export_type} {description['ExportArn']} "
+            f"is {description.get('ExportStatus')}"
+            + (f" (window {window[0].isoformat()} .. {window[1].isoformat()})" if window else "")
+        )
+        descriptions.append(description)
+    return descriptions, adopted
+
+
+def _adopted_tag(table: str) -> str:
+    return f"{ADOPTED_TAG_PREFIX}{table}"
+
+
+def _adopted_before(context: AssetExecutionContext, table: str) -> list[str]:
+    """Exports of `table` an earlier attempt of this run adopted (a tag on the root run)."""
+    root = context.instance.get_run_by_id(_root_run_id(context))
+    raw = root.tags.get(_adopted_tag(table)) if root is not None else None
+    return [str(arn) for arn in json.loads(raw)] if raw else []
+
+
+def _remember_adopted(context: AssetExecutionContext, table: str, adopted: list[str]) -> None:
+    """Tag the root run with the adopted exports, for a re-execution after a dead worker."""
+    context.instance.add_run_tags(_root_run_id(context), {_adopted_tag(table): json.dumps(adopted)})
+
+
+def _windows_after(
+    end: datetime, planned: _Planned, table: str, context: AssetExecutionContext
+) -> list[tuple[datetime, datetime] | None]:
+    """The windows still to export after an adopted one that ends at `end`."""
+    assert planned.now is not None
+    rest = plan_incremental(
+        watermark=end, now=planned.now, earliest_restorable=planned.earliest_restorable
+    )
+    if rest.strategy is ExportStrategy.INCREMENTAL:
+        context.log.info(f"{table}: after the adopted export: {rest.reason}")
+        return list(rest.windows)
+    context.log.info(
+        f"{table}: the adopted export ends at {_iso(end)}; nothing more exported in this run "
+        f"({rest.strategy.value}: {rest.reason})"
+    )
+    return []
 
 
 def waits(run_config_value: bool | None, source: object) -> bool:
@@ -268,28 +387,10 @@ def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> A
         started = time.monotonic()
         ddb = dynamodb.get_client()
         table_arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
-        plan = _plan(context, table, config, ddb, bigquery, table_arn)
+        planned = _plan(context, table, config, ddb, bigquery, table_arn)
+        plan = planned.plan
         context.log.info(f"{name}: export strategy {plan.strategy.value}: {plan.reason}")
-        requests = (
-            _requests(plan, table_arn, config, name)
-            if plan.windows or plan.strategy.is_full
-            else []
-        )
-        root_run_id = _root_run_id(context)
-        descriptions = []
-        for request in requests:
-            description = start_export(ddb, request, root_run_id)
-            context.log.info(
-                f"{name}: {request.export_type} {description['ExportArn']} "
-                f"is {description.get('ExportStatus')}"
-                + (
-                    f" (window {request.export_from_time.isoformat()} .. "
-                    f"{request.export_to_time.isoformat()})"
-                    if request.export_from_time and request.export_to_time
-                    else ""
-                )
-            )
-            descriptions.append(description)
+        descriptions, adopted = _start_or_adopt(context, ddb, planned, config, name, table_arn)
         if not wait:
             context.log.info(
                 f"{name}: sensor mode: not waiting for {len(descriptions)} export(s); "
@@ -297,7 +398,7 @@ def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> A
             )
             return MaterializeResult(
                 metadata=_export_metadata(
-                    name, table_arn, plan, descriptions, time.monotonic() - started, SENSOR
+                    name, table_arn, plan, descriptions, time.monotonic() - started, SENSOR, adopted
                 )
             )
         timeout = config.dynamodb.export_timeout_minutes * 60
@@ -331,7 +432,7 @@ def _build_export_asset(table: DynamoDBTableConfig, config: PipelineConfig) -> A
                 ) from error
         return MaterializeResult(
             metadata=_export_metadata(
-                name, table_arn, plan, finished, time.monotonic() - started, BLOCKING
+                name, table_arn, plan, finished, time.monotonic() - started, BLOCKING, adopted
             )
         )
 
@@ -345,6 +446,7 @@ def _export_metadata(
     exports: list[dict[str, Any]],
     seconds: float,
     wait_mode: str,
+    adopted: list[str],
 ) -> dict[str, Any]:
     arns = [e["ExportArn"] for e in exports]
     statuses = {str(e.get("ExportStatus")) for e in exports}
@@ -370,6 +472,8 @@ def _export_metadata(
             [f"s3://{e['S3Bucket']}/{load.manifest_key(e)}" for e in exports]
         ),
         "duration_seconds": round(seconds, 3),
+        # Another run's IN_PROGRESS exports this run waited for instead of starting its own.
+        "adopted_export_arns": MetadataValue.json(adopted),
     }
     if arns:
         metadata["export_arn"] = arns[-1]

@@ -6,6 +6,17 @@ Dagster root run id and the export's parameters, so a retried step or a
 re-executed run asks for the same export and AWS returns the one already
 started instead of paying for a second.
 
+A brand-new run (another root run: the schedule fires, an operator clicks
+Materialize) has another token, so before starting, `RunningExports` lists
+the table's exports (ListExports with TableArn, every page) and DescribeExport
+each IN_PROGRESS one of the same type: an export this pipeline would have
+asked for (`ExportRequest.would_ask_for`) is waited for instead of starting a
+second one. Completed exports are never adopted (a new run wants a new point
+in time), except by a re-execution of the run that adopted them (`remembered`).
+(ListExports' one-line summary says "completed exports", but its
+summaries carry `ExportStatus` IN_PROGRESS|COMPLETED|FAILED and running
+exports are listed; the local cloud lists them too.)
+
 There is no SDK waiter for exports: `wait_for_export` polls DescribeExport
 with exponential backoff (capped), stops at once on FAILED and gives up after
 an overall timeout.
@@ -13,18 +24,27 @@ an overall timeout.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from export_pipeline.dynamodb.manifest import FULL_EXPORT, INCREMENTAL_EXPORT
 
 FIRST_POLL_SECONDS = 1.0
 BACKOFF_FACTOR = 2.0
+EXPORT_FORMAT = "DYNAMODB_JSON"
+VIEW_TYPE = "NEW_IMAGE"
+LIST_PAGE_SIZE = 25  # ListExports' maximum
+# A full export this pipeline starts is of "now": its ExportTime is its start time.
+# One whose ExportTime lies further before its StartTime asked for an older point.
+FULL_EXPORT_TIME_SLACK = timedelta(minutes=1)
 
 
 class ExportFailedError(RuntimeError):
@@ -61,7 +81,7 @@ class ExportRequest:
             "TableArn": self.table_arn,
             "S3Bucket": self.bucket,
             "S3Prefix": self.prefix,
-            "ExportFormat": "DYNAMODB_JSON",
+            "ExportFormat": EXPORT_FORMAT,
             "ExportType": self.export_type,
         }
         if self.export_type == INCREMENTAL_EXPORT:
@@ -70,9 +90,42 @@ class ExportRequest:
             params["IncrementalExportSpecification"] = {
                 "ExportFromTime": self.export_from_time,
                 "ExportToTime": self.export_to_time,
-                "ExportViewType": "NEW_IMAGE",
+                "ExportViewType": VIEW_TYPE,
             }
         return params
+
+    def would_ask_for(self, description: dict[str, Any]) -> bool:
+        """Whether the export `description` is one this request would start.
+
+        Same table, bucket, prefix, DYNAMODB_JSON, export type, no KMS key of
+        someone else's; full: an export of "now" (ExportTime at its start);
+        incremental: the same ExportFromTime (milliseconds, as AWS keeps it)
+        and NEW_IMAGE. The window end may differ: the caller adopts it.
+        """
+        if (
+            description.get("TableArn") != self.table_arn
+            or description.get("S3Bucket") != self.bucket
+            or (description.get("S3Prefix") or "") != self.prefix
+            or description.get("ExportFormat", EXPORT_FORMAT) != EXPORT_FORMAT
+            or description.get("ExportType", FULL_EXPORT) != self.export_type
+            or description.get("S3SseAlgorithm") == "KMS"
+        ):
+            return False
+        if self.export_type == FULL_EXPORT:
+            export_time, started = description.get("ExportTime"), description.get("StartTime")
+            return (
+                isinstance(export_time, datetime)
+                and isinstance(started, datetime)
+                and export_time >= started - FULL_EXPORT_TIME_SLACK
+            )
+        spec = description.get("IncrementalExportSpecification") or {}
+        start = spec.get("ExportFromTime")
+        return (
+            isinstance(start, datetime)
+            and self.export_from_time is not None
+            and _millis(start) == _millis(self.export_from_time)
+            and spec.get("ExportViewType", VIEW_TYPE) == VIEW_TYPE
+        )
 
     def client_token(self, root_run_id: str) -> str:
         """A token unique to (root run, parameters): same run + same request -> same export."""
@@ -85,6 +138,84 @@ def _iso(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"unexpected {type(value).__name__} in export parameters")
+
+
+def _millis(value: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (AWS keeps export times to the millisecond)."""
+    return calendar.timegm(value.utctimetuple()) * 1000 + value.microsecond // 1000
+
+
+def list_export_summaries(ddb: Any, table_arn: str) -> list[dict[str, Any]]:
+    """Every ExportSummary of the table (ListExports with TableArn, all pages)."""
+    summaries: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableArn": table_arn, "MaxResults": LIST_PAGE_SIZE}
+    while True:
+        page = ddb.list_exports(**kwargs)
+        summaries.extend(page.get("ExportSummaries", []))
+        token = page.get("NextToken")
+        if not token:
+            return summaries
+        kwargs["NextToken"] = token
+
+
+class RunningExports:
+    """The table's IN_PROGRESS exports, listed once per run, described when a request asks.
+
+    `remembered`: exports an earlier attempt of this run (same root run)
+    adopted. They are taken again even when COMPLETED meanwhile — the run
+    was waiting for them when its worker died — so a re-execution never
+    starts a second export either.
+
+    `None` from `matching` means "start one": nothing running matches, or
+    ListExports is not allowed (`cannot_list` then says so, for a warning —
+    the export itself still works, only a duplicate is not avoided).
+    """
+
+    def __init__(self, ddb: Any, table_arn: str, remembered: list[str] | None = None) -> None:
+        self._ddb = ddb
+        self.cannot_list: str | None = None
+        self._remembered = [{"ExportArn": arn} for arn in remembered or []]
+        self._running: list[dict[str, Any]] = []
+        self._described: dict[str, dict[str, Any]] = {}
+        try:
+            summaries = list_export_summaries(ddb, table_arn)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in (
+                "AccessDeniedException",
+                "AccessDenied",
+            ):
+                raise
+            self.cannot_list = str(error)
+            return
+        self._running = [s for s in summaries if s.get("ExportStatus") == "IN_PROGRESS"]
+
+    def is_remembered(self, export_arn: str) -> bool:
+        return any(r["ExportArn"] == export_arn for r in self._remembered)
+
+    def matching(self, request: ExportRequest, root_run_id: str) -> dict[str, Any] | None:
+        """Another run's export that `request` would duplicate, or None.
+
+        This run's own export (same ClientToken) is left to `start_export`,
+        which finds it by its token as before.
+        """
+        token = request.client_token(root_run_id)
+        ddb = self._ddb
+        for summary, statuses in [(r, ("IN_PROGRESS", "COMPLETED")) for r in self._remembered] + [
+            (s, ("IN_PROGRESS",)) for s in self._running
+        ]:
+            if summary.get("ExportType", request.export_type) != request.export_type:
+                continue
+            arn = summary["ExportArn"]
+            if arn not in self._described:
+                self._described[arn] = ddb.describe_export(ExportArn=arn)["ExportDescription"]
+            description = self._described[arn]
+            if (
+                description.get("ExportStatus") in statuses
+                and description.get("ClientToken") != token
+                and request.would_ask_for(description)
+            ):
+                return description
+        return None
 
 
 def start_export(dynamodb: Any, request: ExportRequest, root_run_id: str) -> dict[str, Any]:

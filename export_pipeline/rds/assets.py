@@ -421,6 +421,7 @@ def _build_table_asset(
                 f"snapshot of {snapshot_time.isoformat()} (export {identifier}). Managed by "
                 "export_pipeline: replaced on every load.",
                 log=context.log.info,
+                warn=context.log.warning,
                 parallel_uploads=PARALLEL_UPLOADS,
             )
         passed = result.row_count == result.expected_row_count
@@ -443,6 +444,7 @@ def _build_table_asset(
                 "bytes_loaded": result.bytes_loaded,
                 "unrepresentable_values": MetadataValue.json(result.unrepresentable),
                 "renamed_columns": MetadataValue.json(result.renamed_columns),
+                "columns_removed": MetadataValue.json(result.columns_removed),
                 "upload_seconds": round(result.upload_seconds, 3),
                 "load_seconds": round(result.total_seconds, 3),
             },

@@ -21,6 +21,11 @@ shared layer's (`export_pipeline.bigquery`):
    untouched. Column descriptions (each column's MySQL name and type) and
    the table description come with it.
 
+Schema drift: BigQuery mirrors the newest snapshot, so a column the previous
+BigQuery table had and the new snapshot lacks is not kept (its values exist
+nowhere in the source any more). It is not dropped silently either: the
+result names it (`columns_removed`) and `warn` says so.
+
 Column names BigQuery cannot take are mapped with `naming.column_names`;
 Parquet loads match columns by name, so such a table's files are first
 rewritten with the new names (Arrow, columnar, through a temporary file) —
@@ -40,6 +45,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
@@ -98,6 +104,8 @@ class TableLoadResult:
     total_seconds: float
     replace_seconds: float = 0.0
     renamed_columns: dict[str, str] = field(default_factory=dict)
+    # Columns of the previous BigQuery table that the new snapshot no longer has.
+    columns_removed: list[str] = field(default_factory=list)
 
 
 def plan_columns(info: TableInfo, parquet_schema: pa.Schema | None) -> list[PlannedColumn]:
@@ -274,6 +282,29 @@ def final_select(
     return selects
 
 
+def _columns_of(client: bigquery.Client, target: TableId) -> list[str]:
+    """The BigQuery table's column names, or none when it does not exist yet."""
+    try:
+        return [f.name for f in client.get_table(target.reference).schema]
+    except NotFound:
+        return []
+
+
+def removed_columns(previous: list[str], new: list[str]) -> list[str]:
+    """Source columns of the previous table missing from the new one.
+
+    The pipeline's own columns and `<col>__raw` companions (present only
+    while a column holds unrepresentable values) are not source columns.
+    """
+    kept = set(new) | set(PIPELINE_COLUMNS)
+    return [
+        name
+        for name in previous
+        if name not in kept
+        and not (name.endswith(RAW_SUFFIX) and name[: -len(RAW_SUFFIX)] in previous)
+    ]
+
+
 def load_export_table(
     *,
     s3: Any,
@@ -284,9 +315,13 @@ def load_export_table(
     exported_at: dt.datetime,
     description: str,
     log: Callable[[str], None] = lambda _m: None,
+    warn: Callable[[str], None] | None = None,
     parallel_uploads: int = 1,
 ) -> TableLoadResult:
-    """Load `info.target` from the export into `table_ref` (project.dataset.table)."""
+    """Load `info.target` from the export into `table_ref` (project.dataset.table).
+
+    `warn` (default: `log`) hears about columns the new snapshot removed.
+    """
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
     started = time.monotonic()
     database, table = info.target.split(".", 1)
@@ -314,6 +349,7 @@ def load_export_table(
         replace_started = time.monotonic()
         unrepresentable = _profile(client, staging.sql, columns)
         selects = final_select(columns, unrepresentable, exported_at)
+        removed = removed_columns(_columns_of(client, target), [c.name for c in selects])
         published = replace_table(
             client,
             staging=staging,
@@ -330,6 +366,12 @@ def load_export_table(
         # Also on failure (the shared layer keeps it for diagnosis): a half-filled
         # staging table is of no use to a re-run, which always starts a fresh one.
         client.delete_table(staging.reference, not_found_ok=True)
+    if removed:
+        (warn or log)(
+            f"{info.target}: column(s) {', '.join(removed)} of {table_ref} are not in the new "
+            "snapshot and are no longer in BigQuery (BigQuery mirrors the newest snapshot; "
+            "their old values are in the earlier exports in S3)"
+        )
     schema = [c.schema_field for c in selects]
     expected = sum(f.num_rows for f in files)
     source = "Parquet footers"
@@ -348,4 +390,5 @@ def load_export_table(
         total_seconds=time.monotonic() - started,
         replace_seconds=replace_seconds,
         renamed_columns=renames,
+        columns_removed=removed,
     )

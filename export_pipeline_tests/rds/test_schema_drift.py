@@ -5,7 +5,9 @@ each snapshot's export, so BigQuery mirrors the newest snapshot — a new
 column appears, a widened column takes the type the new MySQL type maps to
 (values exact, INT64 → NUMERIC → STRING where needed), and a column the
 snapshot no longer has is not recreated (its values exist nowhere in the
-source any more). Every value of the new snapshot must arrive exactly.
+source any more) — but not dropped silently: the load names it
+(`columns_removed` metadata, a warning naming table and columns). Every value
+of the new snapshot must arrive exactly.
 
 The MySQL change is made in the local cloud's live store behind a DB
 instance of the test's own (what `ALTER TABLE` would leave behind: the
@@ -15,6 +17,7 @@ automated snapshot is taken.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -100,6 +103,16 @@ def _rows(client: Any, table_id: str) -> dict[int, dict[str, Any]]:
     return by_id
 
 
+def _load_metadata(result: Any, table_id: str) -> dict[str, Any]:
+    """The metadata of the run's materialization of the BigQuery table `table_id`."""
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if getattr(e.materialization.metadata.get("dagster/table_name"), "value", None) == table_id
+    ]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
 def _decimal(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
@@ -112,7 +125,8 @@ def test_added_widened_and_removed_columns_between_snapshots(
     table_id = f"{config.bigquery.project}.{rds_dataset}.rds_drift_items"
     instance = DagsterInstance.ephemeral()
 
-    run_rds(config, instance)
+    first = run_rds(config, instance)
+    assert _load_metadata(first, table_id)["columns_removed"] == []  # a new table
     before = _schema(bigquery_client, table_id)
     assert {k: t for k, (t, _) in before.items()} == {
         "id": "INTEGER",
@@ -127,7 +141,16 @@ def test_added_widened_and_removed_columns_between_snapshots(
 
     _alter(store)
     take_automated_snapshot(aws_clients.rds, source.identifier)
-    run_rds(config, instance)
+    result = run_rds(config, instance)
+
+    assert _load_metadata(result, table_id)["columns_removed"] == ["legacy"]
+    warnings = [
+        e.user_message
+        for e in instance.all_logs(result.run_id)
+        if e.level == logging.WARNING and "not in the new snapshot" in e.user_message
+    ]
+    assert len(warnings) == 1
+    assert f"{DATABASE}.items: column(s) legacy of {table_id} " in warnings[0]
 
     after = _schema(bigquery_client, table_id)
     assert {k: t for k, (t, _) in after.items()} == {
