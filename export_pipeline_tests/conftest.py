@@ -36,6 +36,7 @@ import pytest
 from export_pipeline.config import PipelineConfig, current_config
 from export_pipeline.local_cloud import control
 from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.dynamodb_exports import EXPORT_SECONDS_ENV
 from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
@@ -43,6 +44,8 @@ from export_pipeline.local_cloud.settings import (
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
+
+TEST_EXPORT_SECONDS = "0.5"
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -111,8 +114,18 @@ def local_cloud(
     tmp_path_factory: pytest.TempPathFactory, pipeline_config: PipelineConfig
 ) -> Iterator[LocalCloudSettings]:
     """A running, seeded, private local cloud for the session (see the module docstring)."""
-    variables = (STATE_DIR_ENV, AWS_PORT_ENV, BIGQUERY_PORT_ENV, BIGQUERY_GRPC_PORT_ENV)
+    variables = (
+        STATE_DIR_ENV,
+        AWS_PORT_ENV,
+        BIGQUERY_PORT_ENV,
+        BIGQUERY_GRPC_PORT_ENV,
+        EXPORT_SECONDS_ENV,
+    )
     previous = {name: os.environ.get(name) for name in variables}
+    # Exports take TEST_EXPORT_SECONDS instead of the demo's 2 s (unless the
+    # caller chose): the suite starts ~100 of them. A test that needs an
+    # export to keep running tags its snapshot or uses its own server.
+    os.environ.setdefault(EXPORT_SECONDS_ENV, TEST_EXPORT_SECONDS)
     settings = None
     try:
         settings = _start_private_cloud(tmp_path_factory, pipeline_config)
