@@ -8,10 +8,13 @@ also runs its checks, row count and freshness, after the load).
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import (
     AssetChecksDefinition,
     AssetSelection,
     Definitions,
+    Field,
     ScheduleDefinition,
     define_asset_job,
     multiprocess_executor,
@@ -31,8 +34,21 @@ SOURCE_TAG = "export_pipeline/source"
 # once (Dagster's `forkserver` start method, preloading the job's module),
 # instead of Dagster's default `spawn`, where every step pays for importing
 # Dagster, pyarrow and the Google and AWS clients again (seconds per step).
+# `max_concurrent` stays settable per run: `execution: {config: {max_concurrent: N}}`.
+
+
+def _forkserver_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {"start_method": {"forkserver": {}}, **config}
+
+
 STEP_EXECUTOR = multiprocess_executor.configured(
-    {"start_method": {"forkserver": {}}}, name="forkserver_multiprocess"
+    _forkserver_config,
+    name="forkserver_multiprocess",
+    config_schema={
+        "max_concurrent": Field(
+            int, is_required=False, description="Steps at once (default: the CPU count)."
+        )
+    },
 )
 
 

@@ -144,3 +144,21 @@ def test_repo_config_is_the_demo() -> None:
     """The defaults the tests above rely on: pipeline.yaml at the repository root."""
     assert DEFAULT_CONFIG_PATH == REPO_ROOT / "pipeline.yaml"
     assert load_config(DEFAULT_CONFIG_PATH).rds.instances
+
+
+def test_steps_run_in_a_preloaded_forkserver_and_max_concurrent_stays_settable(
+    defs: Definitions,
+) -> None:
+    from dagster import DagsterInvalidConfigError, validate_run_config
+
+    from export_pipeline.definitions import STEP_EXECUTOR, _forkserver_config
+
+    job = defs.resolve_job_def("aws_to_bigquery")
+    assert job.executor_def is STEP_EXECUTOR
+    assert _forkserver_config({"max_concurrent": 3}) == {
+        "start_method": {"forkserver": {}},
+        "max_concurrent": 3,
+    }
+    validate_run_config(job, {"execution": {"config": {"max_concurrent": 3}}})
+    with pytest.raises(DagsterInvalidConfigError, match="max_concurent"):
+        validate_run_config(job, {"execution": {"config": {"max_concurent": 3}}})
