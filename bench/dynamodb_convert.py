@@ -1,7 +1,8 @@
 """Benchmark: DynamoDB export data file -> BigQuery-ready files, baseline vs. our converter.
 
-    python bench/dynamodb_convert.py            # 300,000 items
-    python bench/dynamodb_convert.py --scale 10 # 3,000,000 items
+    python bench/dynamodb_convert.py              # 300,000 items
+    python bench/dynamodb_convert.py --scale 10   # 3,000,000 items
+    python bench/dynamodb_convert.py --breakdown  # also: CPU seconds per stage
 
 Generates a deterministic export data file under bench/out/ (git-ignored;
 reused when already there), then runs, each in its own subprocess:
@@ -10,6 +11,8 @@ reused when already there), then runs, each in its own subprocess:
 - ours: `convert_full_export` to Parquet.
 Peak memory is the largest summed PSS of the subprocess and its children,
 sampled every 10 ms from /proc (ru_maxrss would show only the largest one).
+`--breakdown` then converts the file once more in one thread, timing each
+stage of the same code path (where the time goes, not how fast the run is).
 """
 
 from __future__ import annotations
@@ -67,6 +70,47 @@ if __name__ == "__main__":
     print(result.item_count, len(result.parquet_files), file=sys.stderr)
 """
 
+BREAKDOWN = r"""
+import gc, sys, tempfile, time
+from pathlib import Path
+start = time.process_time()
+import pyarrow.parquet as pq
+from export_pipeline.dynamodb import _convert_columnar as cc, _convert_read as rd
+from export_pipeline.dynamodb import _convert_run as run, _convert_values as cv
+from export_pipeline.dynamodb import _convert_write as wr
+stages = {"imports (python start-up excluded)": time.process_time() - start}
+
+def timed(name, function):
+    def wrapper(*args, **kwargs):
+        began = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            stages[name] = stages.get(name, 0.0) + time.process_time() - began
+    return wrapper
+
+cc._read_items = timed("Arrow JSON parse", cc._read_items)
+cc._attribute = timed("raw columns (base64, nested JSON text, checks)", cc._attribute)
+cv.number_kind_of_array = timed("number kinds", cv.number_kind_of_array)
+rd._BatchWriter._write = timed("intermediate Arrow IPC write", rd._BatchWriter._write)
+wr._final_table = timed("pass 2: IPC read + cast", wr._final_table)
+pq.ParquetWriter.write_table = timed("pass 2: Parquet write (zstd)", pq.ParquetWriter.write_table)
+gc.disable()
+path, tmp, batch_size = Path(sys.argv[1]), Path(tempfile.mkdtemp()), int(sys.argv[2])
+cut = timed("gzip decompress + cut into batches", lambda blobs: next(blobs, None))
+blobs, infos, hint = rd.blobs(path, batch_size), [], cc.SchemaHint()
+while (blob := cut(blobs)) is not None:
+    infos.append(rd.convert_blob(path, 0, len(infos), blob, tmp, hint))
+plan = [column for column, _spec in run._plan(infos, False, ())]
+wr.write_batches(infos, plan, tmp / "out.parquet")
+total = time.process_time() - start
+stages["other"] = total - sum(stages.values())
+print("CPU seconds by stage, one thread, in-process (the run above spreads them over threads):")
+for name, seconds in stages.items():
+    print(f"  {name:<50} {seconds:6.2f} s  {100 * seconds / total:4.0f}%")
+print(f"  {'total':<50} {total:6.2f} s")
+"""
+
 
 def _tree_sample(pid: int, cpu_seen: dict[int, float]) -> int:
     """Summed PSS (kB) of `pid` and its descendants; records each one's CPU seconds.
@@ -121,6 +165,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time each stage (single thread)"
+    )
     options = parser.parse_args()
     items = 300_000 * options.scale
     out = HERE / "out"
@@ -157,6 +204,12 @@ def main() -> None:
     if baseline:
         print(f"speed-up: {baseline[0] / ours[0]:.1f}x wall, {baseline[1] / ours[1]:.1f}x CPU")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if options.breakdown:
+        started = time.perf_counter()
+        subprocess.run([python, "-c", "pass"], check=True)
+        print(f"python start-up: {time.perf_counter() - started:.2f} s wall")
+        command = [python, "-c", BREAKDOWN, str(data), str(options.batch_size)]
+        subprocess.run(command, cwd=HERE.parent, check=True)
 
 
 def _report(label: str, items: int, figures: tuple[float, float, float]) -> None:

@@ -1,27 +1,39 @@
 """Orchestration of a conversion: pass 1 in parallel, plan the schema, pass 2 in parallel.
 
-Worker processes come from a `forkserver` context (forking a process that
-runs threads, as Dagster's does, is unsafe); the forkserver preloads the
-converter so each worker starts without re-importing pyarrow.
+Full exports run in a thread pool of this process: the columnar path spends
+its time in Arrow and numpy, which release the GIL, so threads use every
+core without process start-up, a second decompression or pickled batches.
+Incremental exports are parsed line by line in Python, so they use worker
+processes from a `forkserver` context (forking a process that runs threads,
+as Dagster's does, is unsafe); the forkserver preloads the converter so each
+worker starts without re-importing pyarrow.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.abc
 import math
-import multiprocessing
 import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from pathlib import Path
 
 from export_pipeline.dynamodb import _convert_read as rd
 from export_pipeline.dynamodb import _convert_write as wr
 from export_pipeline.dynamodb import types as t
+from export_pipeline.dynamodb._convert_columnar import SchemaHint
 from export_pipeline.dynamodb.convert import (
     DELETED_COLUMN,
     WRITE_TIMESTAMP_COLUMN,
@@ -73,14 +85,6 @@ class _NoPandas(importlib.abc.MetaPathFinder):
         return None
 
 
-def _executor(workers: int) -> Executor:
-    if workers <= 1:
-        return _InlineExecutor()
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["export_pipeline.dynamodb._convert_run"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
-
-
 def run_conversion(
     files: Sequence[Path],
     out_dir: Path,
@@ -105,35 +109,36 @@ def run_conversion(
     for stale in out_dir.glob(f"{OUTPUT_PREFIX}*.parquet"):
         stale.unlink()  # our own output of an earlier run: re-running is safe
 
-    nonempty = [i for i, p in enumerate(paths) if sizes[str(p)] > 0]
-    shares = max(1, min(max_workers, math.ceil(max_workers / max(len(nonempty), 1))))
-    tasks = [(i, s) for i in nonempty for s in range(shares)]
     tmp_dir = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir))
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the per-line paths create millions of short-lived dicts
     try:
-        total_bytes = sum(sizes.values())
-        workers = min(max_workers, len(tasks)) if total_bytes >= PARALLEL_MIN_BYTES else 1
-        with _executor(workers) as pool:
-            futures = [
-                pool.submit(
-                    rd.read_share,
-                    paths[i],
-                    i,
-                    s,
-                    shares,
-                    tmp_dir,
-                    batch_size,
-                    incremental,
-                    key_attributes,
-                )
-                for i, s in tasks
-            ]
-            shares_done = _collect(futures, paths, sizes, tmp_dir, batch_size, progress)
-            plan = _plan(shares_done, incremental, key_attributes)
-            ordered = sorted(
-                ((r.file_index, b.first_line, b) for r in shares_done for b in r.batches),
-                key=lambda entry: entry[:2],
-            )
-            groups = _group_batches(ordered, max(1, ROWS_PER_FILE // batch_size))
+        if incremental:
+            nonempty = [i for i, p in enumerate(paths) if sizes[str(p)] > 0]
+            shares = max(1, min(max_workers, math.ceil(max_workers / max(len(nonempty), 1))))
+            tasks = [(i, s) for i in nonempty for s in range(shares)]
+            big = sum(sizes.values()) >= PARALLEL_MIN_BYTES
+            pool = _process_pool(min(max_workers, len(tasks)) if big else 1)
+        else:
+            pool = ThreadPoolExecutor(max_workers, thread_name_prefix="dynamodb-convert")
+        with pool:
+            if incremental:
+                futures = [
+                    pool.submit(
+                        rd.read_share, paths[i], i, s, shares, tmp_dir, batch_size, key_attributes
+                    )
+                    for i, s in tasks
+                ]
+                done = _collect(futures, paths, sizes, tmp_dir, batch_size, progress)
+                batches = [(r.file_index, b) for r in done for b in r.batches]
+            else:
+                batches = _read_full(paths, sizes, tmp_dir, batch_size, max_workers, pool, progress)
+            items_per_file = {str(p): 0 for p in paths}
+            for file_index, batch in batches:
+                items_per_file[str(paths[file_index])] += batch.rows
+            plan = _plan([b for _i, b in batches], incremental, key_attributes)
+            batches.sort(key=lambda entry: (entry[0], entry[1].first_line))
+            groups = _group_batches(batches, max_workers)
             outputs = [out_dir / f"{OUTPUT_PREFIX}{n:05d}.parquet" for n in range(len(groups))]
             planned = [c for c, _spec in plan]
             writes = [
@@ -143,11 +148,10 @@ def run_conversion(
             for future in writes:
                 future.result()
     finally:
+        if gc_was_enabled:
+            gc.enable()
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    items_per_file = {str(p): 0 for p in paths}
-    for result in shares_done:
-        items_per_file[str(paths[result.file_index])] += result.lines
     return ConversionResult(
         parquet_files=outputs,
         columns=[spec for _c, spec in plan],
@@ -157,15 +161,84 @@ def run_conversion(
     )
 
 
-def _group_batches(ordered: list, per_file: int) -> list[list[rd.BatchInfo]]:
-    """Consecutive batches of one input file, at most `per_file` to an output file."""
+def _read_full(
+    paths: list[Path],
+    sizes: dict[str, int],
+    tmp_dir: Path,
+    batch_size: int,
+    workers: int,
+    pool: Executor,
+    progress: ProgressCallback | None,
+) -> list[tuple[int, rd.BatchInfo]]:
+    """Pass 1 of a full export: this thread decompresses and cuts batches, `workers` threads
+    convert them. At most `workers + 1` batches are in flight, which bounds memory."""
+    in_flight: set[Future] = set()
+    done: list[tuple[int, rd.BatchInfo]] = []
+    indexes: dict[Future, int] = {}
+    items = bytes_done = 0
+    reported = time.monotonic()
+    hint = SchemaHint()
+    try:
+        for file_index, path in enumerate(paths):
+            if sizes[str(path)] == 0:
+                continue  # AWS writes zero-byte files for empty partitions
+            for number, blob in enumerate(rd.blobs(path, batch_size)):
+                while len(in_flight) > workers:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    done.extend((indexes.pop(f), f.result()) for f in finished)
+                future = pool.submit(rd.convert_blob, path, file_index, number, blob, tmp_dir, hint)
+                indexes[future] = file_index
+                in_flight.add(future)
+                items += blob.rows
+                if progress is not None and time.monotonic() - reported >= 0.5:
+                    progress(file_index, items, bytes_done)
+                    reported = time.monotonic()
+            bytes_done += sizes[str(path)]
+        for future in in_flight:
+            done.append((indexes[future], future.result()))
+    except BaseException:
+        for future in in_flight:
+            future.cancel()
+        raise
+    if progress is not None:
+        progress(len(paths), items, bytes_done)
+    return done
+
+
+def _process_pool(workers: int) -> Executor:
+    if workers <= 1:
+        return _InlineExecutor()
+    import multiprocessing  # only incremental exports use processes: imported here
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["export_pipeline.dynamodb._convert_run"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+
+
+def _group_batches(
+    batches: list[tuple[int, rd.BatchInfo]], workers: int
+) -> list[list[rd.BatchInfo]]:
+    """Consecutive batches of one input file to an output file, at most `ROWS_PER_FILE` rows.
+
+    Files are cut to about equal sizes, in a multiple of `workers` where
+    there are enough batches, so that every worker writes (pass 2 is one
+    task per output file).
+    """
+    total = sum(b.rows for _i, b in batches)
+    files = max(1, math.ceil(total / ROWS_PER_FILE))
+    files = math.ceil(files / workers) * workers
+    target = max(1, math.ceil(total / files))
     groups: list[list[rd.BatchInfo]] = []
     current_file = None
-    for file_index, _line, batch in ordered:
-        if file_index != current_file or len(groups[-1]) >= per_file:
+    rows = 0
+    for file_index, batch in batches:
+        full = rows >= target or rows + batch.rows > ROWS_PER_FILE
+        if file_index != current_file or full:
             groups.append([])
-            current_file = file_index
+            current_file, rows = file_index, 0
         groups[-1].append(batch)
+        rows += batch.rows
     return groups
 
 
@@ -201,21 +274,20 @@ def _collect(
 
 
 def _plan(
-    results: list[rd.ShareResult], incremental: bool, key_attributes: tuple[str, ...]
+    batches: list[rd.BatchInfo], incremental: bool, key_attributes: tuple[str, ...]
 ) -> list[tuple[wr.PlannedColumn, ColumnSpec]]:
     """Final columns, in a stable order: keys, other attributes by name, converter columns."""
     tags: dict[str, dict[str, str | None]] = {key: {} for key in key_attributes}
     rank = {t.INT64: 0, t.NUMERIC: 1, t.STRING: 2}
-    for result in results:
-        for batch in result.batches:
-            for raw in batch.columns:
-                if raw.attribute is None:
-                    continue
-                seen = tags.setdefault(raw.attribute, {})
-                old = seen.get(raw.tag)
-                new = raw.number_kind
-                if old is None or (new is not None and rank[new] > rank[old]):
-                    seen[raw.tag] = new
+    for batch in batches:
+        for raw in batch.columns:
+            if raw.attribute is None:
+                continue
+            seen = tags.setdefault(raw.attribute, {})
+            old = seen.get(raw.tag)
+            new = raw.number_kind
+            if old is None or (new is not None and rank[new] > rank[old]):
+                seen[raw.tag] = new
     names = _bigquery_names(list(tags), incremental)
     order = list(key_attributes) + sorted(a for a in tags if a not in key_attributes)
     plan = []

@@ -84,7 +84,9 @@ def write_batches(batches: list[BatchInfo], plan: list[PlannedColumn], out_path:
     rows = 0
     # No dictionary pages: most DynamoDB columns are high-cardinality, and
     # dictionary encoding doubled the write time in measurements.
-    with pq.ParquetWriter(out_path, schema, compression="zstd", use_dictionary=False) as writer:
+    with pq.ParquetWriter(
+        out_path, schema, compression="zstd", use_dictionary=False, write_statistics=False
+    ) as writer:
         for batch in batches:
             writer.write_table(_final_table(batch, plan, schema), row_group_size=batch.rows)
             rows += batch.rows

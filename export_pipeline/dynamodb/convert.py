@@ -13,19 +13,23 @@ Public API (stable; DDB-pipeline codes against it):
 
 Lossless: every value lands in a column type that holds it exactly (see
 `export_pipeline.dynamodb.types` for the rules). Streaming: memory is bounded by
-`batch_size`, not by file size; files are converted in parallel processes.
+the batch (at most `batch_size` items and about 4 MB of JSON), not by file size.
 
 Design (why two passes): a column's type depends on every value of its
-attribute, so pass 1 (`_convert_read`) streams each gzip file, converts each
-batch of lines to *raw* typed Arrow columns (one per attribute and DynamoDB
-type; numbers kept as exact text) written to temporary Arrow IPC files, and
-returns per-batch type statistics. Full-export batches are parsed column-wise
-by Arrow's JSON reader (`_convert_columnar`); anything unusual falls back to
-orjson line by line, which also names the file and line of bad input. Pass 2
-(`_convert_write`) fixes the final schema and casts every batch to it,
-column-wise, writing Parquet (zstd, one row group per batch, up to
-`ROWS_PER_FILE` rows per file). Workers are `forkserver` processes; one big
-file is shared between workers batch by batch.
+attribute, so pass 1 (`_convert_read`) converts each batch of lines to *raw*
+typed Arrow columns (one per attribute and DynamoDB type; numbers kept as
+exact text) written to temporary Arrow IPC files, and returns per-batch type
+statistics. Pass 2 (`_convert_write`) fixes the final schema and casts every
+batch to it, column-wise, writing Parquet (zstd, one row group per batch, up
+to `ROWS_PER_FILE` rows per file, at least one file per worker).
+
+Full exports run in threads of the calling process: one thread decompresses
+and cuts the stream into batches of whole lines (never split into lines),
+`max_workers` threads parse each batch column-wise with Arrow's JSON reader
+(`_convert_columnar`) — all of it releases the GIL — and anything unusual
+falls back to orjson line by line, which also names the file and line of bad
+input. Incremental exports are parsed line by line, which holds the GIL, so
+they run in `forkserver` worker processes instead.
 
 Output files are named `dynamodb-part-NNNNN.parquet`; earlier files of that
 name in `out_dir` are removed first, so re-running into the same folder is safe.
@@ -54,7 +58,9 @@ __all__ = [
     "widen",
 ]
 
-DEFAULT_BATCH_SIZE = 20_000  # items per batch; a worker holds about one batch
+# Items per batch at most (full-export batches also end after about 4 MB of JSON,
+# `_convert_read.MAX_BATCH_BYTES`). A worker holds about one batch.
+DEFAULT_BATCH_SIZE = 20_000
 DELETED_COLUMN = "_deleted"
 WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import json
 from decimal import Decimal
@@ -214,8 +215,7 @@ def test_mixed_type_attribute_becomes_json(tmp_path: Path) -> None:
     assert decoded == ["text", 7, "1" * 38, True, "AQID", ["a"], [1.5], {"k": "v"}, None]
 
 
-def test_mixed_types_across_batches_and_files(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(_convert_run, "PARALLEL_MIN_BYTES", 0)
+def test_mixed_types_across_batches_and_files(tmp_path: Path) -> None:
     first = write_items(tmp_path / "a.json.gz", [{"pk": {"S": "a"}, "x": {"N": "1"}}] * 3)
     second = write_items(tmp_path / "b.json.gz", [{"pk": {"S": "b"}, "x": {"N": "1.25"}}] * 2)
     third = write_items(tmp_path / "c.json.gz", [{"pk": {"S": "c"}, "x": {"S": "one"}}])
@@ -396,9 +396,7 @@ def test_invalid_line_names_file_and_line(tmp_path: Path, line: bytes, message: 
     assert info.value.line == 3
 
 
-def test_parallel_shares_match_single_worker(tmp_path: Path, monkeypatch) -> None:
-    # Real worker processes even for this small input.
-    monkeypatch.setattr(_convert_run, "PARALLEL_MIN_BYTES", 0)
+def test_parallel_threads_match_single_worker(tmp_path: Path) -> None:
     items = [
         {"pk": {"S": f"k{i}"}, "n": {"N": str(i * 7)}, "m": {"M": {"i": {"N": str(i)}}}}
         for i in range(1000)
@@ -409,8 +407,206 @@ def test_parallel_shares_match_single_worker(tmp_path: Path, monkeypatch) -> Non
     assert one.columns == two.columns
     assert rows(one) == rows(two)
     assert two.item_count == 1000
-    assert [pq.ParquetFile(p).metadata.num_row_groups for p in two.parquet_files] == [16]
+    # One output file per worker, one row group per batch, rows in input order.
+    groups = [pq.ParquetFile(p).metadata.num_row_groups for p in two.parquet_files]
+    assert len(groups) == 2 and sum(groups) == 16
     assert [r["pk"] for r in rows(two)] == [f"k{i}" for i in range(1000)]
+
+
+def test_incremental_worker_processes_match_single_worker(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(_convert_run, "PARALLEL_MIN_BYTES", 0)  # real worker processes
+    changes = [
+        {
+            "Metadata": {"WriteTimestampMicros": {"N": str(1000 + i)}},
+            "Keys": {"id": {"S": f"k{i % 50}"}},
+            **({"NewImage": {"id": {"S": f"k{i % 50}"}, "n": {"N": str(i)}}} if i % 3 else {}),
+        }
+        for i in range(400)
+    ]
+    path = tmp_path / "in.json.gz"
+    path.write_bytes(gzip.compress(b"".join(orjson.dumps(c) + b"\n" for c in changes)))
+    one = convert_incremental_export([path], tmp_path / "o1", key_attributes=["id"], max_workers=1)
+    two = convert_incremental_export(
+        [path], tmp_path / "o2", key_attributes=["id"], batch_size=30, max_workers=2
+    )
+    assert one.columns == two.columns
+    assert rows(one) == rows(two) and len(rows(two)) == 400
+    assert [r["_deleted"] for r in rows(two)] == [i % 3 == 0 for i in range(400)]
+
+
+def test_batches_cut_by_bytes_keep_line_numbers(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(_convert_read, "MAX_BATCH_BYTES", 300)
+    monkeypatch.setattr(_convert_read, "DECOMPRESSED_CHUNK", 100)
+    lines = [
+        orjson.dumps({"Item": {"pk": {"N": str(i)}, "s": {"S": "x" * (i % 37)}}})
+        for i in range(200)
+    ]
+    lines[150] = b'{"Item": {"pk": {"N": "150"}, "s": {"S": 5}}}'
+    # Two gzip members, the second without a final line end.
+    data = gzip.compress(b"\n".join(lines[:90]) + b"\n") + gzip.compress(b"\n".join(lines[90:]))
+    path = tmp_path / "in.json.gz"
+    path.write_bytes(data)
+    blobs = list(_convert_read.blobs(path, batch_size=7))
+    assert b"".join(b.data for b in blobs) == gzip.decompress(data)
+    assert len(blobs) > 200 // 7 + 1  # some batches were cut by size, not by count
+    line = 1
+    for blob in blobs:
+        assert blob.first_line == line and 1 <= blob.rows <= 7
+        assert blob.data.rstrip(b"\n").split(b"\n") == lines[line - 1 : line - 1 + blob.rows]
+        line += blob.rows
+    assert line == 201
+    with pytest.raises(ConversionError, match=r"in\.json\.gz, line 151: ") as info:
+        convert_full_export([path], tmp_path / "o", batch_size=7, max_workers=2)
+    assert info.value.line == 151
+
+
+def test_base64_columnar_decoding_matches_binascii() -> None:
+    from export_pipeline.dynamodb._convert_values import ValueError_, decode_base64_array
+
+    values = [base64.b64encode(bytes(range(n % 256)) * (n // 7 + 1)).decode() for n in range(300)]
+    values += ["", None, "AB==", "AAB=", "////", "+/+/"]
+    texts = pa.array(values, pa.string())
+    expected = [None if v is None else binascii.a2b_base64(v, strict_mode=True) for v in values]
+    assert decode_base64_array(texts).to_pylist() == expected
+    assert decode_base64_array(texts.slice(5, 50)).to_pylist() == expected[5:55]
+    for bad in ["AB=", "A===", "====", "AA=A", "AA==AAAA", "A\nAA", "AAAA====", "éé"]:
+        with pytest.raises(ValueError_):  # the per-line path then decides exactly
+            decode_base64_array(pa.array(["QUJD", bad], pa.string()))
+
+
+def test_number_shapes_match_their_patterns() -> None:
+    import random
+    import re
+
+    from export_pipeline.dynamodb._convert_values import NumberShapes
+
+    rng = random.Random(5)
+    alphabet = "0123456789-.eE+ x"
+    texts = ["", "0", "-0", "00", "-", ".", "1.", ".5", "-.5", "1.5", "-1.5", "1..2", "1-2"]
+    texts += ["9" * n for n in (15, 16, 18, 19, 29, 30)] + ["1." + "5" * n for n in (9, 10)]
+    texts += ["1" * 29 + ".1", "1" * 30 + ".1", "é1", "1é", "12345678901234567890"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(3000)]
+    texts += [str(rng.randint(-(10**20), 10**20)) for _ in range(500)]
+    values = [*texts, None, "1"]
+    patterns = {
+        "int64_like": r"-?[0-9]{1,18}",
+        "numeric_like": r"-?[0-9]{1,29}\.[0-9]{1,9}",
+        "json_integer": r"0|-?[1-9][0-9]{0,14}",
+        "plain_decimal": r"-?(0|[1-9][0-9]*)\.[0-9]+",
+    }
+    for array, expected in (
+        (pa.array(values), values),
+        (pa.array(values).slice(3, 600), values[3:603]),
+    ):
+        shapes = NumberShapes(array)
+        for method, pattern in patterns.items():
+            got = getattr(shapes, method)().tolist()
+            want = [v is not None and re.fullmatch(pattern, v) is not None for v in expected]
+            assert got == want, method
+
+
+def test_timestamp_like_strings_are_parsed_once_per_batch(tmp_path: Path, monkeypatch) -> None:
+    from export_pipeline.dynamodb import _convert_columnar
+
+    calls = []
+    read_json = _convert_columnar.pj.read_json
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return read_json(*args, **kwargs)
+
+    monkeypatch.setattr(_convert_columnar.pj, "read_json", counting)
+    items = [
+        {
+            "pk": {"N": str(i)},
+            "at": {"S": f"2024-01-0{i % 9 + 1}T10:00:00"},
+            "d": {"S": "2024-02-03"},
+        }
+        for i in range(8)
+    ]
+    result = convert_full_export(
+        [write_items(tmp_path / "in.json.gz", items)], tmp_path / "o", batch_size=2, max_workers=1
+    )
+    got = {row["pk"]: (row["at"], row["d"]) for row in rows(result)}
+    assert got == {i: (f"2024-01-0{i % 9 + 1}T10:00:00", "2024-02-03") for i in range(8)}
+    if _convert_read.COLUMNAR_ENABLED:
+        assert len(calls) == 4 + 1  # the first batch twice (inferred, then as text), then once
+
+
+def _random_item(rng, index: int) -> dict:
+    """An item of varied shapes: sparse attributes, maps with all or some keys, escapes."""
+    texts = ["plain", 'quote "q"', "back\\slash", "line\nend", "tab\t", "é ☕", "\u0001", ""]
+    numbers = ["0", "-7", "12345678901234567890", "1.5", "0.1", "-0", "1E+2", "3.14159", "1e-130"]
+    blob = base64.b64encode(rng.randbytes(rng.randint(0, 9))).decode()
+    item = {"pk": {"N": str(index)}}
+    if rng.random() < 0.8:
+        item["s"] = {"S": rng.choice(texts)}
+    if rng.random() < 0.8:
+        item["n"] = {"N": rng.choice(numbers[:4])}
+    if rng.random() < 0.7:
+        item["b"] = {"B": blob}
+    if rng.random() < 0.5:
+        item["bs"] = {"BS": [blob, base64.b64encode(b"x").decode()]}
+    full_map = {"city": {"S": rng.choice(texts)}, "zip": {"N": rng.choice(numbers)}}
+    if rng.random() < 0.5:
+        full_map["lines"] = {"L": [{"S": rng.choice(texts)}, {"N": rng.choice(numbers)}]}
+    item["m"] = {"M": full_map}
+    if rng.random() < 0.6:
+        some = {"k": {"BOOL": rng.random() < 0.5}, "n": {"NULL": True}, "b": {"B": blob}}
+        item["sparse"] = {"M": {k: v for k, v in some.items() if rng.random() < 0.6}}
+    if rng.random() < 0.5:
+        item["ns"] = {"NS": rng.sample(numbers[:4], 2)}
+    return item
+
+
+def test_columnar_and_per_line_agree_on_varied_items(tmp_path: Path, monkeypatch) -> None:
+    import random
+
+    rng = random.Random(7)
+    items = [_random_item(rng, i) for i in range(600)]
+    path = write_items(tmp_path / "in.json.gz", items)
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", enabled)
+        result = convert_full_export([path], tmp_path / f"o{enabled}", batch_size=100)
+        json_columns = {c.name for c in result.columns if c.bq_type == "JSON"}
+        results[enabled] = (
+            result.columns,
+            [
+                {k: _exact_json(v) if k in json_columns else v for k, v in row.items()}
+                for row in rows(result)
+            ],
+        )
+    assert results[True] == results[False]
+    by_pk = {row["pk"]: row for row in results[True][1]}
+    assert set(by_pk[0]["m"]) >= {"city", "zip"}
+
+
+def _exact_json(text: str | None):
+    """JSON text -> value with numbers kept as their text (key order may differ)."""
+    return None if text is None else json.loads(text, parse_int=str, parse_float=str)
+
+
+def test_full_export_does_not_import_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas when given plain Python values (about a second and 40 MB
+    in a process without it); the converter's columnar path never does."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(3)
+    path = write_items(tmp_path / "in.json.gz", [_random_item(rng, i) for i in range(300)])
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from export_pipeline.dynamodb.convert import convert_full_export\n"
+        f"result = convert_full_export([Path({str(path)!r})], Path({str(tmp_path / 'o')!r}))\n"
+        "assert result.item_count == 300\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_rerun_replaces_previous_output(tmp_path: Path) -> None:
@@ -455,8 +651,8 @@ RICH_ITEMS = [
 def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch) -> None:
     from export_pipeline.dynamodb._convert_columnar import raw_columns
 
-    lines = [orjson.dumps({"Item": item}) for item in RICH_ITEMS]
-    assert raw_columns(lines) is not None  # no silent fallback for valid data
+    blob = b"\n".join(orjson.dumps({"Item": item}) for item in RICH_ITEMS)
+    assert raw_columns(blob, len(RICH_ITEMS)) is not None  # no silent fallback for valid data
     path = write_items(tmp_path / "in.json.gz", RICH_ITEMS)
     results = {}
     for enabled in (True, False):
@@ -499,4 +695,4 @@ def test_columnar_path_refuses_invalid_data(item: dict) -> None:
     from export_pipeline.dynamodb._convert_columnar import raw_columns
 
     good = orjson.dumps({"Item": {"a": {"S": "fine"}}})
-    assert raw_columns([good, orjson.dumps({"Item": item})]) is None
+    assert raw_columns(good + b"\n" + orjson.dumps({"Item": item}), 2) is None
