@@ -135,7 +135,11 @@ class DynamoDBConfig(_Strict):
     poll_max_interval_seconds: float = Field(
         default=60, gt=0, description="Upper bound of the backoff between DescribeExport calls."
     )
-    max_parallel_files: int = Field(default=2, ge=1, description="Data files converted at once.")
+    max_parallel_files: int = Field(
+        default=2,
+        ge=1,
+        description="Conversion workers: threads for full exports, processes for incremental ones.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> DynamoDBConfig:

@@ -10,6 +10,8 @@ patched code the local cloud's server runs, reached over real HTTP by boto3.
 
 from __future__ import annotations
 
+import contextlib
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +23,10 @@ from export_pipeline.local_cloud import dynamodb_exports
 def in_process_aws_server(state_dir: Path, export_seconds: float = 0.3) -> Iterator[str]:
     """Serve moto (with `install(state_dir)` applied) on 127.0.0.1; yield its endpoint URL.
 
-    Exports stay IN_PROGRESS for `export_seconds` while it runs.
+    Exports stay IN_PROGRESS for `export_seconds` while it runs. moto keeps
+    its in-process state in module globals, shared by every such server of
+    the test process: it is reset on entry and on exit (`/moto-api/reset`),
+    so one test module's buckets and tables never show up in another's.
     """
     from moto.server import ThreadedMotoServer
 
@@ -30,9 +35,22 @@ def in_process_aws_server(state_dir: Path, export_seconds: float = 0.3) -> Itera
     dynamodb_exports.export_seconds_override = export_seconds
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    url = None
     try:
         host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        url = f"http://{host}:{port}"
+        _reset(url)
+        yield url
     finally:
+        if url is not None:
+            with contextlib.suppress(OSError):
+                _reset(url)
         server.stop()
         dynamodb_exports.export_seconds_override = previous
+
+
+def _reset(url: str) -> None:
+    """Empty moto's in-process backends (its documented reset endpoint)."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
