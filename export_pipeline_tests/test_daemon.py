@@ -56,6 +56,7 @@ from export_pipeline.local_cloud.rds_store import Column
 from export_pipeline.rds.assets import EXPORT_ID_METADATA, ROW_COUNT_CHECK, table_asset_key
 from export_pipeline.rds.snapshot_sensor import SnapshotCursor, run_key, sensor_name
 from export_pipeline_tests.conftest import free_ports
+from export_pipeline_tests.rds.conftest import create_mysql_instance
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 DAGSTER_DAEMON = Path(sys.executable).with_name("dagster-daemon")
@@ -312,16 +313,7 @@ def scenario(
         [Column("id", "int", nullable=False), Column("name", "varchar(20)", nullable=True)],
     )
     store.insert(DATABASE, TABLE, ROWS)
-    aws_clients.rds.create_db_instance(  # AWS takes an automated snapshot on creation
-        DBInstanceIdentifier=identifier,
-        Engine="mysql",
-        EngineVersion="8.0.39",
-        DBInstanceClass="db.t3.micro",
-        AllocatedStorage=20,
-        MasterUsername="admin",
-        MasterUserPassword="local-cloud-only",
-        BackupRetentionPeriod=7,
-    )
+    create_mysql_instance(aws_clients.rds, identifier)  # with an automated snapshot
     template = pipeline_config.rds.instances[0]
     raw = pipeline_config.model_dump(mode="json", exclude_none=True)
     raw["dynamodb"] = {"tables": []}

@@ -37,6 +37,7 @@ from export_pipeline.rds.snapshot_sensor import (
     build_sensors,
     sensor_name,
 )
+from export_pipeline_tests.rds.conftest import create_mysql_instance
 
 DATABASE = "sensordb"
 TABLE = "items"
@@ -65,16 +66,7 @@ def _create_instance(local_cloud, aws_clients, identifier: str) -> str:
     store = live_store(local_cloud.state_dir, aws_clients.region, identifier)
     store.create_table(DATABASE, TABLE, [Column("id", "int", nullable=False)])
     store.insert(DATABASE, TABLE, [{"id": 1}, {"id": 2}])
-    aws_clients.rds.create_db_instance(
-        DBInstanceIdentifier=identifier,
-        Engine="mysql",
-        EngineVersion="8.0.39",
-        DBInstanceClass="db.t3.micro",
-        AllocatedStorage=20,
-        MasterUsername="admin",
-        MasterUserPassword="local-cloud-only",
-        BackupRetentionPeriod=7,
-    )
+    create_mysql_instance(aws_clients.rds, identifier)
     return _newest(aws_clients, identifier, "automated")
 
 

@@ -61,6 +61,7 @@ from export_pipeline.naming import dynamodb_table_name
 from export_pipeline_tests.faults import _runs
 from export_pipeline_tests.faults._worker import RUN_TAG, WorkerPool, WorkerRequest, WorkerSpec
 from export_pipeline_tests.faults.proxy import FaultProxy, Hold
+from export_pipeline_tests.rds.conftest import create_mysql_instance
 
 DEPLOY_INSTANCE = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 STAGE_TIMEOUT = 60.0
@@ -427,16 +428,7 @@ def _rds_source(local_cloud: Any, aws_clients: Any, pipeline_config: PipelineCon
         "items",
         [{"id": i, "name": f"n{i}", "amount": f"{i * 3}.{i:02d}"} for i in range(1, 7)],
     )
-    aws_clients.rds.create_db_instance(
-        DBInstanceIdentifier=source.identifier,
-        Engine="mysql",
-        EngineVersion="8.0.39",
-        DBInstanceClass="db.t3.micro",
-        AllocatedStorage=20,
-        MasterUsername="admin",
-        MasterUserPassword="local-cloud-test",
-        BackupRetentionPeriod=7,
-    )
+    create_mysql_instance(aws_clients.rds, source.identifier)
     take_automated_snapshot(aws_clients.rds, source.identifier)
     return source, store
 

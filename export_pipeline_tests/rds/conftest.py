@@ -60,3 +60,17 @@ def run_rds(
         run_config=run_config,
         raise_on_error=raise_on_error,
     )
+
+
+def create_mysql_instance(rds: Any, identifier: str) -> None:
+    """A small MySQL 8.0 DB instance in the local cloud (AWS takes an automated snapshot)."""
+    rds.create_db_instance(
+        DBInstanceIdentifier=identifier,
+        Engine="mysql",
+        EngineVersion="8.0.39",
+        DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20,
+        MasterUsername="admin",
+        MasterUserPassword="local-cloud-only",
+        BackupRetentionPeriod=7,
+    )

@@ -26,7 +26,7 @@ from dagster import DagsterInstance
 
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline_tests.rds.conftest import config_for, run_rds
+from export_pipeline_tests.rds.conftest import config_for, create_mysql_instance, run_rds
 
 DATABASE = "drift"
 BEFORE = [
@@ -71,16 +71,7 @@ def _instance(local_cloud: Any, aws_clients: Any, pipeline_config: Any) -> Any:
     store = live_store(local_cloud.state_dir, pipeline_config.aws.region, source.identifier)
     store.create_table(DATABASE, "items", BEFORE)
     store.insert(DATABASE, "items", [{**r, "legacy": f"old {r['id']}"} for r in OLD_ROWS])
-    aws_clients.rds.create_db_instance(
-        DBInstanceIdentifier=source.identifier,
-        Engine="mysql",
-        EngineVersion="8.0.39",
-        DBInstanceClass="db.t3.micro",
-        AllocatedStorage=20,
-        MasterUsername="admin",
-        MasterUserPassword="local-cloud-test",
-        BackupRetentionPeriod=7,
-    )
+    create_mysql_instance(aws_clients.rds, source.identifier)
     take_automated_snapshot(aws_clients.rds, source.identifier)
     return source, store
 
