@@ -460,6 +460,26 @@ def test_batches_cut_by_bytes_keep_line_numbers(tmp_path: Path, monkeypatch) -> 
     assert info.value.line == 151
 
 
+def test_batches_exceed_the_byte_limit_by_at_most_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(_convert_read, "MAX_BATCH_BYTES", 64)
+    monkeypatch.setattr(_convert_read, "DECOMPRESSED_CHUNK", 16)
+    lines = [b"x" * (i % 23) for i in range(120)]
+    lines[40] = b"y" * 150  # longer than a batch and than several chunks
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / "in.json.gz"
+    path.write_bytes(gzip.compress(data))
+    blobs = list(_convert_read.blobs(path, batch_size=1000))
+    assert b"".join(b.data for b in blobs) == data
+    line = 1
+    for blob in blobs:
+        assert blob.data.endswith(b"\n") and blob.first_line == line
+        assert blob.rows == blob.data.count(b"\n")
+        last_line = blob.data[:-1].rsplit(b"\n", 1)[-1] + b"\n"
+        assert len(blob.data) - len(last_line) < 64
+        line += blob.rows
+    assert line == 121 and any(b.data.endswith(b"\n" + b"y" * 150 + b"\n") for b in blobs)
+
+
 def test_base64_columnar_decoding_matches_binascii() -> None:
     from export_pipeline.dynamodb._convert_values import ValueError_, decode_base64_array
 
