@@ -170,6 +170,7 @@ def _run(args: list[str]) -> tuple[float, float, float, float]:
     high-water mark. The summed PSS of the process tree is sampled only
     while the process has children (see the module docstring).
     """
+    os.sync()  # an earlier run's output still being written back would take CPU from this one
     start = time.perf_counter()
     process = subprocess.Popen(args, cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
     tree_peak_kb = 0
