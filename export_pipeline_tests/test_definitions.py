@@ -21,6 +21,7 @@ from export_pipeline.config import DEFAULT_CONFIG_PATH, REPO_ROOT, PipelineConfi
 from export_pipeline.definitions import build_definitions
 
 DAGSTER = Path(sys.executable).with_name("dagster")
+DG = Path(sys.executable).with_name("dg")
 
 # What pipeline.yaml (the demo) declares, spelled out so a renaming shows here.
 EXPECTED_ASSETS = {
@@ -119,25 +120,36 @@ def test_schedule_requests_a_valid_run(defs: Definitions, demo_config) -> None:
         validate_run_config(job, request.run_config)
 
 
-def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
-    """`dagster definitions validate -m export_pipeline`, run from the repository root
-    as the README and .ci/run do (the package's lazy `defs` is found there)."""
+def _run_from_repo_root(command: list[str], dagster_home: Path) -> str:
+    """Run a command-line tool from the repository root on the demo configuration, as the
+    README and .ci/run do; it must succeed. Returns what it printed."""
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_HOME": str(dagster_home),
         "EXPORT_PIPELINE_CONFIG": str(DEFAULT_CONFIG_PATH),
     }
     done = subprocess.run(
-        [str(DAGSTER), "definitions", "validate", "-m", "export_pipeline"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
+    return output
+
+
+def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
+    """`dagster definitions validate -m export_pipeline` (the package's lazy `defs` is
+    found from the repository root)."""
+    output = _run_from_repo_root(
+        [str(DAGSTER), "definitions", "validate", "-m", "export_pipeline"], tmp_path
+    )
     assert "All code locations passed validation" in output
+
+
+def test_dg_check_defs_loads_the_project(tmp_path: Path) -> None:
+    """`dg check defs` (dagster-dg-cli) loads the project as pyproject.toml's [tool.dg]
+    describes it."""
+    output = _run_from_repo_root([str(DG), "check", "defs", "--use-active-venv"], tmp_path)
+    assert "All definitions loaded successfully" in output, output
 
 
 def test_repo_config_is_the_demo() -> None:
