@@ -22,7 +22,7 @@ from export_pipeline.rds.export_tasks import (
     wait_for_export,
 )
 from export_pipeline.rds.identifiers import export_task_identifier
-from export_pipeline_tests.rds.conftest import config_for, run_rds
+from export_pipeline_tests.rds.conftest import config_for, create_mysql_instance, run_rds
 
 GOOD = [
     Column("id", "int", nullable=False),
@@ -57,15 +57,7 @@ def private_source(local_cloud, pipeline_config, rds_dataset):
     )
     store.create_table("app", "bad", BAD)
     store.insert("app", "bad", [{"id": 1, "a,b": 5}])
-    clients.rds.create_db_instance(
-        DBInstanceIdentifier=identifier,
-        Engine="mysql",
-        DBInstanceClass="db.t3.micro",
-        AllocatedStorage=20,
-        MasterUsername="admin",
-        MasterUserPassword="local-cloud-test",
-        BackupRetentionPeriod=7,
-    )
+    create_mysql_instance(clients.rds, identifier)
     take_automated_snapshot(clients.rds, identifier)
     return config, clients
 
