@@ -11,10 +11,10 @@ then casts each batch to the final schema, columnar, without re-parsing.
 
 Full exports (`blobs`, `convert_blob`): the decompressed stream is cut into
 batches of whole lines without splitting it into lines (a batch ends near
-`MAX_BATCH_BYTES`, or after `batch_size` lines); each batch is
-parsed column-wise (`_convert_columnar`, Arrow's JSON reader) in a worker
-thread, or, when that path refuses it, line by line with orjson, which is
-also what reports bad input with its line number.
+`MAX_BATCH_BYTES`, or after `batch_size` lines); each batch is parsed in a
+worker thread by the first path that accepts it: the native parser
+(`_convert_native`), Arrow's JSON reader (`_convert_columnar`), or line by
+line with orjson, which is also what reports bad input with its line number.
 
 Incremental exports (`read_share`) are parsed line by line. A file can be
 read by several worker processes at once ("shares"): each decompresses the
@@ -33,6 +33,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
+from export_pipeline.dynamodb import _convert_native
 from export_pipeline.dynamodb import _convert_values as cv
 from export_pipeline.dynamodb._convert_columnar import SchemaHint, raw_columns
 from export_pipeline.dynamodb.convert import ConversionError
@@ -47,8 +48,9 @@ DECOMPRESSED_CHUNK = 4 << 20
 # A full-export batch ends near this many decompressed bytes (over it by at
 # most one line), or after `batch_size` lines if that comes first.
 MAX_BATCH_BYTES = 4 << 20  # a batch in work takes about 11x this in memory (measured)
-# Full-export batches go through Arrow's JSON reader first (see _convert_columnar);
-# False forces the per-line path (the tests compare both).
+# Full-export batches go through the native parser first (if built), then Arrow's
+# JSON reader (see _convert_columnar); the tests switch these off to compare paths.
+NATIVE_ENABLED = True
 COLUMNAR_ENABLED = True
 # Pseudo-attributes of an incremental change line (never DynamoDB type tags).
 DELETED_TAG = "_deleted"
@@ -305,17 +307,20 @@ def convert_blob(
 ) -> BatchInfo:
     """Full export: one batch of lines -> an intermediate batch file (runs in a thread).
 
-    The columnar path first; the per-line path when it does not apply, which
-    also reports bad input with its line number.
+    The native parser first, then Arrow's reader; the per-line path when
+    neither applies, which also reports bad input with its line number.
     """
     writer = _BatchWriter(path, tmp_dir, f"f{file_index:05d}-b{number:06d}", blob.rows)
-    if COLUMNAR_ENABLED:
-        columns = raw_columns(blob.data, blob.rows, hint)
+    for enabled, read in (
+        (NATIVE_ENABLED, lambda: _convert_native.raw_columns(blob.data, blob.rows)),
+        (COLUMNAR_ENABLED, lambda: raw_columns(blob.data, blob.rows, hint)),
+    ):
+        columns = read() if enabled else None
         if columns is not None:
             try:
                 return writer.flush_arrays(columns, blob.rows, blob.first_line)
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
-                pass  # the per-line path reports it with its line number
+                break  # a bad value: the per-line path reports it with its line number
     lines = blob.data.split(b"\n")
     if not lines[-1]:
         lines.pop()  # the end of the last line, not an empty line

@@ -26,14 +26,17 @@ from export_pipeline.naming import column_names
 SAMPLES = Path("/work/shared/samples")
 
 
-@pytest.fixture(autouse=True, params=["columnar", "per-line"])
+@pytest.fixture(autouse=True, params=["native", "columnar", "per-line"])
 def conversion_path(request, monkeypatch) -> str:
-    """Run every test through both full-export paths (they must agree exactly).
+    """Run every test through each full-export path (they must agree exactly).
 
-    Only the in-process path is switched: tests that start worker processes
-    use the default (columnar) path there.
+    "native" is the default (native parser, then Arrow's reader, then per
+    line); "columnar" starts at Arrow's reader; "per-line" uses only the
+    per-line path. Only the in-process path is switched: tests that start
+    worker processes use the default there.
     """
-    monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", request.param == "columnar")
+    monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", request.param == "native")
+    monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", request.param != "per-line")
     return request.param
 
 
@@ -549,7 +552,9 @@ def test_timestamp_like_strings_are_parsed_once_per_batch(tmp_path: Path, monkey
     )
     got = {row["pk"]: (row["at"], row["d"]) for row in rows(result)}
     assert got == {i: (f"2024-01-0{i % 9 + 1}T10:00:00", "2024-02-03") for i in range(8)}
-    if _convert_read.COLUMNAR_ENABLED:
+    if _convert_read.NATIVE_ENABLED:
+        assert calls == []  # the native parser reads strings as strings
+    elif _convert_read.COLUMNAR_ENABLED:
         assert len(calls) == 4 + 1  # the first batch twice (inferred, then as text), then once
 
 
@@ -585,21 +590,37 @@ def test_columnar_and_per_line_agree_on_varied_items(tmp_path: Path, monkeypatch
     rng = random.Random(7)
     items = [_random_item(rng, i) for i in range(600)]
     path = write_items(tmp_path / "in.json.gz", items)
+    _assert_native_applies(items)
     results = {}
-    for enabled in (True, False):
-        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", enabled)
-        result = convert_full_export([path], tmp_path / f"o{enabled}", batch_size=100)
+    for name, native, columnar in PATHS:
+        monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", native)
+        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", columnar)
+        result = convert_full_export([path], tmp_path / name, batch_size=100)
         json_columns = {c.name for c in result.columns if c.bq_type == "JSON"}
-        results[enabled] = (
+        results[name] = (
             result.columns,
             [
                 {k: _exact_json(v) if k in json_columns else v for k, v in row.items()}
                 for row in rows(result)
             ],
         )
-    assert results[True] == results[False]
-    by_pk = {row["pk"]: row for row in results[True][1]}
+    assert results["native"] == results["per-line"]
+    assert results["columnar"] == results["per-line"]
+    by_pk = {row["pk"]: row for row in results["native"][1]}
     assert set(by_pk[0]["m"]) >= {"city", "zip"}
+
+
+# (name, NATIVE_ENABLED, COLUMNAR_ENABLED): each full-export path on its own.
+PATHS = [("native", True, True), ("columnar", False, True), ("per-line", False, False)]
+
+
+def _assert_native_applies(items: list[dict]) -> None:
+    """The native parser accepts these items itself (no silent fallback to a slower path)."""
+    from export_pipeline.dynamodb import _convert_native
+
+    assert _convert_native.AVAILABLE, "the C extension export_pipeline.dynamodb._items is not built"
+    blob = b"\n".join(orjson.dumps({"Item": item}) for item in items) + b"\n"
+    assert _convert_native.raw_columns(blob, len(items)) is not None
 
 
 def _exact_json(text: str | None):
@@ -673,13 +694,15 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
 
     blob = b"\n".join(orjson.dumps({"Item": item}) for item in RICH_ITEMS)
     assert raw_columns(blob, len(RICH_ITEMS)) is not None  # no silent fallback for valid data
+    _assert_native_applies(RICH_ITEMS)
     path = write_items(tmp_path / "in.json.gz", RICH_ITEMS)
     results = {}
-    for enabled in (True, False):
-        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", enabled)
-        result = convert_full_export([path], tmp_path / f"o{enabled}")
+    for name, native, columnar in PATHS:
+        monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", native)
+        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", columnar)
+        result = convert_full_export([path], tmp_path / name)
         json_columns = {c.name for c in result.columns if c.bq_type == "JSON"}
-        results[enabled] = (
+        results[name] = (
             result.columns,
             [
                 {
@@ -689,8 +712,9 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
                 for row in rows(result)
             ],
         )
-    assert results[True] == results[False]
-    _columns, got = results[True]
+    assert results["native"] == results["per-line"]
+    assert results["columnar"] == results["per-line"]
+    _columns, got = results["native"]
     by_pk = {row["pk"]: row for row in got}
     assert by_pk["a"]["when"] == "2024-01-01T10:00:00"  # not re-formatted as a timestamp
     assert by_pk["a"]["m"]["quote"] == 'say "hi" \\ \n\t\u0001'
@@ -711,8 +735,12 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
         {"a": {"L": [{"B": "***"}]}},  # invalid base64 inside a list
     ],
 )
-def test_columnar_path_refuses_invalid_data(item: dict) -> None:
+def test_columnar_and_native_paths_refuse_invalid_data(item: dict) -> None:
+    from export_pipeline.dynamodb import _convert_native
     from export_pipeline.dynamodb._convert_columnar import raw_columns
 
     good = orjson.dumps({"Item": {"a": {"S": "fine"}}})
-    assert raw_columns(good + b"\n" + orjson.dumps({"Item": item}), 2) is None
+    blob = good + b"\n" + orjson.dumps({"Item": item})
+    assert _convert_native.raw_columns(good, 1) is not None
+    assert _convert_native.raw_columns(blob, 2) is None
+    assert raw_columns(blob, 2) is None

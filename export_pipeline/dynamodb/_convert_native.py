@@ -1,0 +1,100 @@
+"""Raw columns of a full-export batch from the native parser (`_items.c`), when built.
+
+The fastest of the three paths for full-export batches: native parser, then
+Arrow's JSON reader (`_convert_columnar`), then line by line (`_convert_read`),
+each taking over when the one before declines a batch. All three produce the
+same raw columns {(attribute, tag): array}; the tests run every conversion
+test through each of them.
+
+The parser writes Arrow-layout buffers (validity bitmap, int32 offsets, data)
+that are wrapped here without copying. Nested values it cannot put in their
+JSON form with certainty (numbers that need Python's exact rules, maps with
+duplicated keys) come back as positions in the batch and are converted by the
+per-line code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from export_pipeline.dynamodb import _convert_values as cv
+
+try:
+    from export_pipeline.dynamodb import _items
+except ImportError:  # built without a C compiler: Arrow's reader does the work
+    _items = None
+
+AVAILABLE = _items is not None
+_STRING, _BINARY = pa.string(), pa.binary()
+_TYPES = {
+    "S": _STRING,
+    "N": _STRING,
+    "B": _BINARY,
+    "M": _STRING,
+    "L": _STRING,
+    "SS": pa.list_(_STRING),
+    "NS": pa.list_(_STRING),
+    "BS": pa.list_(_BINARY),
+}
+
+
+def full_export_parser() -> str:
+    """Which parser full exports get here, for logs and the CLI's summary."""
+    if AVAILABLE:
+        return "the native parser (C extension)"
+    return "Arrow's JSON reader: the C extension _items is not built (slower; see README)"
+
+
+def raw_columns(blob: bytes, rows: int) -> dict[tuple[str, str], pa.Array] | None:
+    """Raw columns for the `rows` full-export lines in `blob`, or None (another path decides)."""
+    if _items is None:
+        return None
+    parsed = _items.parse(blob, rows)
+    if parsed is None:
+        return None
+    out: dict[tuple[str, str], pa.Array] = {}
+    for column in parsed:
+        attribute, tag, nulls, valid, offsets, data, bits, value_offsets, elements, fixups = column
+        validity = None if valid is None else pa.py_buffer(valid)
+        if tag in ("BOOL", "NULL"):
+            values = pa.py_buffer(bits) if bits is not None else _all_true(rows)
+            array = pa.Array.from_buffers(pa.bool_(), rows, [validity, values], nulls)
+        elif value_offsets is not None:  # SS, NS, BS
+            element_type = _TYPES[tag].value_type
+            elements_array = pa.Array.from_buffers(
+                element_type, elements, [None, pa.py_buffer(value_offsets), pa.py_buffer(data)]
+            )
+            array = pa.Array.from_buffers(
+                _TYPES[tag],
+                rows,
+                [validity, pa.py_buffer(offsets)],
+                nulls,
+                children=[elements_array],
+            )
+        else:
+            array = pa.Array.from_buffers(
+                _TYPES[tag], rows, [validity, pa.py_buffer(offsets), pa.py_buffer(data)], nulls
+            )
+            if fixups:
+                try:
+                    array = _with_fixups(array, tag, blob, fixups)
+                except (cv.ValueError_, ValueError, TypeError):
+                    return None  # the per-line path reports it with its line number
+        out[(attribute, tag)] = array
+    return out
+
+
+def _all_true(rows: int) -> pa.Buffer:
+    return pa.py_buffer(b"\xff" * ((rows + 7) // 8))
+
+
+def _with_fixups(array: pa.Array, tag: str, blob: bytes, fixups: list) -> pa.Array:
+    """M / L values the parser left to Python, converted by the per-line code."""
+    view = memoryview(blob)
+    texts = [cv.nested_json(tag, orjson.loads(view[start:end])) for _row, start, end in fixups]
+    mask = np.zeros(len(array), dtype=bool)
+    mask[[row for row, _start, _end in fixups]] = True
+    return pc.replace_with_mask(array, cv.bool_array(mask), cv.string_array(texts))

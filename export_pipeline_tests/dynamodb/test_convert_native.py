@@ -1,0 +1,198 @@
+"""The native full-export parser (`_items.c`) against the per-line code, value by value.
+
+`test_convert.py` runs every conversion test through the native path too;
+these tests aim at what only a hand-written parser can get wrong: JSON
+escapes and UTF-8, the exact JSON form of nested numbers, duplicated keys,
+whitespace, and refusing (None) whatever it does not fully understand, so
+that a slower path decides.
+"""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export_pipeline.dynamodb import _convert_native
+from export_pipeline.dynamodb import _convert_values as cv
+
+
+def test_the_extension_is_built() -> None:
+    """CI installs with a C compiler: a silently missing build would only be slower."""
+    assert _convert_native.AVAILABLE
+
+
+def parse(lines: list[bytes]) -> dict | None:
+    return _convert_native.raw_columns(b"\n".join(lines) + b"\n", len(lines))
+
+
+def item_line(item: dict) -> bytes:
+    return orjson.dumps({"Item": item})
+
+
+def per_line_json(tag: str, value: object) -> str | None:
+    try:
+        return cv.nested_json(tag, value)
+    except (cv.ValueError_, ValueError, TypeError):
+        return None
+
+
+# Where the parser's own rule for nested numbers ends: integers of 15 and 16
+# characters, 15 and 16 significant digits, 1e-4 and below, trailing zeros,
+# leading zeros, exponents, and texts that are no number.
+_EDGE_NUMBER_WORDS = """
+    0 -0 00 -00 007 -007 123456789012345 -12345678901234 1234567890123456 -123456789012345
+    0.1 -0.5 1.5 3.14159 0.0001 -0.0001 0.00012345678901234 0.00001 0.000001 0.0000012
+    0.00010 0.0 1.0 1.50 0.123456789012345 0.1234567890123456 99999999999999.9
+    999999999999999.9 12345678901234.5 123456789012345.6 9007199254740993 1e16 1E+20 1E-130
+    0.1000000000000000000001 00.5 - 1. .5 1e abc +1 1_000 NaN Infinity
+"""
+EDGE_NUMBERS = [*_EDGE_NUMBER_WORDS.split(), "1" * 38, " 1", ""]
+_DIGITS = st.text("0123456789", min_size=1, max_size=40)
+NUMBER_TEXTS = st.one_of(
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.builds(lambda a, b: f"{a}.{b}", _DIGITS, _DIGITS),
+    st.builds(lambda a, b: f"-{a}.{b}", _DIGITS, _DIGITS),
+    st.builds(lambda a, e: f"{a}E{e}", _DIGITS, st.integers(-130, 130)),
+)
+
+
+def assert_number_like_per_line(text: str) -> None:
+    value = [{"N": text}, {"NS": [text, "1"]}, {"M": {"k": {"N": text}}}]
+    expected = per_line_json("L", value)
+    columns = parse([item_line({"l": {"L": value}, "n": {"N": text}})])
+    if expected is None:  # an invalid number: the per-line path reports it
+        assert columns is None
+        return
+    assert columns is not None
+    assert columns[("l", "L")].to_pylist() == [expected]  # the same text, byte for byte
+    assert columns[("n", "N")].to_pylist() == [text]  # top-level numbers stay their text
+
+
+@pytest.mark.parametrize("text", EDGE_NUMBERS)
+def test_nested_number_edges_match_the_per_line_code(text: str) -> None:
+    assert_number_like_per_line(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(NUMBER_TEXTS)
+def test_nested_numbers_match_the_per_line_code(text: str) -> None:
+    assert_number_like_per_line(text)
+
+
+_TEXT = st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXT, _TEXT)
+def test_strings_and_names_round_trip_whatever_the_escaping(name: str, text: str) -> None:
+    item = {name: {"S": text}, "m": {"M": {text: {"SS": [text]}, "k": {"S": text}}}}
+    expected_map = cv.nested_json("M", item["m"]["M"])
+    for line in (
+        item_line(item),  # orjson: UTF-8, minimal escapes
+        json.dumps({"Item": item}, ensure_ascii=True).encode(),  # \uXXXX, surrogate pairs
+        json.dumps(
+            {"Item": item}, ensure_ascii=False, indent=None, separators=(" , ", " : ")
+        ).encode(),  # spaces around every separator
+    ):
+        columns = parse([line])
+        assert columns is not None, line
+        if name != "m":
+            assert columns[(name, "S")].to_pylist() == [text]
+        assert columns[("m", "M")].to_pylist() == [expected_map]
+
+
+def test_escaped_slash_and_escaped_base64() -> None:
+    line = b'{"Item":{"b":{"B":"\\/w=="},"m":{"M":{"b":{"B":"\\/w=="},"s":{"S":"a\\/b"}}}}}'
+    columns = parse([line])
+    assert columns is not None
+    assert columns[("b", "B")].to_pylist() == [b"\xff"]
+    assert columns[("m", "M")].to_pylist() == ['{"b":"/w==","s":"a/b"}']
+
+
+def test_every_type_with_absent_values_between() -> None:
+    items = [
+        {"pk": {"S": "a"}, "b": {"B": "AAE="}, "t": {"BOOL": True}, "z": {"NULL": True}},
+        {"pk": {"S": "b"}, "ss": {"SS": ["x", "é"]}, "ns": {"NS": ["1", "2.5"]}},
+        {"pk": {"S": "c"}, "bs": {"BS": ["AQ==", ""]}, "t": {"BOOL": False}},
+        {"pk": {"S": "d"}, "l": {"L": []}, "m": {"M": {}}},
+    ]
+    columns = parse([item_line(item) for item in items])
+    assert columns is not None
+    got = {key: array.to_pylist() for key, array in columns.items()}
+    assert got == {
+        ("pk", "S"): ["a", "b", "c", "d"],
+        ("b", "B"): [b"\x00\x01", None, None, None],
+        ("t", "BOOL"): [True, None, False, None],
+        ("z", "NULL"): [True, None, None, None],
+        ("ss", "SS"): [None, ["x", "é"], None, None],
+        ("ns", "NS"): [None, ["1", "2.5"], None, None],
+        ("bs", "BS"): [None, None, [b"\x01", b""], None],
+        ("l", "L"): [None, None, None, "[]"],
+        ("m", "M"): [None, None, None, "{}"],
+    }
+    for array in columns.values():
+        array.validate(full=True)
+
+
+def test_duplicated_and_many_map_keys_follow_python() -> None:
+    """A dict keeps the first position and the last value of a duplicated key."""
+    duplicated = b'{"Item":{"m":{"M":{"a":{"N":"1"},"b":{"S":"x"},"a":{"N":"2"}}}}}'
+    many = {f"k{i}": {"N": str(i)} for i in range(100)}
+    columns = parse([duplicated, item_line({"m": {"M": many}})])
+    assert columns is not None
+    assert columns[("m", "M")].to_pylist() == ['{"a":2,"b":"x"}', cv.nested_json("M", many)]
+
+
+def test_nesting_to_dynamodbs_limit_and_refusal_beyond_the_parsers() -> None:
+    def nested(levels: int) -> dict:
+        value: dict = {"S": "leaf"}
+        for _ in range(levels):
+            value = {"L": [value]}
+        return value
+
+    columns = parse([item_line({"deep": nested(32)})])
+    assert columns is not None
+    assert json.loads(columns[("deep", "L")][0].as_py()) == json.loads(
+        cv.nested_json("L", nested(32)["L"])
+    )
+    assert parse([item_line({"deep": nested(80)})]) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"Item":{"s":{"S":"\xff"}}}',  # invalid UTF-8
+        b'{"Item":{"s":{"S":"\xc0\xaf"}}}',  # overlong UTF-8
+        b'{"Item":{"s":{"S":"\\ud800"}}}',  # lone surrogate
+        b'{"Item":{"s":{"S":"a\x01b"}}}',  # raw control character
+        b'{"Item":{"s":{"S":"x"},"s":{"S":"y"}}}',  # attribute twice
+        b'{"Item":{"s":{"S":"x"}},"Other":1}',  # more than Item
+        b'{"Item":{"s":{"S":"x"}}} trailing',
+        b'{"Item":{"z":{"NULL":false}}}',
+        b'{"Item":{"b":{"B":"QQ="}}}',  # non-canonical base64
+        b'{"Item":{"b":{"B":"Q==="}}}',
+        b'{"Item":{"t":{"BOOL":"true"}}}',
+        b'{"Item":{"s":{"SS":["a",1]}}}',
+        b'{"Item":{"m":{"M":{"k":{"S":"x","N":"1"}}}}}',
+        b'{"Item":{"m":{"M":{"k":{"S":"x"}}}',  # truncated
+        b"",
+    ],
+)
+def test_refuses_what_it_does_not_fully_understand(line: bytes) -> None:
+    good = item_line({"s": {"S": "fine"}})
+    assert parse([good]) is not None
+    assert parse([good, line]) is None
+
+
+def test_refuses_a_row_count_that_does_not_match() -> None:
+    lines = b"\n".join(item_line({"a": {"N": str(i)}}) for i in range(3)) + b"\n"
+    assert _convert_native.raw_columns(lines, 3) is not None
+    assert _convert_native.raw_columns(lines, 2) is None
+    assert _convert_native.raw_columns(lines, 4) is None
+    assert _convert_native.raw_columns(lines.rstrip(b"\n"), 3) is not None  # no final newline
