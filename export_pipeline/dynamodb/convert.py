@@ -55,6 +55,7 @@ __all__ = [
     "ConversionResult",
     "convert_full_export",
     "convert_incremental_export",
+    "full_export_parser",
     "widen",
 ]
 
@@ -137,6 +138,13 @@ def convert_full_export(
         batch_size=batch_size,
         max_workers=max_workers,
     )
+
+
+def full_export_parser() -> str:
+    """Which parser reads full exports in this installation (for logs)."""
+    from export_pipeline.dynamodb._convert_native import full_export_parser as name
+
+    return name()
 
 
 def convert_incremental_export(

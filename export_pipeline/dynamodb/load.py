@@ -36,6 +36,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionResult,
     convert_full_export,
     convert_incremental_export,
+    full_export_parser,
 )
 from export_pipeline.dynamodb.exports import table_name_from_arn
 from export_pipeline.dynamodb.manifest import (
@@ -202,12 +203,17 @@ def _rows(job: _Load) -> int:
 
 def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
     local = _download_all(job.s3, [manifest], job.work_dir, job.log)
+    started = time.monotonic()
     with _naming_s3_objects(manifest, local):
         result = convert_full_export(
             list(local),
             job.work_dir / "parquet",
             max_workers=job.config.dynamodb.max_parallel_files,
         )
+    job.log(
+        f"{job.table}: converted {result.item_count} items in "
+        f"{time.monotonic() - started:.1f}s with {full_export_parser()}"
+    )
     verify_item_counts([manifest], local, result.items_per_file)
     if result.item_count != manifest.item_count:
         raise Failure(
