@@ -105,6 +105,8 @@ def timed(name, function):
             stages[name] = stages.get(name, 0.0) + time.process_time() - began
     return wrapper
 
+from export_pipeline.dynamodb import _convert_native as nat
+nat.raw_columns = timed("native JSON parse + buffers to Arrow", nat.raw_columns)
 cc._read_items = timed("Arrow JSON parse", cc._read_items)
 cc._attribute = timed("raw columns (base64, nested JSON text, checks)", cc._attribute)
 cv.number_kind_of_array = timed("number kinds", cv.number_kind_of_array)
