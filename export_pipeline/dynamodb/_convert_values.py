@@ -47,11 +47,16 @@ def json_number(text: str) -> int | float | str:
         as_float = float(text)
     except ValueError:
         raise ValueError_(f"invalid number {text!r}") from None
-    if repr(as_float) == text and text[-1].isdigit():
+    if (
+        repr(as_float) == text
+        and text[-1].isdigit()
+        and (not as_float or 1e-130 < abs(as_float) < 1e125)
+    ):
         return as_float  # the common decimal: its own shortest float text
-    if not t._NUMBER.fullmatch(text):
-        raise ValueError_(f"invalid number {text!r}")
-    value = Decimal(text)
+    try:
+        value = t.dynamodb_decimal(text)
+    except ValueError as exc:
+        raise ValueError_(f"invalid number {text!r}: {exc}") from None
     if value == value.to_integral_value():
         integer = int(value)
         if -t.JSON_SAFE_INTEGER <= integer <= t.JSON_SAFE_INTEGER:
@@ -288,7 +293,7 @@ def number_kind_of_array(texts: pa.Array) -> str:
         try:
             value_kind = t.number_kind(text)
         except ValueError as exc:
-            raise ValueError_(f"invalid number {text!r}") from exc
+            raise ValueError_(f"invalid number {text!r}: {exc}") from exc
         if kind is None or _KIND_RANK[value_kind] > _KIND_RANK[kind]:
             kind = value_kind
     return kind or t.INT64

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 # Kinds a column can have. "NULL" is a column that has only ever seen NULL: it
 # is written as an all-null STRING column but widens to whatever comes next.
@@ -120,6 +120,27 @@ def widen(a: ColumnType, b: ColumnType) -> ColumnType:
 
 # DynamoDB number text: optional sign, digits with optional fraction, optional exponent.
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# DynamoDB's number range: magnitudes from 1E-130 to 9.99...E+125 (adjusted exponents).
+_MIN_EXPONENT, _MAX_EXPONENT = -130, 125
+
+
+def dynamodb_decimal(text: str) -> Decimal:
+    """The exact value of a DynamoDB number text.
+
+    Raises ValueError for text that is not a number or lies outside
+    DynamoDB's range (such a value cannot come from DynamoDB; checking
+    first also keeps `int()` from building a billion-digit integer for
+    `1E999999999`).
+    """
+    if not _NUMBER.fullmatch(text):
+        raise ValueError("not a number")
+    try:
+        value = Decimal(text)
+    except ArithmeticError as exc:  # an exponent beyond even Decimal's
+        raise ValueError("exponent out of range") from exc
+    if value and not _MIN_EXPONENT <= value.adjusted() <= _MAX_EXPONENT:
+        raise ValueError("outside DynamoDB's range (1E-130 to 9.99...E+125 in magnitude)")
+    return value
 
 
 def number_kind(text: str) -> str:
@@ -128,14 +149,9 @@ def number_kind(text: str) -> str:
     Decided on the exact decimal value (via `Decimal`), so `1E+2` is an
     integer (100) and `2.50` has two decimals (scale counted after removing
     trailing zeros: `2.50` == `2.5`, which NUMERIC holds exactly).
-    Raises ValueError for text that is not a number.
+    Raises ValueError for text that is not a number (or beyond DynamoDB's range).
     """
-    if not _NUMBER.fullmatch(text):
-        raise ValueError(f"not a DynamoDB number: {text!r}")
-    try:
-        value = Decimal(text)
-    except InvalidOperation as exc:  # pragma: no cover - regex already checked
-        raise ValueError(f"not a DynamoDB number: {text!r}") from exc
+    value = dynamodb_decimal(text)
     if value == value.to_integral_value():
         integer = int(value)
         if INT64_MIN <= integer <= INT64_MAX:

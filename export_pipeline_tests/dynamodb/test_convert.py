@@ -387,6 +387,12 @@ def test_truncated_gzip_names_the_file(tmp_path: Path) -> None:
         (b'{"Item": {"a": {"S": "x", "N": "1"}}}', "exactly one type descriptor"),
         (b'{"Item": {"a": {"Q": "x"}}}', "unknown DynamoDB type descriptor"),
         (b'{"Item": {"a": {"N": "12abc"}}}', "invalid number"),
+        (
+            b'{"Item": {"a": {"N": "1E+126"}}}',
+            "invalid number '1E\\+126': outside DynamoDB's range",
+        ),
+        (b'{"Item": {"a": {"L": [{"N": "1E999999999"}]}}}', "1E999999999.*outside DynamoDB's"),
+        (b'{"Item": {"a": {"M": {"k": {"N": "1e11111111111111111111"}}}}}', "exponent out of"),
         (b'{"Item": {"a": {"B": "***"}}}', "invalid base64"),
     ],
 )
