@@ -69,6 +69,10 @@ def raw_columns(
         out: dict[tuple[str, str], pa.Array] = {}
         for field, typed in zip(item.type, item.flatten(), strict=True):
             out.update(_attribute(field.name, typed))
+        for array in out.values():
+            # Arrow's JSON reader passes invalid UTF-8 through into string values
+            # (DynamoDB never writes it); full validation raises ArrowInvalid on it.
+            array.validate(full=True)
         return out
     except (NotColumnar, pa.ArrowException, cv.ValueError_, ValueError, TypeError):
         return None

@@ -394,6 +394,9 @@ def test_truncated_gzip_names_the_file(tmp_path: Path) -> None:
         (b'{"Item": {"a": {"L": [{"N": "1E999999999"}]}}}', "1E999999999.*outside DynamoDB's"),
         (b'{"Item": {"a": {"M": {"k": {"N": "1e11111111111111111111"}}}}}', "exponent out of"),
         (b'{"Item": {"a": {"B": "***"}}}', "invalid base64"),
+        (b'{"Item": {"a": {"S": "\xe2\x98u\x95"}}}', "invalid JSON"),  # not UTF-8
+        (b'{"Item": {"a": {"M": {"k": {"SS": ["\xff"]}}}}}', "invalid JSON"),
+        (b'{"Item": {"a": {"S": "\\ud800"}}}', "invalid JSON"),  # a lone surrogate
     ],
 )
 def test_invalid_line_names_file_and_line(tmp_path: Path, line: bytes, message: str) -> None:
