@@ -196,3 +196,61 @@ def test_refuses_a_row_count_that_does_not_match() -> None:
     assert _convert_native.raw_columns(lines, 2) is None
     assert _convert_native.raw_columns(lines, 4) is None
     assert _convert_native.raw_columns(lines.rstrip(b"\n"), 3) is not None  # no final newline
+
+
+MUTATION_BASE = [
+    {
+        "pk": {"S": "user#1"},
+        "n": {"N": "-12.50"},
+        "b": {"B": "AAEC"},
+        "t": {"BOOL": True},
+        "z": {"NULL": True},
+        "ss": {"SS": ["é", 'q"q']},
+        "ns": {"NS": ["1", "2.5"]},
+        "bs": {"BS": ["AQ==", "Ag=="]},
+        "m": {"M": {"k": {"S": "tab\t"}, "l": {"L": [{"N": "1E+2"}, {"BOOL": False}]}}},
+    },
+    {"pk": {"S": "user#2"}, "m": {"M": {"k": {"S": "☕"}, "n": {"N": "0.1"}}}, "l": {"L": []}},
+]
+_MUTATION_BYTES = b'{}[]":,\\ntrue false null SNBMLa019.-+eE=/\x00\x80\xc3\xa9\xff u'
+
+
+def _expected_raw(tag: str, value: object) -> object:
+    if tag in ("M", "L"):
+        return cv.nested_json(tag, value)
+    if tag == "B":
+        return cv.decode_base64_list([value])[0]
+    if tag == "BS":
+        return cv.decode_base64_list(value)
+    return True if tag == "NULL" else value
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.data())
+def test_mutated_lines_are_declined_or_read_exactly_as_orjson_reads_them(data) -> None:
+    """Random byte edits of valid lines: declining is always allowed; what the parser
+    accepts must be valid JSON and every value must be what the per-line code makes."""
+    lines = [item_line(item) for item in MUTATION_BASE]
+    index = data.draw(st.integers(0, len(lines) - 1))
+    line = bytearray(lines[index])
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(line) - 1))
+        action = data.draw(st.sampled_from(["insert", "delete", "repeat"]))
+        if action == "insert":
+            line[position:position] = bytes([data.draw(st.sampled_from(_MUTATION_BYTES))])
+        elif action == "delete":
+            del line[position]
+        else:
+            line[position:position] = line[position : position + data.draw(st.integers(1, 12))]
+    lines[index] = bytes(line)
+    columns = parse(lines)
+    if columns is None:
+        return
+    items = [orjson.loads(text)["Item"] for text in lines]  # must not raise
+    for (attribute, tag), array in columns.items():
+        for row, value in enumerate(array.to_pylist()):
+            typed = items[row].get(attribute)
+            if typed is None or tag not in typed:
+                assert value is None, (attribute, tag, row)
+            else:
+                assert value == _expected_raw(tag, typed[tag]), (attribute, tag, row)
