@@ -22,6 +22,7 @@ from export_pipeline.dynamodb.convert import (
     convert_incremental_export,
 )
 from export_pipeline.naming import column_names
+from export_pipeline_tests.dynamodb.conftest import NOT_BUILT
 
 SAMPLES = Path("/work/shared/samples")
 
@@ -35,6 +36,8 @@ def conversion_path(request, monkeypatch) -> str:
     per-line path. Only the in-process path is switched: tests that start
     worker processes use the default there.
     """
+    if request.param == "native":
+        request.getfixturevalue("native_parser")
     monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", request.param == "native")
     monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", request.param != "per-line")
     return request.param
@@ -627,7 +630,7 @@ def _assert_native_applies(items: list[dict]) -> None:
     """The native parser accepts these items itself (no silent fallback to a slower path)."""
     from export_pipeline.dynamodb import _convert_native
 
-    assert _convert_native.AVAILABLE, "the C extension export_pipeline.dynamodb._items is not built"
+    assert _convert_native.AVAILABLE, NOT_BUILT
     blob = b"\n".join(orjson.dumps({"Item": item}) for item in items) + b"\n"
     assert _convert_native.raw_columns(blob, len(items)) is not None
 
@@ -744,6 +747,7 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
         {"a": {"L": [{"B": "***"}]}},  # invalid base64 inside a list
     ],
 )
+@pytest.mark.usefixtures("native_parser")
 def test_columnar_and_native_paths_refuse_invalid_data(item: dict) -> None:
     from export_pipeline.dynamodb import _convert_native
     from export_pipeline.dynamodb._convert_columnar import raw_columns

@@ -1,0 +1,20 @@
+"""Fixtures shared by the DynamoDB tests."""
+
+from __future__ import annotations
+
+import pytest
+
+NOT_BUILT = (
+    "the C extension export_pipeline.dynamodb._items is not built (no C compiler at "
+    "install?): install gcc and the Python headers (Debian: python3-dev), then "
+    "`pip install -e .` again"
+)
+
+
+@pytest.fixture
+def native_parser() -> None:
+    """Fail, saying why, where a test needs the native parser and it is not built."""
+    from export_pipeline.dynamodb import _convert_native
+
+    if not _convert_native.AVAILABLE:
+        pytest.fail(NOT_BUILT)
