@@ -485,6 +485,30 @@ static const char *literal(const char *p, const char *e, int *value) {
 
 static const char *typed_json(Parser *P, const char *p, const char *e, Buf *out, int depth);
 
+/* The opening bracket at *pp (written to out unless out is NULL): 1 if elements
+ * follow, 0 if the bracket closes at once (written too), -1 if *pp holds no such
+ * bracket. *pp moves past what was read. */
+static int open_bracket(const char **pp, const char *e, Buf *out, char open, char close) {
+    const char *p = *pp;
+    if (p >= e || *p != open || (out && buf_byte(out, open))) return -1;
+    p = ws(p + 1, e);
+    *pp = p;
+    if (p < e && *p == close) {
+        *pp = p + 1;
+        return (out && buf_byte(out, close)) ? -1 : 0;
+    }
+    return 1;
+}
+
+/* After an element or member: a comma (1: another follows) or the closing
+ * bracket (0: done), written to out unless out is NULL; -1 for anything else. */
+static int next_or_close(const char **pp, const char *e, Buf *out, char close) {
+    const char *p = ws(*pp, e);
+    if (p >= e || (*p != ',' && *p != close) || (out && buf_byte(out, *p))) return -1;
+    *pp = *p == ',' ? ws(p + 1, e) : p + 1;
+    return *p == ',';
+}
+
 /* A JSON string holding a DynamoDB number (N, or an NS element) -> its JSON form. */
 static const char *number_at(Parser *P, const char *p, const char *e, Buf *out) {
     P->text.len = 0;
@@ -519,32 +543,22 @@ static const char *value_json(Parser *P, int tag, const char *p, const char *e, 
         if (!p || buf_put(out, "null", 4)) return NULL;
         return p;
     case T_SS: case T_NS: case T_BS: case T_L: {
-        if (p >= e || *p != '[' || buf_byte(out, '[')) return NULL;
-        p = ws(p + 1, e);
-        if (p < e && *p == ']') return buf_byte(out, ']') ? NULL : p + 1;
-        for (;;) {
+        int more = open_bracket(&p, e, out, '[', ']');
+        while (more > 0) {
             if (tag == T_SS) p = string_at(P, p, e, out, 1);
             else if (tag == T_NS) p = number_at(P, p, e, out);
             else if (tag == T_BS) p = base64_json_at(P, p, e, out);
             else p = typed_json(P, p, e, out, depth + 1);
             if (!p) return NULL;
-            p = ws(p, e);
-            if (p < e && *p == ',') {
-                if (buf_byte(out, ',')) return NULL;
-                p = ws(p + 1, e);
-                continue;
-            }
-            if (p < e && *p == ']') return buf_byte(out, ']') ? NULL : p + 1;
-            return NULL;
+            more = next_or_close(&p, e, out, ']');
         }
+        return more == 0 ? p : NULL;
     }
     case T_M: {
-        if (p >= e || *p != '{' || buf_byte(out, '{')) return NULL;
-        p = ws(p + 1, e);
-        if (p < e && *p == '}') return buf_byte(out, '}') ? NULL : p + 1;
         size_t key_at[MAX_KEYS_CHECKED], key_len[MAX_KEYS_CHECKED];
         int nkeys = 0;
-        for (;;) {
+        int more = open_bracket(&p, e, out, '{', '}');
+        while (more > 0) {
             size_t start = out->len;
             p = string_at(P, p, e, out, 1);
             if (!p) return NULL;
@@ -562,15 +576,9 @@ static const char *value_json(Parser *P, int tag, const char *p, const char *e, 
             if (!p || buf_byte(out, ':')) return NULL;
             p = typed_json(P, p, e, out, depth + 1);
             if (!p) return NULL;
-            p = ws(p, e);
-            if (p < e && *p == ',') {
-                if (buf_byte(out, ',')) return NULL;
-                p = ws(p + 1, e);
-                continue;
-            }
-            if (p < e && *p == '}') return buf_byte(out, '}') ? NULL : p + 1;
-            return NULL;
+            more = next_or_close(&p, e, out, '}');
         }
+        return more == 0 ? p : NULL;
     }
     default: return NULL;
     }
@@ -590,29 +598,26 @@ static const char *typed_json(Parser *P, const char *p, const char *e, Buf *out,
 
 /* ---- top-level attributes ----------------------------------------------------------------- */
 
+/* The JSON string at p, base64-decoded into out; NULL unless canonical base64. */
+static const char *base64_at(Parser *P, const char *p, const char *e, Buf *out) {
+    P->text.len = 0;
+    p = string_at(P, p, e, &P->text, 0);
+    if (!p) return NULL;
+    int rc = base64_decode(P->text.p, P->text.len, out);
+    if (rc == -2) P->oom = 1;
+    return rc ? NULL : p;
+}
+
 static const char *set_at(Parser *P, Column *c, int tag, const char *p, const char *e) {
-    if (p >= e || *p != '[') return NULL;
-    p = ws(p + 1, e);
-    if (p < e && *p == ']') return p + 1;
-    for (;;) {
-        if (tag == T_BS) {
-            P->text.len = 0;
-            p = string_at(P, p, e, &P->text, 0);
-            if (!p) return NULL;
-            int rc = base64_decode(P->text.p, P->text.len, &c->data);
-            if (rc == -2) P->oom = 1;
-            if (rc) return NULL;
-        } else {
-            p = string_at(P, p, e, &c->data, 0);
-            if (!p) return NULL;
-        }
+    int more = open_bracket(&p, e, NULL, '[', ']');
+    while (more > 0) {
+        p = tag == T_BS ? base64_at(P, p, e, &c->data) : string_at(P, p, e, &c->data, 0);
+        if (!p) return NULL;
         c->elements++;
         if (buf_i32(&c->voffsets, (int32_t)c->data.len)) { P->oom = 1; return NULL; }
-        p = ws(p, e);
-        if (p < e && *p == ',') { p = ws(p + 1, e); continue; }
-        if (p < e && *p == ']') return p + 1;
-        return NULL;
+        more = next_or_close(&p, e, NULL, ']');
     }
+    return more == 0 ? p : NULL;
 }
 
 /* The typed value of one attribute, at p (its `{`), into its (attribute, tag) column. */
@@ -631,17 +636,12 @@ static const char *attribute_value(Parser *P, int attr, const char *p, const cha
         if (!p) return NULL;
         end_row(c, row, (int32_t)c->data.len);
         break;
-    case T_B: {
+    case T_B:
         pad_offsets(c, row);
-        P->text.len = 0;
-        p = string_at(P, p, e, &P->text, 0);
+        p = base64_at(P, p, e, &c->data);
         if (!p) return NULL;
-        int rc = base64_decode(P->text.p, P->text.len, &c->data);
-        if (rc == -2) P->oom = 1;
-        if (rc) return NULL;
         end_row(c, row, (int32_t)c->data.len);
         break;
-    }
     case T_BOOL: case T_NULL:
         p = literal(p, e, &flag);
         if (!p || (tag == T_NULL && !flag)) return NULL; /* {"NULL": false}: let Python decide */
