@@ -1,10 +1,11 @@
-"""Raw columns of a full-export batch from the native parser (`_items.c`), when built.
+"""Raw columns of a batch of export lines from the native parser (`_items.c`), when built.
 
-The fastest of the three paths for full-export batches: native parser, then
+The fastest path for both formats. Full-export batches: native parser, then
 Arrow's JSON reader (`_convert_columnar`), then line by line (`_convert_read`),
-each taking over when the one before declines a batch. All three produce the
-same raw columns {(attribute, tag): array}; the tests run every conversion
-test through each of them.
+each taking over when the one before declines a batch; incremental-export
+batches: native parser, then line by line. All paths produce the same raw
+columns {(attribute, tag): array}; the tests run every conversion test
+through each of them.
 
 The parser writes Arrow-layout buffers (validity bitmap, int32 offsets, data)
 that are wrapped here without copying. Nested values it cannot put in their
@@ -41,11 +42,12 @@ _TYPES = {
 }
 
 
-def full_export_parser() -> str:
-    """Which parser full exports get here, for logs and the CLI's summary."""
+def parser_name(incremental: bool) -> str:
+    """Which parser reads export lines in this installation, for logs and the CLI."""
     if AVAILABLE:
         return "the native parser (C extension)"
-    return "Arrow's JSON reader: the C extension _items is not built (slower; see README)"
+    fallback = "orjson, line by line" if incremental else "Arrow's JSON reader"
+    return f"{fallback}: the C extension _items is not built (slower; see README)"
 
 
 def raw_columns(blob: bytes, rows: int) -> dict[tuple[str, str], pa.Array] | None:
@@ -53,8 +55,36 @@ def raw_columns(blob: bytes, rows: int) -> dict[tuple[str, str], pa.Array] | Non
     if _items is None:
         return None
     parsed = _items.parse(blob, rows)
+    return None if parsed is None else _arrays(parsed, blob, rows)
+
+
+def change_columns(
+    blob: bytes, rows: int, key_attributes: tuple[str, ...]
+) -> tuple[dict[tuple[str, str], pa.Array], pa.Array, pa.Array] | None:
+    """Incremental-export change lines: (raw columns of each row's image, deleted, stamps).
+
+    A row's image is its NewImage (with Keys added where NewImage lacks a key
+    attribute), or its Keys for a delete; `deleted` is true for a delete, and
+    `stamps` holds Metadata.WriteTimestampMicros as text. None: another path decides.
+    """
+    if _items is None:
+        return None
+    parsed = _items.parse(blob, rows, tuple(key_attributes))
     if parsed is None:
         return None
+    columns, deleted_bits, stamp_offsets, stamp_texts = parsed
+    images = _arrays(columns, blob, rows)
+    if images is None:
+        return None
+    deleted = pa.Array.from_buffers(pa.bool_(), rows, [None, pa.py_buffer(deleted_bits)])
+    stamps = pa.Array.from_buffers(
+        _STRING, rows, [None, pa.py_buffer(stamp_offsets), pa.py_buffer(stamp_texts)]
+    )
+    return images, deleted, stamps
+
+
+def _arrays(parsed: list[tuple], blob: bytes, rows: int) -> dict[tuple[str, str], pa.Array] | None:
+    """The parser's buffers as Arrow arrays (wrapped, not copied); None if a fixup fails."""
     out: dict[tuple[str, str], pa.Array] = {}
     for column in parsed:
         attribute, tag, nulls, valid, offsets, data, bits, value_offsets, elements, fixups = column

@@ -16,11 +16,12 @@ worker thread by the first path that accepts it: the native parser
 (`_convert_native`), Arrow's JSON reader (`_convert_columnar`), or line by
 line with orjson, which is also what reports bad input with its line number.
 
-Incremental exports (`read_share`) are parsed line by line. A file can be
-read by several worker processes at once ("shares"): each decompresses the
-whole stream (cheap) but parses only the batches `index % shares == share`,
-so one big file still uses every core without shipping lines between
-processes.
+Incremental exports (`read_share`): each batch of change lines goes to the
+native parser, or line by line with orjson when it declines (which also
+reports bad input with its line number). A file can be read by several
+worker processes at once ("shares"): each decompresses the whole stream
+(cheap) but parses only the batches `index % shares == share`, so one big
+file still uses every core without shipping lines between processes.
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ class _BatchWriter:
                 raw_columns.append(RawColumn(attribute, tag, None))
                 continue
             kind = None
-            if tag == "N":
+            if tag == "N" or tag == TIMESTAMP_TAG:
                 kind = cv.number_kind_of_array(array)
             elif tag == "NS":
                 kind = cv.number_kind_of_array(array.flatten())
@@ -345,8 +346,7 @@ def read_share(
     gc.disable()  # millions of short-lived dicts would trigger it constantly
     try:
         line_no = 0  # 0-based index of the next line in the file
-        cols: dict[tuple, list] = {}
-        rows = 0
+        lines: list[bytes] = []  # this worker's current batch
         batch_first = 0
         for chunk in _lines(path):
             start = 0
@@ -354,23 +354,46 @@ def read_share(
                 batch_index = line_no // batch_size
                 in_batch = min(len(chunk) - start, (batch_index + 1) * batch_size - line_no)
                 if batch_index % shares == share:
-                    if rows == 0:
+                    if not lines:
                         batch_first = line_no + 1
-                    segment = chunk[start : start + in_batch]
-                    _parse_changes(path, segment, cols, rows, batch_size, line_no, key_attributes)
-                    rows += in_batch
+                    lines += chunk[start : start + in_batch]
                     result.lines += in_batch
-                    if rows == batch_size:
-                        result.batches.append(writer.flush(cols, rows, batch_first))
-                        cols, rows = {}, 0
+                    if len(lines) == batch_size:
+                        result.batches.append(
+                            _change_batch(path, writer, lines, batch_first, key_attributes)
+                        )
+                        lines = []
                 start += in_batch
                 line_no += in_batch
-        if rows:
-            result.batches.append(writer.flush(cols, rows, batch_first))
+        if lines:
+            result.batches.append(_change_batch(path, writer, lines, batch_first, key_attributes))
     finally:
         if gc_was_enabled:
             gc.enable()
     return result
+
+
+def _change_batch(
+    path: Path,
+    writer: _BatchWriter,
+    lines: list[bytes],
+    first_line: int,
+    key_attributes: tuple[str, ...],
+) -> BatchInfo:
+    """One batch of change lines: the native parser, or line by line when it declines."""
+    rows = len(lines)
+    if NATIVE_ENABLED:
+        parsed = _convert_native.change_columns(b"\n".join(lines), rows, key_attributes)
+        if parsed is not None:
+            images, deleted, stamps = parsed
+            columns = {(None, DELETED_TAG): deleted, (None, TIMESTAMP_TAG): stamps, **images}
+            try:
+                return writer.flush_arrays(columns, rows, first_line)
+            except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
+                pass  # a bad value: the per-line path reports it with its line number
+    cols: dict[tuple, list] = {}
+    _parse_changes(path, lines, cols, 0, rows, first_line - 1, key_attributes)
+    return writer.flush(cols, rows, first_line)
 
 
 def _store_image(image: dict, cols: dict, row: int, size: int) -> None:

@@ -1,23 +1,26 @@
 /*
- * Native parser for a batch of DynamoDB full-export lines ({"Item": {...}}\n...).
+ * Native parser for batches of DynamoDB export lines: full exports
+ * ({"Item": {...}}) and incremental exports (change lines with Metadata,
+ * Keys, NewImage, OldImage).
  *
- * Why it exists: Arrow's JSON reader spends half of the converter's CPU on
- * this format (130-140 MB/s here), because it builds a general nested struct
- * for every attribute and type descriptor. This parser knows the format: it
- * writes each (attribute, type descriptor) straight into Arrow-layout buffers
- * (validity bitmap, int32 offsets, data), decodes base64, and turns maps and
- * lists into the same JSON text the Python paths produce, with the GIL
- * released so the converter's threads parse in parallel.
+ * Why it exists: Arrow's JSON reader spent half of the converter's CPU on
+ * full exports (130-140 MB/s here), because it builds a general nested struct
+ * for every attribute and type descriptor, and incremental exports were parsed
+ * line by line in Python. This parser knows the format: it writes each
+ * (attribute, type descriptor) straight into Arrow-layout buffers (validity
+ * bitmap, int32 offsets, data), decodes base64, and turns maps and lists into
+ * the same JSON text the Python paths produce, with the GIL released so the
+ * converter's threads parse in parallel.
  *
  * It is deliberately narrow: anything it does not fully understand (invalid
  * JSON or UTF-8, an unknown or missing type descriptor, a duplicated
- * attribute, a value of the wrong JSON type, non-canonical base64, nesting
- * beyond 64 levels) makes `parse` return None, and the caller hands the batch
- * to the Arrow path and then the per-line path, which converts it or reports
- * the file and line. Nested values whose JSON form needs Python's exact
- * number rules (e.g. 1E+20, 0.1000000000000000000001) or a dict's handling
- * of duplicate keys are listed as "fixups" (row, start, end of the value in
- * the blob) for the caller to convert with the per-line code.
+ * attribute or member, a value of the wrong JSON type, non-canonical base64,
+ * nesting beyond 64 levels) makes `parse` return None, and the caller hands
+ * the batch to the slower paths, which convert it or report the file and
+ * line. Nested values whose JSON form needs Python's exact number rules (e.g.
+ * 1E+20, 0.1000000000000000000001) or a dict's handling of duplicate keys are
+ * listed as "fixups" (row, start, end of the value in the blob) for the
+ * caller to convert with the per-line code.
  *
  * parse(blob: bytes, rows: int) -> list[tuple] | None, one tuple per column,
  * in the order Arrow's reader would give (attributes as first seen, then
@@ -25,6 +28,11 @@
  *   (attribute: str, tag: str, null_count: int, validity: bytes | None,
  *    offsets: bytes | None, data: bytes | None, bits: bytes | None,
  *    value_offsets: bytes | None, elements: int, fixups: list | None)
+ * parse(blob, rows, keys: tuple[str, ...]) reads change lines instead, with
+ * the per-line path's rules: a row is its NewImage, plus Keys where NewImage
+ * lacks a key attribute, or its Keys alone for a delete; it returns
+ *   (columns as above, deleted: bytes (a bitmap), stamp_offsets: bytes,
+ *    stamp_texts: bytes)   (Metadata.WriteTimestampMicros.N of each row)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,6 +47,7 @@ static const char *const TAG_NAMES[N_TAGS] = {"S",  "N",  "B",  "BOOL", "NULL",
 #define MAX_DEPTH 64      /* DynamoDB allows 32 levels */
 #define MAX_KEYS_CHECKED 64 /* maps with more keys are checked for duplicates in Python */
 #define MAX_BLOB (1 << 30)  /* int32 offsets: far above the converter's ~4 MB batches */
+#define MAX_KEY_MEMBERS 8   /* members of a change line's Keys (a table key has 1 or 2) */
 
 /* ---- growable byte buffer ------------------------------------------------------------ */
 
@@ -106,8 +115,16 @@ typedef struct {
     int ncols, cols_cap;
     Buf key;     /* decoded attribute name */
     Buf text;    /* decoded number or base64 text */
+    Buf scratch; /* JSON text of values that are only checked */
+    Buf names;   /* the member names of a change line's Keys */
     int fix;     /* the current nested value needs Python */
     int oom;
+    /* change lines (incremental exports) only */
+    int nkeys;                /* the table's key attributes */
+    const char **key_names;
+    Py_ssize_t *key_lens;
+    uint8_t *deleted;         /* rows bits: the change deleted the item */
+    Column stamps;            /* Metadata.WriteTimestampMicros.N texts */
 } Parser;
 
 static uint64_t hash_bytes(const char *s, size_t n) {
@@ -165,6 +182,26 @@ static int attribute_for(Parser *P, const char *name, size_t len) {
     return index;
 }
 
+static int column_init(Column *c, int tag, Py_ssize_t rows) {
+    memset(c, 0, sizeof *c);
+    c->tag = tag;
+    size_t bitmap = (size_t)(rows + 7) / 8;
+    c->valid = calloc(bitmap ? bitmap : 1, 1);
+    if (!c->valid) return -1;
+    if (tag == T_BOOL) {
+        c->bits = calloc(bitmap ? bitmap : 1, 1);
+        if (!c->bits) return -1;
+    }
+    if (tag != T_BOOL && tag != T_NULL) {
+        c->offsets = calloc((size_t)rows + 1, sizeof(int32_t));
+        if (!c->offsets) return -1;
+    }
+    if (tag == T_SS || tag == T_NS || tag == T_BS) {
+        if (buf_i32(&c->voffsets, 0)) return -1;
+    }
+    return 0;
+}
+
 static Column *column_for(Parser *P, int attr, int tag) {
     int index = P->attrs[attr].col[tag];
     if (index >= 0) return &P->cols[index];
@@ -176,24 +213,9 @@ static Column *column_for(Parser *P, int attr, int tag) {
         P->cols_cap = cap;
     }
     Column *c = &P->cols[P->ncols];
-    memset(c, 0, sizeof *c);
+    if (column_init(c, tag, P->rows)) return NULL;
     c->attr = attr;
-    c->tag = tag;
     c->order = P->ncols;
-    size_t bitmap = (size_t)(P->rows + 7) / 8;
-    c->valid = calloc(bitmap ? bitmap : 1, 1);
-    if (!c->valid) return NULL;
-    if (tag == T_BOOL) {
-        c->bits = calloc(bitmap ? bitmap : 1, 1);
-        if (!c->bits) return NULL;
-    }
-    if (tag != T_BOOL && tag != T_NULL) {
-        c->offsets = calloc((size_t)P->rows + 1, sizeof(int32_t));
-        if (!c->offsets) return NULL;
-    }
-    if (tag == T_SS || tag == T_NS || tag == T_BS) {
-        if (buf_i32(&c->voffsets, 0)) return NULL;
-    }
     P->attrs[attr].col[tag] = P->ncols++;
     return c;
 }
@@ -675,6 +697,31 @@ static const char *attribute_value(Parser *P, int attr, const char *p, const cha
     return (p < e && *p == '}') ? p + 1 : NULL; /* exactly one type descriptor */
 }
 
+/* An item `{"attr": {"TAG": value}, ...}` at p (its `{`) into the columns of this row. */
+static const char *item_at(Parser *P, const char *p, const char *e) {
+    int more = open_bracket(&p, e, NULL, '{', '}');
+    while (more > 0) {
+        P->key.len = 0;
+        p = string_at(P, p, e, &P->key, 0);
+        if (!p) return NULL;
+        int attr = attribute_for(P, P->key.p ? P->key.p : "", P->key.len);
+        if (attr < 0) { P->oom = 1; return NULL; }
+        if (P->attrs[attr].last_row == P->row) return NULL; /* duplicated attribute */
+        P->attrs[attr].last_row = P->row;
+        p = expect(p, e, ':');
+        if (!p || !(p = attribute_value(P, attr, p, e))) return NULL;
+        more = next_or_close(&p, e, NULL, '}');
+    }
+    return more == 0 ? p : NULL;
+}
+
+/* The end of a line: nothing but a newline (or the end of the batch) after p. */
+static const char *line_end(const char *p, const char *e) {
+    p = ws(p, e);
+    if (p == e) return p;
+    return *p == '\n' ? p + 1 : NULL;
+}
+
 /* One line `{"Item": {...}}`; returns the position after its newline (or the end). */
 static const char *line_at(Parser *P, const char *p, const char *e) {
     p = expect(p, e, '{');
@@ -683,31 +730,177 @@ static const char *line_at(Parser *P, const char *p, const char *e) {
     p = string_at(P, p, e, &P->key, 0);
     if (!p || P->key.len != 4 || memcmp(P->key.p, "Item", 4) != 0) return NULL;
     p = expect(p, e, ':');
-    if (!p) return NULL;
-    p = expect(p, e, '{');
-    if (!p) return NULL;
-    if (p < e && *p != '}') {
-        for (;;) {
-            P->key.len = 0;
-            p = string_at(P, p, e, &P->key, 0);
-            if (!p) return NULL;
+    if (!p || !(p = item_at(P, p, e))) return NULL;
+    p = ws(p, e);
+    if (p >= e || *p != '}') return NULL; /* the line holds nothing but "Item" */
+    return line_end(p + 1, e);
+}
+
+/* ---- change lines (incremental exports) --------------------------------------------------- */
+
+/* Any JSON value at p, checked and skipped (values the conversion does not use). */
+static const char *skip_json(Parser *P, const char *p, const char *e, int depth) {
+    int flag, more;
+    if (depth > MAX_DEPTH || (p = ws(p, e)) >= e) return NULL;
+    switch (*p) {
+    case '"':
+        P->text.len = 0;
+        return string_at(P, p, e, &P->text, 0);
+    case '{':
+    case '[': {
+        char close = *p == '{' ? '}' : ']';
+        more = open_bracket(&p, e, NULL, *p, close);
+        while (more > 0) {
+            if (close == '}') {
+                P->text.len = 0;
+                if (!(p = string_at(P, p, e, &P->text, 0)) || !(p = expect(p, e, ':'))) return NULL;
+            }
+            if (!(p = skip_json(P, p, e, depth + 1))) return NULL;
+            more = next_or_close(&p, e, NULL, close);
+        }
+        return more == 0 ? p : NULL;
+    }
+    case 't': case 'f': return literal(p, e, &flag);
+    case 'n': return (e - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
+    default: { /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+        const char *q = p;
+        if (q < e && *q == '-') q++;
+        if (q < e && *q == '0') q++;
+        else if (q < e && *q >= '1' && *q <= '9') while (q < e && *q >= '0' && *q <= '9') q++;
+        else return NULL;
+        if (q < e && *q == '.') {
+            const char *digits = ++q;
+            while (q < e && *q >= '0' && *q <= '9') q++;
+            if (q == digits) return NULL;
+        }
+        if (q < e && (*q == 'e' || *q == 'E')) {
+            q++;
+            if (q < e && (*q == '+' || *q == '-')) q++;
+            const char *digits = q;
+            while (q < e && *q >= '0' && *q <= '9') q++;
+            if (q == digits) return NULL;
+        }
+        return q;
+    }
+    }
+}
+
+static int key_equals(Buf *key, const char *s, size_t n) {
+    return key->len == n && (n == 0 || memcmp(key->p, s, n) == 0);
+}
+
+/* `{"WriteTimestampMicros": {"N": "..."}, ...}`: the N text into the stamps column. */
+static const char *metadata_at(Parser *P, const char *p, const char *e) {
+    int seen = 0, more = open_bracket(&p, e, NULL, '{', '}');
+    while (more > 0) {
+        P->key.len = 0;
+        if (!(p = string_at(P, p, e, &P->key, 0)) || !(p = expect(p, e, ':'))) return NULL;
+        if (key_equals(&P->key, "WriteTimestampMicros", 20)) {
+            int inner = open_bracket(&p, e, NULL, '{', '}');
+            if (seen++ || inner <= 0) return NULL;
+            while (inner > 0) {
+                P->key.len = 0;
+                if (!(p = string_at(P, p, e, &P->key, 0)) || !(p = expect(p, e, ':'))) return NULL;
+                if (key_equals(&P->key, "N", 1)) {
+                    if (P->stamps.filled > P->row) return NULL; /* "N" twice */
+                    pad_offsets(&P->stamps, P->row);
+                    if (!(p = string_at(P, p, e, &P->stamps.data, 0))) return NULL;
+                    end_row(&P->stamps, P->row, (int32_t)P->stamps.data.len);
+                } else if (!(p = skip_json(P, p, e, 1))) {
+                    return NULL;
+                }
+                inner = next_or_close(&p, e, NULL, '}');
+            }
+            if (inner < 0) return NULL;
+        } else if (!(p = skip_json(P, p, e, 1))) {
+            return NULL;
+        }
+        more = next_or_close(&p, e, NULL, '}');
+    }
+    return more == 0 && seen ? p : NULL;
+}
+
+/*
+ * Keys `{"attr": {"TAG": value}, ...}` at p. merge = 0: checked (values as
+ * typed JSON), and whether every key attribute is there; merge = 1: each
+ * attribute the row does not hold yet goes into the columns, as the per-line
+ * path's `{**Keys, **NewImage}` does.
+ */
+static const char *keys_at(Parser *P, const char *p, const char *e, int merge, int *found) {
+    size_t name_at[MAX_KEY_MEMBERS], name_len[MAX_KEY_MEMBERS];
+    int names = 0, more = open_bracket(&p, e, NULL, '{', '}');
+    *found = 0;
+    P->names.len = 0;
+    while (more > 0) {
+        P->key.len = 0;
+        if (!(p = string_at(P, p, e, &P->key, 0)) || !(p = expect(p, e, ':'))) return NULL;
+        for (int k = 0; k < P->nkeys; k++)
+            if (key_equals(&P->key, P->key_names[k], (size_t)P->key_lens[k])) (*found)++;
+        if (names == MAX_KEY_MEMBERS) return NULL; /* a table key has one or two attributes */
+        for (int k = 0; k < names; k++) /* a name twice: Python keeps the last value */
+            if (key_equals(&P->key, P->names.p + name_at[k], name_len[k])) return NULL;
+        name_at[names] = P->names.len;
+        name_len[names++] = P->key.len;
+        if (P->key.len && buf_put(&P->names, P->key.p, P->key.len)) { P->oom = 1; return NULL; }
+        if (merge) {
             int attr = attribute_for(P, P->key.p ? P->key.p : "", P->key.len);
             if (attr < 0) { P->oom = 1; return NULL; }
-            if (P->attrs[attr].last_row == P->row) return NULL; /* duplicated attribute */
-            P->attrs[attr].last_row = P->row;
-            p = expect(p, e, ':');
-            if (!p || !(p = attribute_value(P, attr, p, e))) return NULL;
-            p = ws(p, e);
-            if (p < e && *p == ',') { p = ws(p + 1, e); continue; }
-            break;
+            if (P->attrs[attr].last_row == P->row) { /* NewImage has it: skip this value */
+                P->scratch.len = 0;
+                if (!(p = typed_json(P, p, e, &P->scratch, 1))) return NULL;
+            } else {
+                P->attrs[attr].last_row = P->row;
+                if (!(p = attribute_value(P, attr, p, e))) return NULL;
+            }
+        } else {
+            P->scratch.len = 0;
+            if (!(p = typed_json(P, p, e, &P->scratch, 1))) return NULL;
         }
+        more = next_or_close(&p, e, NULL, '}');
     }
-    p = expect(p, e, '}'); /* the item */
-    if (!p) return NULL;
-    if (p >= e || *p != '}') return NULL; /* the line holds nothing but "Item" */
-    p = ws(p + 1, e);
-    if (p == e) return p;
-    return *p == '\n' ? p + 1 : NULL;
+    return more == 0 ? p : NULL;
+}
+
+/* Whether the row's image lacks one of the key attributes. */
+static int image_lacks_a_key(Parser *P) {
+    for (int k = 0; k < P->nkeys; k++) {
+        int attr = attribute_for(P, P->key_names[k], (size_t)P->key_lens[k]);
+        if (attr < 0) { P->oom = 1; return 1; }
+        if (P->attrs[attr].last_row != P->row) return 1;
+    }
+    return 0;
+}
+
+/*
+ * One change line `{"Metadata": ..., "Keys": ..., "NewImage": ..., "OldImage": ...}`
+ * (members in any order; OldImage and unknown members are checked as JSON and
+ * not used). The row holds NewImage, plus Keys where NewImage lacks a key
+ * attribute, or Keys alone for a delete.
+ */
+static const char *change_at(Parser *P, const char *p, const char *e) {
+    const char *keys = NULL;
+    int seen_metadata = 0, seen_image = 0, found = 0;
+    p = ws(p, e);
+    int more = open_bracket(&p, e, NULL, '{', '}');
+    while (more > 0) {
+        P->key.len = 0;
+        if (!(p = string_at(P, p, e, &P->key, 0)) || !(p = expect(p, e, ':'))) return NULL;
+        if (key_equals(&P->key, "Metadata", 8)) {
+            if (seen_metadata++ || !(p = metadata_at(P, p, e))) return NULL;
+        } else if (key_equals(&P->key, "Keys", 4)) {
+            if (keys || !(p = keys_at(P, keys = p, e, 0, &found))) return NULL;
+        } else if (key_equals(&P->key, "NewImage", 8)) {
+            if (seen_image++ || !(p = item_at(P, p, e))) return NULL;
+        } else if (!(p = skip_json(P, p, e, 0))) {
+            return NULL;
+        }
+        more = next_or_close(&p, e, NULL, '}');
+    }
+    if (more < 0 || !seen_metadata || !keys || found != P->nkeys) return NULL;
+    if (P->stamps.filled != P->row + 1) return NULL; /* WriteTimestampMicros without N */
+    if (!seen_image) P->deleted[P->row >> 3] |= (uint8_t)(1u << (P->row & 7));
+    if ((!seen_image || image_lacks_a_key(P)) && !keys_at(P, keys, e, 1, &found)) return NULL;
+    return line_end(p, e);
 }
 
 /* ---- results as Python objects ------------------------------------------------------------ */
@@ -763,13 +956,57 @@ static void parser_free(Parser *P) {
     free(P->cols);
     free(P->key.p);
     free(P->text.p);
+    free(P->scratch.p);
+    free(P->names.p);
+    free(P->key_names);
+    free(P->key_lens);
+    free(P->deleted);
+    column_free(&P->stamps);
+}
+
+/* Change mode: the table's key attribute names (a tuple of str) into the parser. */
+static int set_keys(Parser *P, PyObject *keys) {
+    if (!PyTuple_Check(keys)) {
+        PyErr_SetString(PyExc_TypeError, "keys must be a tuple of str");
+        return -1;
+    }
+    P->nkeys = (int)PyTuple_GET_SIZE(keys);
+    P->key_names = calloc((size_t)P->nkeys + 1, sizeof(char *));
+    P->key_lens = calloc((size_t)P->nkeys + 1, sizeof(Py_ssize_t));
+    P->deleted = calloc((size_t)(P->rows + 7) / 8 + 1, 1);
+    if (!P->key_names || !P->key_lens || !P->deleted || column_init(&P->stamps, T_N, P->rows)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int k = 0; k < P->nkeys; k++) { /* UTF-8 kept alive by the tuple's str objects */
+        P->key_names[k] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(keys, k), &P->key_lens[k]);
+        if (!P->key_names[k]) return -1;
+    }
+    return 0;
+}
+
+static PyObject *results(Parser *P, int changes) {
+    PyObject *columns = PyList_New(P->ncols);
+    if (!columns) return NULL;
+    for (int i = 0; i < P->ncols; i++) {
+        PyObject *column = column_tuple(P, &P->cols[i]);
+        if (!column) { Py_DECREF(columns); return NULL; }
+        PyList_SET_ITEM(columns, i, column);
+    }
+    if (!changes) return columns;
+    pad_offsets(&P->stamps, P->rows);
+    return Py_BuildValue(
+        "(Ny#y#y#)", columns, (const char *)P->deleted, (Py_ssize_t)((P->rows + 7) / 8),
+        (const char *)P->stamps.offsets, (Py_ssize_t)(((size_t)P->rows + 1) * sizeof(int32_t)),
+        P->stamps.data.p ? P->stamps.data.p : "", (Py_ssize_t)P->stamps.data.len);
 }
 
 static PyObject *parse(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t rows;
+    PyObject *keys = Py_None;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*n", &view, &rows)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*n|O", &view, &rows, &keys)) return NULL;
     if (view.len > MAX_BLOB || rows < 0) {
         PyBuffer_Release(&view);
         Py_RETURN_NONE;
@@ -778,11 +1015,17 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     memset(&P, 0, sizeof P);
     P.base = view.buf;
     P.rows = rows;
+    int changes = keys != Py_None;
+    if (changes && set_keys(&P, keys)) {
+        parser_free(&P);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     const char *p = view.buf, *e = p + view.len;
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS
     for (P.row = 0; P.row < rows; P.row++) {
-        if (p >= e || !(p = line_at(&P, p, e))) { ok = 0; break; }
+        if (p >= e || !(p = changes ? change_at(&P, p, e) : line_at(&P, p, e))) { ok = 0; break; }
     }
     if (ok && p != e) ok = 0; /* more lines than rows */
     if (ok) qsort(P.cols, (size_t)P.ncols, sizeof(Column), by_attribute);
@@ -792,12 +1035,8 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
     } else if (!ok) {
         result = Py_NewRef(Py_None);
-    } else if ((result = PyList_New(P.ncols))) {
-        for (int i = 0; i < P.ncols; i++) {
-            PyObject *column = column_tuple(&P, &P.cols[i]);
-            if (!column) { Py_CLEAR(result); break; }
-            PyList_SET_ITEM(result, i, column);
-        }
+    } else {
+        result = results(&P, changes);
     }
     parser_free(&P);
     PyBuffer_Release(&view);
@@ -806,7 +1045,9 @@ static PyObject *parse(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"parse", parse, METH_VARARGS,
-     "parse(blob, rows) -> raw column buffers of `rows` full-export lines, or None."},
+     "parse(blob, rows[, keys]) -> raw column buffers of `rows` full-export lines, or None.\n"
+     "With keys (the table's key attribute names), the lines are incremental-export\n"
+     "change lines: -> (columns, deleted bits, stamp offsets, stamp texts), or None."},
     {NULL, NULL, 0, NULL},
 };
 

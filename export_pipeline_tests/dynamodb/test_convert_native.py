@@ -218,6 +218,21 @@ MUTATION_BASE = [
 _MUTATION_BYTES = b'{}[]":,\\ntrue false null SNBMLa019.-+eE=/\x00\x80\xc3\xa9\xff u'
 
 
+def _mutated(data, text: bytes) -> bytes:
+    """`text` after one to three random byte edits: insert, delete, repeat a slice."""
+    line = bytearray(text)
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(line) - 1))
+        action = data.draw(st.sampled_from(["insert", "delete", "repeat"]))
+        if action == "insert":
+            line[position:position] = bytes([data.draw(st.sampled_from(_MUTATION_BYTES))])
+        elif action == "delete":
+            del line[position]
+        else:
+            line[position:position] = line[position : position + data.draw(st.integers(1, 12))]
+    return bytes(line)
+
+
 def _expected_raw(tag: str, value: object) -> object:
     if tag in ("M", "L"):
         return cv.nested_json(tag, value)
@@ -235,17 +250,7 @@ def test_mutated_lines_are_declined_or_read_exactly_as_orjson_reads_them(data) -
     accepts must be valid JSON and every value must be what the per-line code makes."""
     lines = [item_line(item) for item in MUTATION_BASE]
     index = data.draw(st.integers(0, len(lines) - 1))
-    line = bytearray(lines[index])
-    for _ in range(data.draw(st.integers(1, 3))):
-        position = data.draw(st.integers(0, len(line) - 1))
-        action = data.draw(st.sampled_from(["insert", "delete", "repeat"]))
-        if action == "insert":
-            line[position:position] = bytes([data.draw(st.sampled_from(_MUTATION_BYTES))])
-        elif action == "delete":
-            del line[position]
-        else:
-            line[position:position] = line[position : position + data.draw(st.integers(1, 12))]
-    lines[index] = bytes(line)
+    lines[index] = _mutated(data, lines[index])
     columns = parse(lines)
     if columns is None:
         return
@@ -253,6 +258,171 @@ def test_mutated_lines_are_declined_or_read_exactly_as_orjson_reads_them(data) -
     for (attribute, tag), array in columns.items():
         for row, value in enumerate(array.to_pylist()):
             typed = items[row].get(attribute)
+            if typed is None or tag not in typed:
+                assert value is None, (attribute, tag, row)
+            else:
+                assert value == _expected_raw(tag, typed[tag]), (attribute, tag, row)
+
+
+# -- incremental exports: change lines ------------------------------------------------
+
+
+def change_line(members: dict) -> bytes:
+    return orjson.dumps(members)
+
+
+def parse_changes(lines: list[bytes], keys: tuple[str, ...] = ("pk",)):
+    parsed = _convert_native.change_columns(b"\n".join(lines) + b"\n", len(lines), keys)
+    if parsed is None:
+        return None
+    images, deleted, stamps = parsed
+    got = {key: array.to_pylist() for key, array in images.items()}
+    return got, deleted.to_pylist(), stamps.to_pylist()
+
+
+def _stamp(micros: int) -> dict:
+    return {"WriteTimestampMicros": {"N": str(micros)}}
+
+
+def test_change_lines_follow_the_per_line_rules_for_keys_and_images() -> None:
+    """NewImage is the row; Keys fill in a key attribute NewImage lacks (NewImage wins
+    where both have it); a delete's row is its Keys; OldImage is not used."""
+    lines = [
+        change_line(
+            {
+                "Metadata": _stamp(1),
+                "Keys": {"pk": {"S": "a"}},
+                "NewImage": {"pk": {"S": "a"}, "v": {"N": "1"}},
+            }
+        ),
+        change_line(
+            {
+                "Keys": {"pk": {"S": "b"}},
+                "NewImage": {"v": {"N": "2"}},
+                "Metadata": _stamp(2),
+                "OldImage": {"v": {"N": "0"}},
+            }
+        ),
+        change_line({"Metadata": _stamp(3), "Keys": {"pk": {"S": "c"}}}),
+        change_line(
+            {
+                "Metadata": _stamp(4),
+                "Keys": {"pk": {"S": "d"}, "extra": {"S": "k"}},
+                "NewImage": {"pk": {"S": "d-image"}},
+            }
+        ),
+        change_line(
+            {
+                "Metadata": _stamp(5),
+                "Keys": {"pk": {"S": "e"}, "extra": {"S": "k"}},
+                "NewImage": {"v": {"N": "5"}},
+            }
+        ),
+    ]
+    got, deleted, stamps = parse_changes(lines)
+    assert got == {
+        ("pk", "S"): ["a", "b", "c", "d-image", "e"],
+        ("v", "N"): ["1", "2", None, None, "5"],
+        ("extra", "S"): [None, None, None, None, "k"],
+    }
+    assert deleted == [False, False, True, False, False]
+    assert stamps == ["1", "2", "3", "4", "5"]
+
+
+def test_change_lines_with_a_composite_key() -> None:
+    line = change_line(
+        {
+            "Metadata": _stamp(9),
+            "Keys": {"pk": {"S": "a"}, "sk": {"N": "2"}},
+            "NewImage": {"pk": {"S": "a"}, "x": {"BOOL": True}},
+        }
+    )
+    got, deleted, _stamps = parse_changes([line], ("pk", "sk"))
+    assert got == {("pk", "S"): ["a"], ("x", "BOOL"): [True], ("sk", "N"): ["2"]}
+    assert deleted == [False]
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"Keys": {"pk": {"S": "a"}}},  # no Metadata
+        {"Metadata": _stamp(1)},  # no Keys
+        {"Metadata": _stamp(1), "Keys": {"other": {"S": "a"}}},  # the key attribute missing
+        {"Metadata": {"WriteTimestampMicros": {}}, "Keys": {"pk": {"S": "a"}}},
+        {"Metadata": {"WriteTimestampMicros": {"N": 5}}, "Keys": {"pk": {"S": "a"}}},
+        {"Metadata": _stamp(1), "Keys": {"pk": {"S": "a"}}, "NewImage": None},
+        {"Metadata": _stamp(1), "Keys": {"pk": {"S": "a"}}, "NewImage": {"v": {"Q": "1"}}},
+        {"Metadata": _stamp(1), "Keys": {"pk": {"S": 1}}},
+    ],
+)
+def test_change_lines_refused(members: dict) -> None:
+    good = change_line({"Metadata": _stamp(1), "Keys": {"pk": {"S": "a"}}})
+    assert parse_changes([good]) is not None
+    assert parse_changes([good, change_line(members)]) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"Metadata":{"WriteTimestampMicros":{"N":"1"}},"Keys":{"pk":{"S":"a"}},'
+        b'"Keys":{"pk":{"S":"b"}}}',  # Keys twice: Python keeps the last
+        b'{"Metadata":{"WriteTimestampMicros":{"N":"1","N":"2"}},"Keys":{"pk":{"S":"a"}}}',
+        b'{"Metadata":{"WriteTimestampMicros":{"N":"1"}},"Keys":{"pk":{"S":"a"},"pk":{"S":"b"}}}',
+        b'{"Metadata":{"WriteTimestampMicros":{"N":"1"}},"Keys":{"pk":{"S":"a"}},'
+        b'"OldImage":{"v":01}}',  # OldImage is not valid JSON
+        b'{"Metadata":{"WriteTimestampMicros":{"N":"1"}},"Keys":{"pk":{"S":"a"}}} x',
+    ],
+)
+def test_change_lines_refused_where_only_json_shows_it(line: bytes) -> None:
+    assert parse_changes([line]) is None
+
+
+def test_ignored_members_may_hold_any_json() -> None:
+    line = (
+        b'{"Metadata":{"Other":[1,-2.5e-3,true,false,null,{"a":"\\u00e9"}],'
+        b'"WriteTimestampMicros":{"Extra":0,"N":"7"}},"Keys":{"pk":{"S":"a"}},'
+        b'"OldImage":{"v":{"M":{"deep":{"L":[{"N":"1E+400"}]}}}},"Unknown":[[]]}'
+    )
+    got, deleted, stamps = parse_changes([line])
+    assert got == {("pk", "S"): ["a"]} and deleted == [True] and stamps == ["7"]
+
+
+CHANGE_BASE = [
+    {"Metadata": _stamp(1), "Keys": {"pk": {"S": "a"}}, "NewImage": MUTATION_BASE[0]},
+    {"Keys": {"pk": {"S": "b"}}, "NewImage": {"v": {"N": "2"}}, "Metadata": _stamp(2)},
+    {"Metadata": _stamp(3), "Keys": {"pk": {"S": "c"}}, "OldImage": MUTATION_BASE[1]},
+]
+
+
+def _per_line_change(record: dict) -> tuple[dict, bool, str]:
+    """What the per-line path makes of a change line (its rules, restated)."""
+    image = record.get("NewImage")
+    deleted = image is None
+    if image is None:
+        image = record["Keys"]
+    elif "pk" not in image:
+        image = {**record["Keys"], **image}
+    return image, deleted, record["Metadata"]["WriteTimestampMicros"]["N"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.data())
+def test_mutated_change_lines_are_declined_or_read_as_the_per_line_path_reads_them(
+    data,
+) -> None:
+    lines = [change_line(record) for record in CHANGE_BASE]
+    index = data.draw(st.integers(0, len(lines) - 1))
+    lines[index] = _mutated(data, lines[index])
+    parsed = _convert_native.change_columns(b"\n".join(lines) + b"\n", len(lines), ("pk",))
+    if parsed is None:
+        return
+    images, deleted, stamps = parsed
+    expected = [_per_line_change(orjson.loads(text)) for text in lines]  # must not raise
+    assert deleted.to_pylist() == [d for _image, d, _stamp in expected]
+    assert stamps.to_pylist() == [s for _image, _d, s in expected]
+    for (attribute, tag), array in images.items():
+        for row, value in enumerate(array.to_pylist()):
+            typed = expected[row][0].get(attribute)
             if typed is None or tag not in typed:
                 assert value is None, (attribute, tag, row)
             else:
