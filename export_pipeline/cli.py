@@ -20,6 +20,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -163,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        # Python would report the pipe again while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command the pipe closed
     return int(result or 0)
 
 

@@ -55,7 +55,7 @@ __all__ = [
     "ConversionResult",
     "convert_full_export",
     "convert_incremental_export",
-    "full_export_parser",
+    "parser_name",
     "widen",
 ]
 
@@ -140,11 +140,11 @@ def convert_full_export(
     )
 
 
-def full_export_parser() -> str:
-    """Which parser reads full exports in this installation (for logs)."""
-    from export_pipeline.dynamodb._convert_native import full_export_parser as name
+def parser_name(incremental: bool = False) -> str:
+    """Which parser reads export lines in this installation (for logs)."""
+    from export_pipeline.dynamodb._convert_native import parser_name as name
 
-    return name()
+    return name(incremental)
 
 
 def convert_incremental_export(

@@ -18,7 +18,7 @@ from pathlib import Path
 from export_pipeline.dynamodb.convert import (
     DEFAULT_BATCH_SIZE,
     ConversionError,
-    full_export_parser,
+    parser_name,
 )
 
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         progress.clear()
     elapsed = time.monotonic() - started
     print(f"files read:     {len(result.items_per_file)} ({result.bytes_read / 1e6:.1f} MB gzip)")
-    print(f"parsed by:      {_parser_name(args.incremental)}")
+    print(f"parsed by:      {parser_name(args.incremental)}")
     print(
         f"items:          {result.item_count:,} in {elapsed:.1f}s "
         f"({result.item_count / max(elapsed, 1e-9):,.0f} items/s)"
@@ -91,12 +91,6 @@ def run(args: argparse.Namespace) -> int:
         source = "" if spec.source_name in (None, spec.name) else f"  <- {spec.source_name!r}"
         print(f"  {spec.name:<{width}}  {kind}{source}")
     return 0
-
-
-def _parser_name(incremental: bool) -> str:
-    if incremental:
-        return "orjson, line by line (incremental exports)"
-    return full_export_parser()
 
 
 class _Progress:

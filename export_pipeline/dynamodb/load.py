@@ -36,7 +36,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionResult,
     convert_full_export,
     convert_incremental_export,
-    full_export_parser,
+    parser_name,
 )
 from export_pipeline.dynamodb.exports import table_name_from_arn
 from export_pipeline.dynamodb.manifest import (
@@ -212,7 +212,7 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
         )
     job.log(
         f"{job.table}: converted {result.item_count} items in "
-        f"{time.monotonic() - started:.1f}s with {full_export_parser()}"
+        f"{time.monotonic() - started:.1f}s with {parser_name()}"
     )
     verify_item_counts([manifest], local, result.items_per_file)
     if result.item_count != manifest.item_count:
@@ -289,6 +289,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
     if not pending:
         return _outcome(job, [], None, _rows(job), "up_to_date")
     local = _download_all(job.s3, pending, job.work_dir, job.log)
+    started = time.monotonic()
     with _naming_s3_objects(pending[0], local):
         result = convert_incremental_export(
             list(local),
@@ -296,6 +297,10 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
             key_attributes=keys,
             max_workers=job.config.dynamodb.max_parallel_files,
         )
+    job.log(
+        f"{job.table}: converted {result.item_count} change(s) in "
+        f"{time.monotonic() - started:.1f}s with {parser_name(incremental=True)}"
+    )
     verify_item_counts(pending, local, result.items_per_file)
     new_mark = pending[-1].data_as_of
     job.log(
