@@ -182,6 +182,15 @@ static int attribute_for(Parser *P, const char *name, size_t len) {
     return index;
 }
 
+static void column_free(Column *c) {
+    free(c->valid);
+    free(c->bits);
+    free(c->offsets);
+    free(c->data.p);
+    free(c->voffsets.p);
+    free(c->fixups.p);
+}
+
 static int column_init(Column *c, int tag, Py_ssize_t rows) {
     memset(c, 0, sizeof *c);
     c->tag = tag;
@@ -213,21 +222,16 @@ static Column *column_for(Parser *P, int attr, int tag) {
         P->cols_cap = cap;
     }
     Column *c = &P->cols[P->ncols];
-    if (column_init(c, tag, P->rows)) return NULL;
+    if (column_init(c, tag, P->rows)) {
+        column_free(c); /* not counted in ncols: parser_free would miss it */
+        return NULL;
+    }
     c->attr = attr;
     c->order = P->ncols;
     P->attrs[attr].col[tag] = P->ncols++;
     return c;
 }
 
-static void column_free(Column *c) {
-    free(c->valid);
-    free(c->bits);
-    free(c->offsets);
-    free(c->data.p);
-    free(c->voffsets.p);
-    free(c->fixups.p);
-}
 
 /* Offsets of rows [filled, row) as empty; the row's start is then offsets[row]. */
 static inline void pad_offsets(Column *c, Py_ssize_t row) {
