@@ -1,8 +1,11 @@
-"""Deterministic generator of a DynamoDB full-export data file for the benchmark.
+"""Deterministic generators of DynamoDB export data files for the benchmark.
 
 Items of 11 attributes covering every type a table holds in practice: S, N
-(integers, decimals), BOOL, NULL, B, SS, NS, BS, and M with a nested L. The
-same seed always writes the same bytes, so runs are comparable.
+(integers, decimals), BOOL, NULL, B, SS, NS, BS, and M with a nested L; as a
+full export (`{"Item": ...}` lines) or as an incremental export's change
+lines (10% deletes, half of the updates with an OldImage, as an export with
+NEW_AND_OLD_IMAGES writes them). The same seed always writes the same
+bytes, so runs are comparable.
 """
 
 from __future__ import annotations
@@ -41,14 +44,31 @@ def _item(rng: random.Random, index: int) -> dict:
     return {"Item": item}
 
 
-def write_export_file(path: Path, items: int, *, seed: int = 20251126) -> Path:
-    """Write `items` items as one gzip DynamoDB JSON data file at `path`."""
+def _change(rng: random.Random, index: int) -> dict:
+    item = _item(rng, index)["Item"]
+    change = {
+        "Metadata": {"WriteTimestampMicros": {"N": str(1_764_115_200_000_000 + index)}},
+        "Keys": {"pk": item["pk"]},
+    }
+    draw = rng.random()
+    if draw >= 0.1:  # else a delete: Keys only
+        change["NewImage"] = item
+        if draw >= 0.55:
+            change["OldImage"] = _item(rng, index)["Item"]
+    return change
+
+
+def write_export_file(
+    path: Path, items: int, *, seed: int = 20251126, incremental: bool = False
+) -> Path:
+    """Write `items` items (or change lines) as one gzip DynamoDB JSON data file at `path`."""
     rng = random.Random(seed)
+    make = _change if incremental else _item
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wb", compresslevel=6) as out:
         chunk: list[bytes] = []
         for index in range(items):
-            chunk.append(orjson.dumps(_item(rng, index)))
+            chunk.append(orjson.dumps(make(rng, index)))
             if len(chunk) == 10_000:
                 out.write(b"\n".join(chunk) + b"\n")
                 chunk = []

@@ -1,14 +1,19 @@
 """Benchmark: DynamoDB export data file -> BigQuery-ready files, baseline vs. our converter.
 
-    python bench/dynamodb_convert.py              # 300,000 items
-    python bench/dynamodb_convert.py --scale 10   # 3,000,000 items
-    python bench/dynamodb_convert.py --breakdown  # also: CPU seconds per stage
+    python bench/dynamodb_convert.py                # 300,000 items
+    python bench/dynamodb_convert.py --scale 10     # 3,000,000 items
+    python bench/dynamodb_convert.py --incremental  # 300,000 change lines instead
+    python bench/dynamodb_convert.py --breakdown    # also: CPU seconds per stage
 
 Generates a deterministic export data file under bench/out/ (git-ignored;
 reused when already there), then runs, each in its own subprocess:
-- baseline: `json.loads` + boto3 `TypeDeserializer` per item, written as NDJSON
-  (the usual hand-written converter);
-- ours: `convert_full_export` to Parquet.
+- baseline: `json.loads` + boto3 `TypeDeserializer` per item (per change
+  line: its NewImage, or Keys for a delete), written as NDJSON (the usual
+  hand-written converter);
+- ours: `convert_full_export` (or `convert_incremental_export`) to Parquet;
+- ours with the native parser off (EXPORT_PIPELINE_NATIVE_PARSER=0): Arrow's
+  JSON reader for full exports, orjson line by line for incremental ones,
+  which shows what the parser itself contributes.
 The headline ratio is wall time of the whole subprocess (interpreter start,
 imports, conversion). Each subprocess also prints how long its conversion
 took after its imports ("converting only"): the rate a long-running process
@@ -65,7 +70,11 @@ deserializer = ExportDeserializer()
 started = time.perf_counter()
 with gzip.open(sys.argv[1], "rt") as source, open(sys.argv[2], "w") as out:
     for line in source:
-        item = json.loads(line)["Item"]
+        record = json.loads(line)
+        item = record.get("Item")
+        if item is None:  # a change line: the new image, or the keys of a delete
+            item = record.get("NewImage") or record["Keys"]
+            item = {**item, "_deleted": {"BOOL": "NewImage" not in record}}
         plain = {k: deserializer.deserialize(v) for k, v in item.items()}
         out.write(json.dumps(plain, default=default) + "\n")
 print(time.perf_counter() - started)
@@ -74,15 +83,17 @@ print(time.perf_counter() - started)
 OURS = r"""
 import sys, time
 from pathlib import Path
-from export_pipeline.dynamodb.convert import convert_full_export
-from export_pipeline.dynamodb import _convert_run  # what convert_full_export imports
+from export_pipeline.dynamodb.convert import convert_full_export, convert_incremental_export
+from export_pipeline.dynamodb import _convert_run  # what the conversions import
 
 if __name__ == "__main__":
     started = time.perf_counter()
-    result = convert_full_export(
-        [Path(sys.argv[1])], Path(sys.argv[2]),
-        batch_size=int(sys.argv[3]), max_workers=int(sys.argv[4]),
-    )
+    files, out = [Path(sys.argv[1])], Path(sys.argv[2])
+    sizes = dict(batch_size=int(sys.argv[3]), max_workers=int(sys.argv[4]))
+    if sys.argv[5] == "incremental":
+        convert_incremental_export(files, out, key_attributes=["pk"], **sizes)
+    else:
+        convert_full_export(files, out, **sizes)
     print(time.perf_counter() - started)
 """
 
@@ -161,7 +172,7 @@ def _pss_kb(pids: list[int]) -> int:
     return total
 
 
-def _run(args: list[str]) -> tuple[float, float, float, float]:
+def _run(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, float]:
     """(wall seconds, CPU seconds, peak memory in MB, converting seconds) of one subprocess run.
 
     Converting seconds are what the subprocess itself measured from after its
@@ -174,7 +185,9 @@ def _run(args: list[str]) -> tuple[float, float, float, float]:
     """
     os.sync()  # an earlier run's output still being written back would take CPU from this one
     start = time.perf_counter()
-    process = subprocess.Popen(args, cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, cwd=HERE.parent, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     tree_peak_kb = 0
     finished = threading.Event()
 
@@ -207,17 +220,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--incremental", action="store_true", help="an incremental export's change lines"
+    )
+    parser.add_argument(
         "--breakdown", action="store_true", help="also time each stage (single thread)"
     )
     options = parser.parse_args()
+    if options.breakdown and options.incremental:
+        parser.error("--breakdown times the full-export path only")
     items = 300_000 * options.scale
     out = HERE / "out"
-    data = out / f"items-{items}.json.gz"
+    kind = "incremental" if options.incremental else "full"
+    data = out / (f"changes-{items}.json.gz" if options.incremental else f"items-{items}.json.gz")
     if not data.exists():
-        print(f"generating {items:,} items -> {data}", file=sys.stderr)
-        write_export_file(data, items)
+        print(f"generating {items:,} {kind}-export lines -> {data}", file=sys.stderr)
+        write_export_file(data, items, incremental=options.incremental)
     size_mb = data.stat().st_size / 1e6
-    print(f"input: {items:,} items, {size_mb:.1f} MB gzip")
+    print(f"input: {items:,} {kind}-export lines, {size_mb:.1f} MB gzip")
     python = sys.executable
     baseline = None
     load = os.getloadavg()[0]
@@ -225,28 +244,31 @@ def main() -> None:
     if not options.skip_baseline:
         baseline = _run([python, "-c", BASELINE, str(data), str(out / "baseline.ndjson")])
         _report("baseline (json + TypeDeserializer -> NDJSON)", items, baseline)
-    ours = _run(
-        [
-            python,
-            "-c",
-            OURS,
-            str(data),
-            str(out / "parquet"),
-            str(options.batch_size),
-            str(options.workers),
-        ]
-    )
-    _report(
-        f"ours (convert_full_export -> Parquet, {options.workers} workers, "
-        f"batch {options.batch_size:,})",
-        items,
-        ours,
-    )
+    command = [
+        python,
+        "-c",
+        OURS,
+        str(data),
+        str(out / "parquet"),
+        str(options.batch_size),
+        str(options.workers),
+        kind,
+    ]
+    function = "convert_incremental_export" if options.incremental else "convert_full_export"
+    label = f"{function} -> Parquet, {options.workers} workers, batch {options.batch_size:,}"
+    ours = _run(command)
+    _report(f"ours ({label})", items, ours)
+    without = _run(command, env={"EXPORT_PIPELINE_NATIVE_PARSER": "0"})
+    _report("ours, native parser off (EXPORT_PIPELINE_NATIVE_PARSER=0)", items, without)
     if baseline:
         print(
             f"speed-up: {baseline[0] / ours[0]:.1f}x wall, {baseline[1] / ours[1]:.1f}x CPU; "
             f"converting only (after imports): {baseline[3] / ours[3]:.1f}x"
         )
+    print(
+        f"the native parser's share: {without[0] / ours[0]:.1f}x wall, "
+        f"{without[1] / ours[1]:.1f}x CPU; converting only: {without[3] / ours[3]:.1f}x"
+    )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if options.breakdown:
         started = time.perf_counter()

@@ -16,6 +16,8 @@ per-line code.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -23,9 +25,14 @@ import pyarrow.compute as pc
 
 from export_pipeline.dynamodb import _convert_values as cv
 
+# EXPORT_PIPELINE_NATIVE_PARSER=0 turns the parser off in this process and the
+# worker processes it starts (to compare, or to rule it out when in doubt).
+DISABLED = os.environ.get("EXPORT_PIPELINE_NATIVE_PARSER", "1").strip() == "0"
 try:
     from export_pipeline.dynamodb import _items
-except ImportError:  # built without a C compiler: Arrow's reader does the work
+except ImportError:  # built without a C compiler: the slower paths do the work
+    _items = None
+if DISABLED:
     _items = None
 
 AVAILABLE = _items is not None
@@ -47,6 +54,8 @@ def parser_name(incremental: bool) -> str:
     if AVAILABLE:
         return "the native parser (C extension)"
     fallback = "orjson, line by line" if incremental else "Arrow's JSON reader"
+    if DISABLED:
+        return f"{fallback}: the native parser is off (EXPORT_PIPELINE_NATIVE_PARSER=0)"
     return f"{fallback}: the C extension _items is not built (slower; see README)"
 
 

@@ -16,5 +16,7 @@ def native_parser() -> None:
     """Fail, saying why, where a test needs the native parser and it is not built."""
     from export_pipeline.dynamodb import _convert_native
 
+    if _convert_native.DISABLED:
+        pytest.fail("the native parser is off: EXPORT_PIPELINE_NATIVE_PARSER=0 is set")
     if not _convert_native.AVAILABLE:
         pytest.fail(NOT_BUILT)

@@ -427,3 +427,31 @@ def test_mutated_change_lines_are_declined_or_read_as_the_per_line_path_reads_th
                 assert value is None, (attribute, tag, row)
             else:
                 assert value == _expected_raw(tag, typed[tag]), (attribute, tag, row)
+
+
+def test_the_switch_turns_the_parser_off_in_every_process(tmp_path) -> None:
+    """EXPORT_PIPELINE_NATIVE_PARSER=0: the CLI says which parser ran, and the
+    output is the same (a real subprocess: the switch is read at import)."""
+    import gzip
+    import os
+    import subprocess
+    import sys
+
+    lines = [item_line({"pk": {"S": str(i)}, "m": {"M": {"n": {"N": "1.5"}}}}) for i in range(5)]
+    path = tmp_path / "in.json.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    command = [sys.executable, "-m", "export_pipeline.cli", "dynamodb-to-parquet", str(path)]
+    outputs = {}
+    for switch in ("1", "0"):
+        done = subprocess.run(
+            [*command, "-o", str(tmp_path / switch)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "EXPORT_PIPELINE_NATIVE_PARSER": switch},
+        )
+        outputs[switch] = done.stdout
+    assert "parsed by:      the native parser (C extension)" in outputs["1"]
+    assert "Arrow's JSON reader: the native parser is off" in outputs["0"]
+    columns = {switch: text.split("columns", 1)[1] for switch, text in outputs.items()}
+    assert columns["1"] == columns["0"] and "pk" in columns["1"]
