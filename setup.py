@@ -1,9 +1,10 @@
 """Metadata lives in pyproject.toml; this file declares the one C extension.
 
-`export_pipeline.dynamodb._items` parses DynamoDB full-export JSON about four
-times faster than Arrow's JSON reader (see README "Performance"). It is
+`export_pipeline.dynamodb._items` parses DynamoDB export lines (full and
+incremental exports): 0.20 s of CPU per 300k items where Arrow's JSON reader
+and its struct-to-column step took 1.15 s (README "Performance"). It is
 optional: without a C compiler the install still succeeds and the converter
-uses Arrow's reader (`export-pipeline dynamodb-to-parquet` says which).
+takes its slower paths (`export-pipeline dynamodb-to-parquet` says which).
 """
 
 from setuptools import Extension, setup
