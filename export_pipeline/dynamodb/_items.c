@@ -45,7 +45,7 @@ enum { T_S, T_N, T_B, T_BOOL, T_NULL, T_SS, T_NS, T_BS, T_M, T_L, N_TAGS };
 static const char *const TAG_NAMES[N_TAGS] = {"S",  "N",  "B",  "BOOL", "NULL",
                                               "SS", "NS", "BS", "M",    "L"};
 #define MAX_DEPTH 64      /* DynamoDB allows 32 levels */
-#define MAX_KEYS_CHECKED 64 /* maps with more keys are checked for duplicates in Python */
+#define INLINE_KEYS 16       /* map keys compared pairwise; larger maps are sorted */
 #define MAX_BLOB (1 << 30)  /* int32 offsets: far above the converter's ~4 MB batches */
 #define MAX_KEY_MEMBERS 8   /* members of a change line's Keys (a table key has 1 or 2) */
 
@@ -553,6 +553,75 @@ static const char *base64_json_at(Parser *P, const char *p, const char *e, Buf *
     return p;
 }
 
+/* A map key as written in the output: offset and length. */
+typedef struct {
+    size_t at, len;
+} KeyRef;
+
+typedef struct {
+    const char *text;
+    size_t len;
+} KeyText;
+
+static int key_text_order(const void *a, const void *b) {
+    const KeyText *x = a, *y = b;
+    int c = memcmp(x->text, y->text, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Whether two keys of a map are equal (written the same: canonical escaping makes
+ * equal keys equal texts); -1 without the memory to sort them. */
+static int has_duplicate_key(const Buf *out, const KeyRef *keys, size_t n) {
+    if (n <= INLINE_KEYS) {
+        for (size_t i = 1; i < n; i++)
+            for (size_t k = 0; k < i; k++)
+                if (keys[k].len == keys[i].len &&
+                    memcmp(out->p + keys[k].at, out->p + keys[i].at, keys[i].len) == 0)
+                    return 1;
+        return 0;
+    }
+    KeyText *texts = malloc(n * sizeof *texts);
+    if (!texts) return -1;
+    for (size_t i = 0; i < n; i++) texts[i] = (KeyText){out->p + keys[i].at, keys[i].len};
+    qsort(texts, n, sizeof *texts, key_text_order);
+    int duplicate = 0;
+    for (size_t i = 1; i < n && !duplicate; i++) duplicate = key_text_order(&texts[i - 1], &texts[i]) == 0;
+    free(texts);
+    return duplicate;
+}
+
+/* An M value `{"key": {"TAG": value}, ...}` at p -> a JSON object. A duplicated key
+ * sets P->fix: Python's dict keeps its first position and its last value. */
+static const char *map_json(Parser *P, const char *p, const char *e, Buf *out, int depth) {
+    KeyRef inline_keys[INLINE_KEYS], *keys = inline_keys;
+    size_t n = 0, cap = INLINE_KEYS;
+    const char *result = NULL;
+    int more = open_bracket(&p, e, out, '{', '}');
+    while (more > 0) {
+        size_t start = out->len;
+        if (!(p = string_at(P, p, e, out, 1))) goto done;
+        if (n == cap) {
+            KeyRef *grown = malloc(2 * cap * sizeof *keys);
+            if (!grown) { P->oom = 1; goto done; }
+            memcpy(grown, keys, n * sizeof *keys);
+            if (keys != inline_keys) free(keys);
+            keys = grown;
+            cap *= 2;
+        }
+        keys[n++] = (KeyRef){start, out->len - start};
+        if (!(p = expect(p, e, ':')) || buf_byte(out, ':')) goto done;
+        if (!(p = typed_json(P, p, e, out, depth + 1))) goto done;
+        more = next_or_close(&p, e, out, '}');
+    }
+    if (more == 0) {
+        if (has_duplicate_key(out, keys, n)) P->fix = 1; /* or no memory to check: Python does */
+        result = p;
+    }
+done:
+    if (keys != inline_keys) free(keys);
+    return result;
+}
+
 /* The value of DynamoDB type `tag` at p -> its plain JSON text. */
 static const char *value_json(Parser *P, int tag, const char *p, const char *e, Buf *out, int depth) {
     int flag;
@@ -580,32 +649,7 @@ static const char *value_json(Parser *P, int tag, const char *p, const char *e, 
         }
         return more == 0 ? p : NULL;
     }
-    case T_M: {
-        size_t key_at[MAX_KEYS_CHECKED], key_len[MAX_KEYS_CHECKED];
-        int nkeys = 0;
-        int more = open_bracket(&p, e, out, '{', '}');
-        while (more > 0) {
-            size_t start = out->len;
-            p = string_at(P, p, e, out, 1);
-            if (!p) return NULL;
-            size_t len = out->len - start; /* the key as written: equal texts, equal keys */
-            if (nkeys < MAX_KEYS_CHECKED) {
-                for (int k = 0; k < nkeys; k++)
-                    if (key_len[k] == len && memcmp(out->p + key_at[k], out->p + start, len) == 0)
-                        P->fix = 1; /* a duplicated key: Python keeps the last value */
-                key_at[nkeys] = start;
-                key_len[nkeys++] = len;
-            } else {
-                P->fix = 1; /* too many keys to compare here: Python checks */
-            }
-            p = expect(p, e, ':');
-            if (!p || buf_byte(out, ':')) return NULL;
-            p = typed_json(P, p, e, out, depth + 1);
-            if (!p) return NULL;
-            more = next_or_close(&p, e, out, '}');
-        }
-        return more == 0 ? p : NULL;
-    }
+    case T_M: return map_json(P, p, e, out, depth);
     default: return NULL;
     }
 }

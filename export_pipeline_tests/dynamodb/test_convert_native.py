@@ -152,6 +152,30 @@ def test_duplicated_and_many_map_keys_follow_python() -> None:
     assert columns[("m", "M")].to_pylist() == ['{"a":2,"b":"x"}', cv.nested_json("M", many)]
 
 
+def test_large_maps_are_converted_without_python(monkeypatch) -> None:
+    many = {f"k{i:03d}": {"N": str(i)} for i in range(300)}
+    expected = cv.nested_json("M", many)
+
+    def python_conversion(*_args):
+        raise AssertionError("the parser handed this map to Python")
+
+    monkeypatch.setattr(cv, "nested_json", python_conversion)
+    columns = parse([item_line({"m": {"M": many}})])
+    assert columns is not None
+    assert columns[("m", "M")].to_pylist() == [expected]
+
+
+def test_a_duplicated_key_in_a_large_map_follows_python() -> None:
+    """Past 16 keys the parser finds duplicates by sorting; Python's dict decides."""
+    members = [f'"k{i:03d}":{{"N":"{i}"}}' for i in range(300)] + ['"k150":{"S":"last"}']
+    line = ('{"Item":{"m":{"M":{' + ",".join(members) + "}}}}").encode()
+    expected = cv.nested_json("M", orjson.loads(line)["Item"]["m"]["M"])
+    columns = parse([line])
+    assert columns is not None
+    assert columns[("m", "M")].to_pylist() == [expected]
+    assert '"k150":"last"' in expected
+
+
 def test_nesting_to_dynamodbs_limit_and_refusal_beyond_the_parsers() -> None:
     def nested(levels: int) -> dict:
         value: dict = {"S": "leaf"}
