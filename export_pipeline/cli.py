@@ -30,7 +30,7 @@ from export_pipeline.config import ConfigError, current_config
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 # Subcommands that other modules provide through `register(subparsers)`.
-PLUGIN_MODULES = ("export_pipeline.dynamodb.convert_cli",)
+PLUGIN_MODULES = ("export_pipeline.dynamodb.convert_cli", "export_pipeline.pools_cli")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

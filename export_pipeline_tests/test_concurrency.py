@@ -24,6 +24,7 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 
 from export_pipeline.dynamodb.assets import bigquery_pool
 from export_pipeline.environment import build_resources
+from export_pipeline.pools_cli import set_pools
 from export_pipeline.rds.assets import build_rds_assets, table_pool
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     assets_for,
@@ -89,6 +90,9 @@ def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
     with DagsterInstance.from_config(str(home)) as instance:
         exported = materialize([export_asset], resources=build_resources(config), instance=instance)
         arn = materialization_metadata(exported, export_asset.key)["export_arn"]
+        # As a deployment does (`export-pipeline pools --set`): created on first use
+        # instead, two steps starting together could both create a slot, and both run.
+        set_pools(instance, [pool])
         with fault_proxy(local_cloud.host, local_cloud.aws_port) as proxy:
             held = proxy.add(delay(3), method="GET", path=r"/manifest-summary\.json$")
             runs = [
@@ -142,3 +146,24 @@ def test_every_bigquery_table_has_a_pool_of_its_own(pipeline_config):
     [source] = pipeline_config.rds.instances
     assert table_pool(pipeline_config, "shop", "orders") == "bigquery_aws_raw_rds_shop_orders"
     assert source.identifier
+
+
+def test_pools_set_creates_every_pool_of_the_graph_once(tmp_path, pipeline_config):
+    """`export-pipeline pools --set` on an instance: each pool of the configured graph
+    gets one slot (the instance's default limit), and running it again changes nothing."""
+    from export_pipeline.pools_cli import pool_names
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    command = [sys.executable, "-m", "export_pipeline.cli", "pools", "--set"]
+    environment = {**os.environ, "DAGSTER_HOME": str(home)}
+    for _ in range(2):
+        done = subprocess.run(command, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    pools = pool_names(pipeline_config)
+    assert done.stdout.splitlines() == [f"{pool}: limit 1" for pool in pools]
+    assert {"bigquery_aws_raw_dynamodb_orders", "rds_export_shopdb"} <= set(pools)
+    with DagsterInstance.from_config(str(home)) as instance:
+        for pool in pools:
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1, pool
