@@ -43,8 +43,7 @@ def pool_names(config: PipelineConfig) -> list[str]:
     from export_pipeline.rds.assets import build_rds_assets
 
     assets = [*build_dynamodb_assets(config), *build_rds_assets(config)]
-    pools = (getattr(getattr(asset, "op", None), "pool", None) for asset in assets)
-    return list(dict.fromkeys(pool for pool in pools if pool))
+    return list(dict.fromkeys(asset.op.pool for asset in assets if asset.op.pool))
 
 
 def set_pools(instance: Any, pools: list[str]) -> int:
