@@ -17,8 +17,6 @@ use, a server that does not start) print one clear message and exit non-zero.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -26,11 +24,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from export_pipeline import pools_cli
 from export_pipeline.config import ConfigError, current_config
+from export_pipeline.dynamodb import convert_cli
 from export_pipeline.local_cloud.settings import LocalCloudSettings
-
-# Subcommands that other modules provide through `register(subparsers)`.
-PLUGIN_MODULES = ("export_pipeline.dynamodb.convert_cli", "export_pipeline.pools_cli")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -135,18 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("--json", action="store_true", help="print JSON")
     mutate.set_defaults(func=_cmd_mutate)
 
-    for name in PLUGIN_MODULES:
-        _register_plugin(name, commands)
+    # Subcommands whose modules sit with what they are about.
+    convert_cli.register(commands)
+    pools_cli.register(commands)
     return parser
-
-
-def _register_plugin(name: str, commands: argparse._SubParsersAction) -> None:
-    try:
-        if importlib.util.find_spec(name) is None:
-            return
-        importlib.import_module(name).register(commands)
-    except Exception as exc:  # a broken plugin must not take `local down` with it
-        print(f"warning: the commands of {name} are unavailable: {exc}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """The Dagster definitions: assembled here from the configuration, built elsewhere.
 
-Assets come from the per-source builders (`dynamodb/`, `rds/`), freshness
-checks from `freshness.py`, resources from `environment.py`; this module only
-puts them together with the jobs and the schedule (a job selecting a table
-also runs its checks, row count and freshness, after the load).
+Every registered source (`export_pipeline.registry`) gets its export and
+BigQuery table assets from the builders in `export_pipeline.graph`, plus
+sensors of its own; the completion sensor and the freshness checks cover
+every source; resources come from `environment.py`. This module only puts
+them together with the jobs and the schedule (a job selecting a table also
+runs its checks, row count and freshness, after the load).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from dagster import (
-    AssetChecksDefinition,
     AssetSelection,
     Definitions,
     Field,
@@ -21,14 +22,12 @@ from dagster import (
 )
 
 from export_pipeline.config import PipelineConfig, current_config
-from export_pipeline.dynamodb.assets import build_dynamodb_assets
+from export_pipeline.contract import SOURCE_TAG
 from export_pipeline.environment import build_resources
-from export_pipeline.export_sensors import build_export_completion_sensor
-from export_pipeline.freshness import build_freshness_checks, build_freshness_sensor
-from export_pipeline.rds.assets import build_rds_assets
-from export_pipeline.rds.snapshot_sensor import build_sensors
-
-SOURCE_TAG = "export_pipeline/source"
+from export_pipeline.graph.assets import build_source_assets
+from export_pipeline.graph.completion_sensor import build_export_completion_sensor
+from export_pipeline.graph.freshness import build_freshness_checks, build_freshness_sensor
+from export_pipeline.registry import configured_sources
 
 # Steps run in processes forked from a server that has imported this project
 # once (Dagster's `forkserver` start method, preloading the job's module),
@@ -54,22 +53,20 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 
 def build_definitions(config: PipelineConfig) -> Definitions:
     """Everything Dagster shows and runs, for one configuration."""
-    everything = AssetSelection.all()
+    sources = configured_sources(config)
     aws_to_bigquery = define_asset_job(
         "aws_to_bigquery",
-        selection=everything,
+        selection=AssetSelection.all(),
         description="Export every configured DynamoDB table and RDS snapshot and load BigQuery.",
     )
-    dynamodb_job = define_asset_job(
-        "dynamodb_to_bigquery",
-        selection=AssetSelection.tag(SOURCE_TAG, "dynamodb"),
-        description="Only the DynamoDB tables.",
-    )
-    rds_job = define_asset_job(
-        "rds_to_bigquery",
-        selection=AssetSelection.tag(SOURCE_TAG, "rds"),
-        description="Only the RDS snapshots.",
-    )
+    source_jobs = [
+        define_asset_job(
+            f"{source.kind}_to_bigquery",
+            selection=AssetSelection.tag(SOURCE_TAG, source.kind),
+            description=f"Only the {source.title}.",
+        )
+        for source in sources
+    ]
     schedule = ScheduleDefinition(
         name="aws_to_bigquery_schedule",
         job=aws_to_bigquery,
@@ -77,16 +74,16 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         execution_timezone=config.schedule.timezone,
         description="Refreshes the whole graph (configuration: schedule.cron / schedule.timezone).",
     )
-    built = [*build_dynamodb_assets(config), *build_rds_assets(config)]
-    freshness = build_freshness_checks(config)
+    table_keys = [t.key for source in sources for unit in source.units() for t in unit.tables]
+    freshness = build_freshness_checks(table_keys, config.schedule)
     return Definitions(
-        assets=[d for d in built if not isinstance(d, AssetChecksDefinition)],
-        asset_checks=[d for d in built if isinstance(d, AssetChecksDefinition)] + freshness,
-        jobs=[aws_to_bigquery, dynamodb_job, rds_job],
+        assets=[asset for source in sources for asset in build_source_assets(source)],
+        asset_checks=freshness,
+        jobs=[aws_to_bigquery, *source_jobs],
         schedules=[schedule],
         sensors=[
-            *build_sensors(config),
-            *build_export_completion_sensor(config),
+            *(sensor for source in sources for sensor in source.sensors()),
+            *build_export_completion_sensor(sources),
             *build_freshness_sensor(freshness),
         ],
         resources=build_resources(config),

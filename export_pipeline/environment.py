@@ -12,10 +12,9 @@ from typing import Any
 
 from dagster import EnvVar
 from dagster_aws.rds import RDSResource
-from dagster_aws.s3 import S3Resource
 
 from export_pipeline.config import Environment, PipelineConfig
-from export_pipeline.resources.aws import DynamoDBResource
+from export_pipeline.resources.aws import DynamoDBResource, S3Resource
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.resources.cloud import LocalCloudResource, ProductionCloudResource
 

@@ -17,6 +17,12 @@ by exception type, so the filter is here:
   running it again would fail the same way (and could pay for a second
   export).
 
+The pipeline's own errors say which they are where they are raised: they
+derive from `PermanentError` or `TransientError` (both `PipelineError`s),
+and a permanent one carries its `hint`. So this module knows no source:
+`classify` reads the class of a pipeline error, and only the clients'
+errors (botocore, google-api-core) are judged here by their codes.
+
 `classify` is pure (no I/O) so it is tested with real exception objects.
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy
 
@@ -107,6 +114,27 @@ BIGQUERY_HINTS: dict[str, str] = {
 }
 
 
+class PipelineError(Exception):
+    """An error the pipeline raises itself, knowing whether a retry can help.
+
+    `hint` says what the operator should do (permanent errors); a subclass
+    may compute it from its fields.
+    """
+
+    transient: ClassVar[bool] = False
+    hint: str = ""
+
+
+class PermanentError(PipelineError):
+    """Running the step again would fail the same way (or pay for a second export)."""
+
+
+class TransientError(PipelineError):
+    """Not now: the step's retry policy tries again later."""
+
+    transient: ClassVar[bool] = True
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether an error is worth retrying, and for permanent ones what to fix."""
@@ -187,20 +215,10 @@ def classify(exc: BaseException) -> Verdict:
     """Transient (retry the step) or permanent (fail now, say what to fix)."""
     from dagster import DagsterError
 
-    from export_pipeline.dynamodb.exports import ExportFailedError, ExportTimeoutError
-    from export_pipeline.rds.export_tasks import RdsExportError
-
     # The pipeline's own verdicts first: their messages already say what to do.
-    if isinstance(exc, ExportFailedError):
-        return Verdict(False, f"export FAILED ({exc.failure_code})", _failed_export_hint(exc))
-    if isinstance(exc, ExportTimeoutError):
-        return Verdict(
-            False,
-            "export timeout",
-            "the export keeps running in AWS: raise dynamodb.export_timeout_minutes, or run "
-            "the export asset with wait_for_completion: false (sensor mode)",
-        )
-    if isinstance(exc, (RdsExportError, Failure, DagsterError)):
+    if isinstance(exc, PipelineError):
+        return Verdict(exc.transient, type(exc).__name__, exc.hint)
+    if isinstance(exc, (Failure, DagsterError)):
         return Verdict(False, type(exc).__name__)
     for verdict in (_aws_verdict(exc), _google_verdict(exc)):
         if verdict is not None:
@@ -215,16 +233,6 @@ def classify(exc: BaseException) -> Verdict:
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return Verdict(True, f"connection: {type(exc).__name__}")
     return Verdict(False, f"unexpected {type(exc).__name__}")
-
-
-def _failed_export_hint(exc: object) -> str:
-    code = str(getattr(exc, "failure_code", ""))
-    if code.startswith("S3") or "AccessDenied" in code:
-        return (
-            "DynamoDB could not write to the export bucket: check aws.export_bucket exists and "
-            "its policy lets DynamoDB write (deploy/iam/), then materialize the export again"
-        )
-    return "see the failure message, fix its cause, then materialize the export asset again"
 
 
 def permanent_failure(exc: BaseException, what: str, verdict: Verdict) -> Failure:

@@ -7,9 +7,9 @@ Why: every BigQuery table and every export source has a pool with limit 1
 (`deploy/dagster.yaml`: `pools: default_limit: 1`), so loads into one table
 never overlap. Dagster creates a pool's slots the first time a step uses it,
 and two runs whose steps start at the same instant on a pool that does not
-exist yet can both create a slot and both run (seen once in this project's
-tests, on SQLite). Creating the pools at deploy, and again after adding a
-table, closes that window. Re-running is harmless.
+exist yet can both create a slot and both run (Dagster's first-use
+initialisation is not serialised on SQLite). Creating the pools at deploy,
+and again after adding a table, closes that window. Re-running is harmless.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from export_pipeline.config import PipelineConfig
+from export_pipeline.registry import configured_sources
 
 DEFAULT_LIMIT = 1  # as deploy/dagster.yaml; the instance's own default_limit wins
 
@@ -39,11 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def pool_names(config: PipelineConfig) -> list[str]:
     """The pools of the graph built from `config`, in definition order, each once."""
-    from export_pipeline.dynamodb.assets import build_dynamodb_assets
-    from export_pipeline.rds.assets import build_rds_assets
-
-    assets = [*build_dynamodb_assets(config), *build_rds_assets(config)]
-    return list(dict.fromkeys(asset.op.pool for asset in assets if asset.op.pool))
+    pools = [
+        pool
+        for source in configured_sources(config)
+        for unit in source.units()
+        for pool in (unit.pool, *(table.pool for table in unit.tables))
+    ]
+    return list(dict.fromkeys(pools))
 
 
 def set_pools(instance: Any, pools: list[str]) -> int:

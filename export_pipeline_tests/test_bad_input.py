@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 
 from export_pipeline.bigquery.tables import TableId
 from export_pipeline.config import ConfigError, PipelineConfig, parse_config
-from export_pipeline.dynamodb.assets import build_dynamodb_assets, export_prefix
+from export_pipeline.dynamodb.source import DynamoDBSource, export_prefix
+from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.naming import dynamodb_table_name, rds_table_name
-from export_pipeline.rds.assets import build_rds_assets
 from export_pipeline.rds.export_files import ExportLocation
 from export_pipeline.rds.identifiers import export_task_identifier, is_valid_export_task_identifier
+from export_pipeline.rds.source import RdsSource
 from export_pipeline_tests.faults import _runs
 
 PATH = Path("/etc/export-pipeline/hostile.yaml")
@@ -241,7 +242,7 @@ def test_any_accepted_dynamodb_name_yields_safe_keys_tables_and_sql(name):
     assert _BQ_TABLE.match(table)
     sql = TableId(config.bigquery.project, config.bigquery.dataset, table).sql
     assert sql.count("`") == 6 and "'" not in sql and " " not in sql
-    export_asset, bigquery_asset = build_dynamodb_assets(config)
+    export_asset, bigquery_asset = build_source_assets(DynamoDBSource(config))
     assert export_asset.key.path == ["dynamodb", name, "export"]
     assert bigquery_asset.key.path[-1] == table
 
@@ -258,7 +259,7 @@ def test_any_accepted_rds_name_yields_safe_keys_tables_and_identifiers(database,
     assert is_valid_export_task_identifier(identifier)
     folder = ExportLocation("my-bucket", "exports/rds", identifier).table_folder(database, table)
     assert _S3_SAFE_KEY.match(folder) and ".." not in folder.split("/")
-    keys = [a.key.path for a in build_rds_assets(config) if hasattr(a, "key")]
+    keys = [a.key.path for a in build_source_assets(RdsSource(config)) if hasattr(a, "key")]
     assert ["bigquery", config.bigquery.dataset, bq_table] in keys
 
 

@@ -22,10 +22,11 @@ import sys
 
 from dagster import DagsterEventType, DagsterInstance, materialize
 
-from export_pipeline.dynamodb.assets import bigquery_pool
+from export_pipeline.dynamodb.source import DynamoDBSource
 from export_pipeline.environment import build_resources
+from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.pools_cli import set_pools
-from export_pipeline.rds.assets import build_rds_assets, table_pool
+from export_pipeline.rds.source import RdsSource
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     assets_for,
     bigquery_rows,
@@ -82,7 +83,7 @@ def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
     create_table(aws_clients.dynamodb, table, [{"pk": {"S": k}} for k in ("a", "b", "c")])
     config = make_config(table)
     export_asset, bigquery_asset = assets_for(config)
-    pool = bigquery_pool(config, table)
+    pool = bigquery_asset.op.pool
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
@@ -133,19 +134,15 @@ def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
 
 
 def test_every_bigquery_table_has_a_pool_of_its_own(pipeline_config):
-    from export_pipeline.dynamodb.assets import build_dynamodb_assets
-
     pools = {}
-    for definition in build_dynamodb_assets(pipeline_config):
-        pools[definition.key] = definition.op.pool
-    for definition in build_rds_assets(pipeline_config):
-        pools[definition.key] = definition.op.pool
+    for source in (DynamoDBSource(pipeline_config), RdsSource(pipeline_config)):
+        for definition in build_source_assets(source):
+            pools[definition.key.to_user_string()] = definition.op.pool
     assert all(pools.values()) and len(set(pools.values())) == len(pools)
-    [table] = [t for t in pipeline_config.dynamodb.tables if t.name == "Orders"]
-    assert bigquery_pool(pipeline_config, table.name) == "bigquery_aws_raw_dynamodb_orders"
-    [source] = pipeline_config.rds.instances
-    assert table_pool(pipeline_config, "shop", "orders") == "bigquery_aws_raw_rds_shop_orders"
-    assert source.identifier
+    assert pools["bigquery/aws_raw/dynamodb_orders"] == "bigquery_aws_raw_dynamodb_orders"
+    assert pools["bigquery/aws_raw/rds_shop_orders"] == "bigquery_aws_raw_rds_shop_orders"
+    assert pools["dynamodb/Orders/export"] == "dynamodb_export_Orders"
+    assert pools["rds/shopdb/snapshot_export"] == "rds_export_shopdb"
 
 
 def test_pools_set_creates_every_pool_of_the_graph_once(tmp_path, pipeline_config):

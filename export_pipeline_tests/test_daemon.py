@@ -49,12 +49,13 @@ from dagster._core.scheduler.instigation import InstigatorState, InstigatorTick,
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from export_pipeline.config import REPO_ROOT, PipelineConfig
-from export_pipeline.export_sensors import SENSOR_NAME as COMPLETION_SENSOR
-from export_pipeline.freshness import FRESHNESS_CHECK
+from export_pipeline.contract import ROW_COUNT_CHECK
+from export_pipeline.graph.completion_sensor import SENSOR_NAME as COMPLETION_SENSOR
+from export_pipeline.graph.freshness import FRESHNESS_CHECK
 from export_pipeline.local_cloud.rds_client import live_store
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline.rds.assets import EXPORT_ID_METADATA, ROW_COUNT_CHECK, table_asset_key
 from export_pipeline.rds.snapshot_sensor import SnapshotCursor, run_key, sensor_name
+from export_pipeline.rds.source import EXPORT_ID_METADATA, table_asset_key
 from export_pipeline_tests.conftest import free_ports
 from export_pipeline_tests.rds.conftest import create_mysql_instance
 

@@ -19,13 +19,15 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 
 from export_pipeline.dynamodb.exports import wait_for_export
 from export_pipeline.environment import build_resources
-from export_pipeline.export_sensors import (
+from export_pipeline.graph.assets import build_source_assets
+from export_pipeline.graph.completion_sensor import (
     EXPORT_FAILED_TAG,
     SENSOR_NAME,
     build_export_completion_sensor,
 )
-from export_pipeline.rds.assets import build_rds_assets
 from export_pipeline.rds.export_tasks import wait_for_export as wait_for_rds_export
+from export_pipeline.rds.source import RdsSource
+from export_pipeline.registry import configured_sources
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     assets_for,
     bigquery_rows,
@@ -98,7 +100,7 @@ def test_dynamodb_sensor_mode_loads_once_when_the_export_completes(
     create_table(aws_clients.dynamodb, table, _items("a", "b", "c"))
     config = make_config(table)
     instance = DagsterInstance.ephemeral()
-    [sensor] = build_export_completion_sensor(config)
+    [sensor] = build_export_completion_sensor(configured_sources(config))
     resources = build_resources(config)
 
     export_asset, bigquery_asset, started = _start_in_sensor_mode(config, instance)
@@ -159,7 +161,7 @@ def test_dynamodb_failed_export_is_reported_by_a_failing_load_run(
     create_table(aws_clients.dynamodb, table, _items("a"))
     config = make_config(table, bucket=f"missing-{unique_name}")
     instance = DagsterInstance.ephemeral()
-    [sensor] = build_export_completion_sensor(config)
+    [sensor] = build_export_completion_sensor(configured_sources(config))
     resources = build_resources(config)
 
     export_asset, bigquery_asset, started = _start_in_sensor_mode(config, instance)
@@ -195,7 +197,7 @@ def test_rds_sensor_mode_requests_every_table_load(
     source = demo.model_copy(update={"export_only": ["shop.orders"]})
     config = config_for(pipeline_config, rds_dataset, instances=[source])
     instance = DagsterInstance.ephemeral()
-    assets = build_rds_assets(config)
+    assets = build_source_assets(RdsSource(config))
     export_asset, table_asset = assets[0], assets[1]
     # A fresh export task (attempt number unused so far), so it starts now.
     attempt = 1000 + int(rds_dataset[-6:], 16) % 100000
@@ -224,7 +226,7 @@ def test_rds_sensor_mode_requests_every_table_load(
         retry_hint="",
         sleep=_sleep,
     )
-    [sensor] = build_export_completion_sensor(config)
+    [sensor] = build_export_completion_sensor(configured_sources(config))
     tick = _tick(sensor, instance, build_resources(config))
     [request] = tick.run_requests
     assert request.run_key == f"load:{identifier}"
@@ -256,14 +258,12 @@ def _sleep(seconds: float) -> None:
 
 
 def test_run_config_decides_the_wait_then_the_sources_wait_setting(pipeline_config):
-    from types import SimpleNamespace
-
-    from export_pipeline.dynamodb.assets import waits
-    from export_pipeline.rds.assets import waits as rds_waits
+    from export_pipeline.config import WaitMode
+    from export_pipeline.contract import waits
 
     [table, *_] = pipeline_config.dynamodb.tables
-    assert waits(None, table) is True  # today's configuration: blocking
-    assert waits(False, table) is False
-    sensor_source = SimpleNamespace(wait="sensor")  # the proposed pipeline.yaml field
-    assert waits(None, sensor_source) is False and waits(True, sensor_source) is True
-    assert rds_waits(None, SimpleNamespace(wait="blocking")) is True
+    assert waits(None, table.wait) is True  # the demo configuration: blocking
+    assert waits(False, table.wait) is False
+    assert waits(None, WaitMode.SENSOR) is False and waits(True, WaitMode.SENSOR) is True
+    [source] = pipeline_config.rds.instances
+    assert waits(None, source.wait) is True

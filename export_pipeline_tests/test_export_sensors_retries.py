@@ -21,10 +21,11 @@ from dagster import DagsterInstance, Failure, RetryPolicy, materialize
 from google.api_core import exceptions as gexc
 
 from export_pipeline import errors
-from export_pipeline.dynamodb import assets as ddb_assets
 from export_pipeline.dynamodb.exports import ExportFailedError, ExportTimeoutError
+from export_pipeline.dynamodb.source import DynamoDBSource
 from export_pipeline.environment import build_resources
 from export_pipeline.errors import classify, permanent_failure, retry_only_transient
+from export_pipeline.graph import assets as graph_assets
 from export_pipeline.rds.export_tasks import RdsExportError
 from export_pipeline_tests.dynamodb._pipeline_helpers import create_table, make_config
 from export_pipeline_tests.faults.proxy import dynamodb_error, fault_proxy, resources_through
@@ -142,12 +143,12 @@ def test_retry_only_transient_reraises_transient_errors_unchanged():
 def fast_retries(monkeypatch):
     """The production policy waits 20 s+ between attempts; tests cannot."""
     policy = RetryPolicy(max_retries=2, delay=0.2)
-    monkeypatch.setattr(ddb_assets, "TRANSIENT_RETRY_POLICY", policy)
+    monkeypatch.setattr(graph_assets, "TRANSIENT_RETRY_POLICY", policy)
     return policy
 
 
 def _run_export(config, proxy):
-    export_asset, _ = ddb_assets.build_dynamodb_assets(config)
+    export_asset, _ = graph_assets.build_source_assets(DynamoDBSource(config))
     resources = resources_through(build_resources(config), aws=proxy, bigquery=None)
     # Fewer client retries (and their backoff sleeps) so that the step layer shows quickly.
     ddb = resources["dynamodb"]
@@ -202,9 +203,12 @@ def test_access_denied_fails_at_once_saying_what_to_fix(
 
 
 def test_retry_policy_is_on_every_export_and_load_asset(pipeline_config):
-    from export_pipeline.rds.assets import build_rds_assets
+    from export_pipeline.rds.source import RdsSource
 
-    built = [*ddb_assets.build_dynamodb_assets(pipeline_config), *build_rds_assets(pipeline_config)]
+    built = [
+        *graph_assets.build_source_assets(DynamoDBSource(pipeline_config)),
+        *graph_assets.build_source_assets(RdsSource(pipeline_config)),
+    ]
     assert built
     for definition in built:
         assert definition.op.retry_policy == errors.TRANSIENT_RETRY_POLICY, definition.op.name

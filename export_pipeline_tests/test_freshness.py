@@ -29,13 +29,14 @@ from dagster._core.test_utils import freeze_time
 
 from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig, ScheduleConfig, load_config
 from export_pipeline.definitions import build_definitions
-from export_pipeline.freshness import (
+from export_pipeline.graph.freshness import (
     FRESHNESS_CHECK,
     SENSOR_NAME,
     build_freshness_checks,
     build_freshness_sensor,
     longest_tick_interval,
 )
+from export_pipeline.registry import configured_sources
 
 DAILY_UTC = ScheduleConfig(cron="0 3 * * *", timezone="UTC")
 ORDERS = AssetKey(["bigquery", "aws_raw", "dynamodb_orders"])
@@ -85,7 +86,11 @@ def test_every_bigquery_table_has_a_freshness_check_run_by_its_jobs(demo_config)
         assert sorted(o.node_name for outs in upstream.values() for o in outs) == sorted(
             t.to_python_identifier() for t in job_tables
         ), job_name
-    specs = [spec for c in build_freshness_checks(demo_config) for spec in c.check_specs]
+    specs = [
+        spec
+        for c in build_freshness_checks(sorted(tables), demo_config.schedule)
+        for spec in c.check_specs
+    ]
     assert {spec.asset_key for spec in specs} == tables
     for spec in specs:
         params = spec.metadata["dagster/freshness_params"].value
@@ -96,8 +101,17 @@ def test_every_bigquery_table_has_a_freshness_check_run_by_its_jobs(demo_config)
     assert SENSOR_NAME in {s.name for s in defs.sensors or []}
 
 
+def _table_keys(config: PipelineConfig) -> list[AssetKey]:
+    return [
+        table.key
+        for source in configured_sources(config)
+        for unit in source.units()
+        for table in unit.tables
+    ]
+
+
 def _orders_check_job(config: PipelineConfig):
-    checks = build_freshness_checks(config)
+    checks = build_freshness_checks(_table_keys(config), config.schedule)
     selection = AssetSelection.checks(AssetCheckKey(ORDERS, FRESHNESS_CHECK))
     job = define_asset_job("orders_freshness", selection=selection)
     return Definitions(asset_checks=checks, jobs=[job]).resolve_job_def(job.name), checks

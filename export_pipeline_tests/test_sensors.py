@@ -30,12 +30,12 @@ from export_pipeline.config import PipelineConfig, RdsConfig, RdsInstanceConfig
 from export_pipeline.definitions import build_definitions
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline.rds.assets import EXPORT_ID_METADATA, export_asset_key, table_asset_key
-from export_pipeline.rds.snapshot_sensor import (
-    SNAPSHOT_TAG,
-    SnapshotCursor,
-    build_sensors,
-    sensor_name,
+from export_pipeline.rds.snapshot_sensor import SNAPSHOT_TAG, SnapshotCursor, sensor_name
+from export_pipeline.rds.source import (
+    EXPORT_ID_METADATA,
+    RdsSource,
+    export_asset_key,
+    table_asset_key,
 )
 from export_pipeline_tests.rds.conftest import create_mysql_instance
 
@@ -111,7 +111,7 @@ def test_first_tick_requests_newest_then_only_new_snapshots(
     first_snapshot = _create_instance(local_cloud, aws_clients, instance_id)
     source = _source(pipeline_config, instance_id, "automated")
     config = _config_with(pipeline_config, source)
-    (sensor,) = build_sensors(config)
+    (sensor,) = RdsSource(config).sensors()
     assert (
         sensor.name == sensor_name(source) == f"rds_snapshot_sensor_{instance_id.replace('-', '_')}"
     )
@@ -165,7 +165,7 @@ def test_several_new_snapshots_request_only_the_newest(
 ):
     _create_instance(local_cloud, aws_clients, instance_id)
     source = _source(pipeline_config, instance_id, "any")
-    (sensor,) = build_sensors(_config_with(pipeline_config, source))
+    (sensor,) = RdsSource(_config_with(pipeline_config, source)).sensors()
     instance = DagsterInstance.ephemeral()
     baseline, _ = _tick(sensor, rds_resource, None, instance)
     assert isinstance(baseline, SensorResult)
@@ -188,7 +188,7 @@ def test_manual_source_ignores_automated_snapshots(
 ):
     _create_instance(local_cloud, aws_clients, instance_id)
     source = _source(pipeline_config, instance_id, "manual")
-    (sensor,) = build_sensors(_config_with(pipeline_config, source))
+    (sensor,) = RdsSource(_config_with(pipeline_config, source)).sensors()
     instance = DagsterInstance.ephemeral()
     nothing, _ = _tick(sensor, rds_resource, None, instance)
     assert isinstance(nothing, SkipReason)
@@ -208,9 +208,9 @@ def test_first_tick_skips_a_snapshot_already_exported(
 ):
     newest = _create_instance(local_cloud, aws_clients, instance_id)
     source = _source(pipeline_config, instance_id, "automated")
-    (sensor,) = build_sensors(_config_with(pipeline_config, source))
+    (sensor,) = RdsSource(_config_with(pipeline_config, source)).sensors()
     instance = DagsterInstance.ephemeral()
-    # What the export asset records when it exported `newest` (see rds/assets.py).
+    # What the export asset records when it exported `newest` (see rds/source.py).
     instance.report_runless_asset_event(
         AssetMaterialization(
             export_asset_key(source),
@@ -229,7 +229,7 @@ def test_unreadable_cursor_starts_again_from_the_newest(
 ):
     newest = _create_instance(local_cloud, aws_clients, instance_id)
     source = _source(pipeline_config, instance_id, "automated")
-    (sensor,) = build_sensors(_config_with(pipeline_config, source))
+    (sensor,) = RdsSource(_config_with(pipeline_config, source)).sensors()
     result, _ = _tick(sensor, rds_resource, "not json", DagsterInstance.ephemeral())
     (request,) = result.run_requests
     assert request.run_key == f"rds:{instance_id}:{newest}"
@@ -242,7 +242,7 @@ def test_requested_run_exports_exactly_the_named_snapshot(
     _create_instance(local_cloud, aws_clients, instance_id)
     source = _source(pipeline_config, instance_id, "automated")
     config = _config_with(pipeline_config, source)
-    (sensor,) = build_sensors(config)
+    (sensor,) = RdsSource(config).sensors()
     instance = DagsterInstance.ephemeral()
     first, _ = _tick(sensor, rds_resource, None, instance)
     # A newer snapshot exists, but the run must export the one the sensor named.
@@ -265,7 +265,7 @@ def test_requested_run_exports_exactly_the_named_snapshot(
 def test_one_sensor_per_configured_source(pipeline_config):
     a = _source(pipeline_config, "alpha-db", "any")
     b = _source(pipeline_config, "beta-db", "manual")
-    sensors = build_sensors(_config_with(pipeline_config, a, b))
+    sensors = RdsSource(_config_with(pipeline_config, a, b)).sensors()
     assert [s.name for s in sensors] == [
         "rds_snapshot_sensor_alpha_db",
         "rds_snapshot_sensor_beta_db",

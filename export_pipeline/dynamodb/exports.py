@@ -36,6 +36,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from export_pipeline.dynamodb.manifest import FULL_EXPORT, INCREMENTAL_EXPORT
+from export_pipeline.errors import PermanentError
 
 FIRST_POLL_SECONDS = 1.0
 BACKOFF_FACTOR = 2.0
@@ -47,7 +48,7 @@ LIST_PAGE_SIZE = 25  # ListExports' maximum
 FULL_EXPORT_TIME_SLACK = timedelta(minutes=1)
 
 
-class ExportFailedError(RuntimeError):
+class ExportFailedError(PermanentError):
     """DynamoDB reported the export FAILED; carries the table, code and message."""
 
     def __init__(self, table: str, export_arn: str, code: str, message: str) -> None:
@@ -59,9 +60,24 @@ class ExportFailedError(RuntimeError):
             f"DynamoDB export of table {table!r} failed: {code}: {message} ({export_arn})"
         )
 
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        if self.failure_code.startswith("S3") or "AccessDenied" in self.failure_code:
+            return (
+                "DynamoDB could not write to the export bucket: check aws.export_bucket exists "
+                "and its policy lets DynamoDB write (deploy/iam/), then materialize the export "
+                "again"
+            )
+        return "see the failure message, fix its cause, then materialize the export asset again"
 
-class ExportTimeoutError(TimeoutError):
-    """The export did not finish within the configured time."""
+
+class ExportTimeoutError(PermanentError, TimeoutError):
+    """The export did not finish within the configured time (it keeps running in AWS)."""
+
+    hint = (
+        "the export keeps running in AWS: raise dynamodb.export_timeout_minutes, or run the "
+        "export asset with wait_for_completion: false (sensor mode)"
+    )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from export_pipeline.config import RdsInstanceConfig, SnapshotType
+from export_pipeline.errors import PermanentError
 
 RUNNING_STATUSES = frozenset({"STARTING", "IN_PROGRESS"})
 COMPLETE = "COMPLETE"
@@ -28,7 +29,7 @@ _NOT_FOUND_CODES = {"ExportTaskNotFound", "ExportTaskNotFoundFault"}
 _FIRST_POLL_SECONDS = 2.0
 
 
-class RdsExportError(RuntimeError):
+class RdsExportError(PermanentError):
     """An export cannot be started, found or finished; the message says what to do."""
 
 

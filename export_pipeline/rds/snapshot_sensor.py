@@ -48,13 +48,9 @@ from dagster import (
 )
 from dagster_aws.rds import RDSResource
 
-from export_pipeline.config import PipelineConfig, RdsInstanceConfig, SnapshotType
-from export_pipeline.rds.assets import (
-    SOURCE_TAGS,
-    SnapshotExportConfig,
-    export_asset_key,
-    table_asset_key,
-)
+from export_pipeline.config import RdsInstanceConfig, SnapshotType
+from export_pipeline.contract import SOURCE_TAG, ExportUnit
+from export_pipeline.rds.run_config import SnapshotExportConfig
 
 SENSOR_NAME_PREFIX = "rds_snapshot_sensor_"
 MINIMUM_INTERVAL_SECONDS = 300
@@ -132,21 +128,18 @@ def run_key(source: RdsInstanceConfig, snapshot_identifier: str) -> str:
     return f"rds:{source.identifier}:{snapshot_identifier}"
 
 
-def source_asset_keys(config: PipelineConfig, source: RdsInstanceConfig) -> list[AssetKey]:
+def unit_asset_keys(unit: ExportUnit) -> list[AssetKey]:
     """The export asset and the BigQuery table assets of one source."""
-    return [
-        export_asset_key(source),
-        *(table_asset_key(config, database, table) for database, table in source.tables()),
-    ]
+    return [unit.key, *(table.key for table in unit.tables)]
 
 
-def snapshot_run_config(source: RdsInstanceConfig, snapshot_identifier: str) -> dict[str, Any]:
+def snapshot_run_config(unit: ExportUnit, snapshot_identifier: str) -> dict[str, Any]:
     """Run config that makes the export asset export exactly this snapshot.
 
     Only the field the sensor decides is set (the others keep the asset's
     defaults), so the run shown in the UI says exactly what the sensor asked.
     """
-    op_name = export_asset_key(source).to_python_identifier()
+    op_name = unit.key.to_python_identifier()
     return {"ops": {op_name: {"config": {_SNAPSHOT_FIELD: snapshot_identifier}}}}
 
 
@@ -189,12 +182,10 @@ def _already_exported(context: SensorEvaluationContext, key: AssetKey) -> str | 
 
 
 def evaluate_tick(
-    context: SensorEvaluationContext,
-    config: PipelineConfig,
-    source: RdsInstanceConfig,
-    rds_client: Any,
+    context: SensorEvaluationContext, unit: ExportUnit, rds_client: Any
 ) -> SensorResult | SkipReason:
     """One tick for one source: the run request for the newest new snapshot, or why none."""
+    source: RdsInstanceConfig = unit.settings
     snapshots = list_available_snapshots(rds_client, source)
     what = f"RDS {source.kind} {source.identifier}"
     if not snapshots:
@@ -210,7 +201,7 @@ def evaluate_tick(
     if cursor is None:
         first = SnapshotCursor(newest.created, frozenset())
         new_cursor = first.advanced([s for s in snapshots if s.created == newest.created])
-        if _already_exported(context, export_asset_key(source)) == newest.identifier:
+        if _already_exported(context, unit.key) == newest.identifier:
             return SensorResult(
                 skip_reason=SkipReason(
                     f"first tick: newest snapshot {newest.identifier} of {what} is already exported"
@@ -233,15 +224,17 @@ def evaluate_tick(
         )
     request = RunRequest(
         run_key=run_key(source, chosen.identifier),
-        run_config=snapshot_run_config(source, chosen.identifier),
-        asset_selection=source_asset_keys(config, source),
-        tags={SNAPSHOT_TAG: chosen.identifier, **SOURCE_TAGS},
+        run_config=snapshot_run_config(unit, chosen.identifier),
+        asset_selection=unit_asset_keys(unit),
+        tags={SNAPSHOT_TAG: chosen.identifier, SOURCE_TAG: "rds"},
     )
     return SensorResult(run_requests=[request], cursor=new_cursor.to_json())
 
 
-def _build_sensor(config: PipelineConfig, source: RdsInstanceConfig) -> SensorDefinition:
-    keys = source_asset_keys(config, source)
+def build_snapshot_sensor(unit: ExportUnit) -> SensorDefinition:
+    """The new-snapshot sensor of one RDS instance or cluster (created stopped)."""
+    source: RdsInstanceConfig = unit.settings
+    keys = unit_asset_keys(unit)
 
     @sensor(
         name=sensor_name(source),
@@ -250,17 +243,12 @@ def _build_sensor(config: PipelineConfig, source: RdsInstanceConfig) -> SensorDe
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Exports each new available {source.snapshot_type.value} snapshot of RDS "
         f"{source.kind} {source.identifier} and loads its tables into BigQuery.",
-        tags=SOURCE_TAGS,
+        tags={SOURCE_TAG: "rds"},
     )
     def _rds_snapshot_sensor(
         context: SensorEvaluationContext, rds: RDSResource
     ) -> SensorResult | SkipReason:
         with rds.get_rds_client() as client:
-            return evaluate_tick(context, config, source, client)
+            return evaluate_tick(context, unit, client)
 
     return _rds_snapshot_sensor
-
-
-def build_sensors(config: PipelineConfig) -> list[SensorDefinition]:
-    """One new-snapshot sensor per configured RDS instance/cluster."""
-    return [_build_sensor(config, source) for source in config.rds.instances]

@@ -1,7 +1,7 @@
 """AWS clients as Dagster resources.
 
-S3 and RDS come from dagster-aws as they are; DynamoDB has no resource there,
-so it is built the same way (`ResourceWithBoto3Configuration`): region,
+S3 and RDS come from dagster-aws; DynamoDB has no resource there, so it is
+built the same way (`ResourceWithBoto3Configuration`): region,
 endpoint URL, retries and credentials are configuration, and credentials left
 unset fall back to boto3's default chain (environment, profile, instance or
 task role), which is how production should run.
@@ -11,8 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagster_aws.s3 import S3Resource as _DagsterS3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
+
+
+class S3Resource(_DagsterS3Resource):
+    """dagster-aws's S3 resource, seen as itself in `context.resources`.
+
+    dagster-aws puts a client on the context instead; the assets, built the
+    same way for every source, read every resource from `context.resources`
+    and call its `get_client()`, so each resource must appear as itself.
+    """
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        return self
 
 
 class DynamoDBResource(ResourceWithBoto3Configuration):

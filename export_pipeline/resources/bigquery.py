@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dagster_gcp import BigQueryResource as _DagsterBigQueryResource
 from google.cloud import bigquery
@@ -24,6 +25,14 @@ class BigQueryResource(_DagsterBigQueryResource):
     anonymous_credentials: bool = Field(
         default=False, description="Send no credentials (only for an emulator)."
     )
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        """This resource itself in `context.resources` (dagster-gcp puts a client there).
+
+        The assets read every resource from `context.resources` and ask it for
+        a client, and the loaders need the project and location it holds.
+        """
+        return self
 
     @contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:

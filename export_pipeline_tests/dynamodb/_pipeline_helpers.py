@@ -14,8 +14,9 @@ from export_pipeline.config import (
     DynamoDBTableConfig,
     PipelineConfig,
 )
-from export_pipeline.dynamodb.assets import build_dynamodb_assets
+from export_pipeline.dynamodb.source import DynamoDBSource
 from export_pipeline.environment import build_resources
+from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
 from export_pipeline.naming import dynamodb_table_name
 
@@ -60,7 +61,7 @@ def create_table(ddb: Any, name: str, items: list[dict[str, Any]], range_key: st
 
 
 def assets_for(config: PipelineConfig) -> tuple[AssetsDefinition, AssetsDefinition]:
-    export_asset, bigquery_asset = build_dynamodb_assets(config)
+    export_asset, bigquery_asset = build_source_assets(DynamoDBSource(config))
     assert isinstance(export_asset, AssetsDefinition)
     assert isinstance(bigquery_asset, AssetsDefinition)
     return export_asset, bigquery_asset

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 
 from export_pipeline.config import DynamoDBTableConfig
-from export_pipeline.dynamodb.assets import build_dynamodb_assets
+from export_pipeline.dynamodb.source import DynamoDBSource
 from export_pipeline.environment import build_resources
+from export_pipeline.graph.assets import build_source_assets
 from export_pipeline_tests.dynamodb._pipeline_helpers import make_config
 
 
@@ -19,7 +20,7 @@ def _config():
 
 
 def test_two_assets_per_table_with_keys_kinds_tags_and_owners() -> None:
-    definitions = build_dynamodb_assets(_config())
+    definitions = build_source_assets(DynamoDBSource(_config()))
     specs = {spec.key: spec for d in definitions for spec in d.specs}
     assert set(specs) == {
         AssetKey(["dynamodb", "Orders", "export"]),
@@ -49,7 +50,9 @@ def test_definitions_resolve_and_the_source_tag_selects_every_asset() -> None:
         "dynamodb_to_bigquery", selection=AssetSelection.tag("export_pipeline/source", "dynamodb")
     )
     defs = Definitions(
-        assets=build_dynamodb_assets(config), jobs=[job], resources=build_resources(config)
+        assets=build_source_assets(DynamoDBSource(config)),
+        jobs=[job],
+        resources=build_resources(config),
     )
     resolved = defs.resolve_job_def("dynamodb_to_bigquery")
     assert len(resolved.asset_layer.executable_asset_keys) == 4

@@ -201,12 +201,13 @@ def reexecution_job():
     """The job of the re-execution test, importable so Dagster can rebuild it (reconstructable)."""
     from dagster import Definitions, define_asset_job, in_process_executor
 
-    from export_pipeline.dynamodb.assets import build_dynamodb_assets
+    from export_pipeline.dynamodb.source import DynamoDBSource
     from export_pipeline.environment import build_resources
+    from export_pipeline.graph.assets import build_source_assets
 
     config = make_config(os.environ[REEXEC_TABLE_ENV])
     defs = Definitions(
-        assets=build_dynamodb_assets(config),
+        assets=build_source_assets(DynamoDBSource(config)),
         jobs=[define_asset_job("dynamodb_reexecution", executor_def=in_process_executor)],
         resources=build_resources(config),
     )

@@ -196,12 +196,13 @@ def adopting_job():
     """The re-execution test's job, importable so Dagster can rebuild it (reconstructable)."""
     from dagster import Definitions, define_asset_job, in_process_executor
 
-    from export_pipeline.dynamodb.assets import build_dynamodb_assets
+    from export_pipeline.dynamodb.source import DynamoDBSource
+    from export_pipeline.graph.assets import build_source_assets
 
     config = make_config(os.environ[TABLE_ENV])
     resources = build_resources(config)
     defs = Definitions(
-        assets=build_dynamodb_assets(config),
+        assets=build_source_assets(DynamoDBSource(config)),
         jobs=[define_asset_job("adopting", executor_def=in_process_executor)],
         resources=resources_through(resources, aws=os.environ[ENDPOINT_ENV], bigquery=None),
     )

@@ -20,10 +20,11 @@ from export_pipeline.config import (
     RdsConfig,
     RdsInstanceConfig,
 )
-from export_pipeline.dynamodb.assets import build_dynamodb_assets
+from export_pipeline.dynamodb.source import DynamoDBSource
 from export_pipeline.environment import build_resources
+from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
-from export_pipeline.rds.assets import build_rds_assets
+from export_pipeline.rds.source import RdsSource
 from export_pipeline_tests.faults.proxy import FaultProxy, resources_through
 
 REGION = "eu-west-1"
@@ -108,7 +109,7 @@ def run(
     if aws is not None or bigquery is not None:
         resources = resources_through(resources, aws=aws, bigquery=bigquery)
     return materialize(
-        [*build_dynamodb_assets(config), *build_rds_assets(config)],
+        [*build_source_assets(DynamoDBSource(config)), *build_source_assets(RdsSource(config))],
         resources=resources,
         instance=instance or DagsterInstance.ephemeral(),
         run_config=run_config,
@@ -215,9 +216,13 @@ def clean_run(
             source: run(
                 config,
                 instance=instance,
-                selection=[d.key for d in builder(config) if isinstance(d, AssetsDefinition)],
+                selection=[
+                    d.key
+                    for d in build_source_assets(builder(config))
+                    if isinstance(d, AssetsDefinition)
+                ],
             )
-            for source, builder in (("dynamodb", build_dynamodb_assets), ("rds", build_rds_assets))
+            for source, builder in (("dynamodb", DynamoDBSource), ("rds", RdsSource))
         }
         _CLEAN_RUNS[key] = CleanRun(
             config, instance, results, table, rds, local_cloud.bigquery_project
@@ -228,7 +233,7 @@ def clean_run(
 def manifest_data_files(clean: CleanRun, table: str) -> int:
     """How many data files the clean run's export of `table` lists."""
     exports = clean.instance.get_latest_materialization_event(
-        build_dynamodb_assets(clean.config)[0].key
+        build_source_assets(DynamoDBSource(clean.config))[0].key
     )
     assert exports is not None and exports.asset_materialization is not None
     uri = exports.asset_materialization.metadata["manifest_uris"].value[0]  # type: ignore[index]
@@ -256,12 +261,14 @@ def _read_manifest_files(summary_uri: str) -> list[dict[str, Any]]:
 
 def bigquery_keys(config: PipelineConfig) -> list[Any]:
     """The asset keys of every BigQuery table asset of `config`."""
-    from export_pipeline.dynamodb.assets import bigquery_asset_key
-    from export_pipeline.rds.assets import table_asset_key
+    from export_pipeline.registry import configured_sources
 
-    keys = [bigquery_asset_key(config, t.name) for t in config.dynamodb.tables]
-    keys += [table_asset_key(config, *t) for s in config.rds.instances for t in s.tables()]
-    return keys
+    return [
+        table.key
+        for source in configured_sources(config)
+        for unit in source.units()
+        for table in unit.tables
+    ]
 
 
 def run_bigquery_steps(config: PipelineConfig, clean: CleanRun, **kwargs: Any):

@@ -67,9 +67,10 @@ def build_job() -> Any:
     from dagster import Definitions, define_asset_job, in_process_executor
 
     from export_pipeline.config import PipelineConfig
-    from export_pipeline.dynamodb.assets import build_dynamodb_assets
+    from export_pipeline.dynamodb.source import DynamoDBSource
     from export_pipeline.environment import build_resources
-    from export_pipeline.rds.assets import build_rds_assets
+    from export_pipeline.graph.assets import build_source_assets
+    from export_pipeline.rds.source import RdsSource
     from export_pipeline_tests.faults.proxy import resources_through
 
     spec = WorkerSpec(**json.loads(os.environ[SPEC_ENV]))
@@ -78,7 +79,10 @@ def build_job() -> Any:
     if spec.aws_url or spec.bigquery_url:
         resources = resources_through(resources, aws=spec.aws_url, bigquery=spec.bigquery_url)
     definitions = Definitions(
-        assets=[*build_dynamodb_assets(config), *build_rds_assets(config)],
+        assets=[
+            *build_source_assets(DynamoDBSource(config)),
+            *build_source_assets(RdsSource(config)),
+        ],
         resources=resources,
         jobs=[define_asset_job(JOB_NAME)],
         executor=in_process_executor,
@@ -139,11 +143,12 @@ def serve() -> None:
     import google.cloud.bigquery  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import export_pipeline.dynamodb.assets
     import export_pipeline.dynamodb.load
+    import export_pipeline.dynamodb.source
     import export_pipeline.environment
-    import export_pipeline.rds.assets
-    import export_pipeline.rds.loading  # noqa: F401
+    import export_pipeline.graph.assets
+    import export_pipeline.rds.loading
+    import export_pipeline.rds.source  # noqa: F401
     import export_pipeline_tests.faults.proxy  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from export_pipeline.dynamodb.assets import export_asset_key as dynamodb_export_key
+from export_pipeline.dynamodb.source import export_asset_key as dynamodb_export_key
 from export_pipeline.naming import dynamodb_table_name, rds_table_name
-from export_pipeline.rds.assets import export_asset_key as rds_export_key
+from export_pipeline.rds.source import export_asset_key as rds_export_key
 from export_pipeline_tests.faults import _runs
 
 BUCKET = _runs.BUCKET

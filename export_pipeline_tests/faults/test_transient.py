@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dagster import RetryPolicy
 
-from export_pipeline.dynamodb import assets as dynamodb_assets
 from export_pipeline.errors import TRANSIENT_RETRY_POLICY
+from export_pipeline.graph import assets as graph_assets
 from export_pipeline.naming import dynamodb_table_name, rds_table_name
-from export_pipeline.rds import assets as rds_assets
 from export_pipeline_tests.faults import _runs
 from export_pipeline_tests.faults.proxy import (
     FaultProxy,
@@ -156,8 +155,7 @@ def test_reads_survive_a_reset_mid_body(
     """
     clean.require()
     fast = RetryPolicy(max_retries=TRANSIENT_RETRY_POLICY.max_retries, delay=1)
-    monkeypatch.setattr(dynamodb_assets, "TRANSIENT_RETRY_POLICY", fast)
-    monkeypatch.setattr(rds_assets, "TRANSIENT_RETRY_POLICY", fast)
+    monkeypatch.setattr(graph_assets, "TRANSIENT_RETRY_POLICY", fast)
     table = clean.dynamodb_table
     config = _runs.make_config(scratch_dataset, dynamodb_table=table, rds_instances=[clean.rds])
     data_file = rf"^/{_runs.BUCKET}/exports/dynamodb/{table}/AWSDynamoDB/.+/data/.+\.json\.gz$"

@@ -11,7 +11,8 @@ from dagster import DagsterInstance, materialize
 
 from export_pipeline.config import BigQueryConfig, PipelineConfig, RdsConfig, RdsInstanceConfig
 from export_pipeline.environment import build_resources
-from export_pipeline.rds.assets import build_rds_assets
+from export_pipeline.graph.assets import build_source_assets
+from export_pipeline.rds.source import RdsSource
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def run_rds(
 ):  # -> ExecuteInProcessResult
     """materialize() the RDS assets of `config` against the local cloud."""
     return materialize(
-        build_rds_assets(config),
+        build_source_assets(RdsSource(config)),
         resources=build_resources(config),
         instance=instance,
         selection=selection,

@@ -14,7 +14,6 @@ from dagster import AssetKey, DagsterInstance
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline.rds.assets import export_s3_prefix
 from export_pipeline.rds.export_tasks import (
     RdsExportError,
     ensure_export_task,
@@ -22,6 +21,7 @@ from export_pipeline.rds.export_tasks import (
     wait_for_export,
 )
 from export_pipeline.rds.identifiers import export_task_identifier
+from export_pipeline.rds.source import export_s3_prefix
 from export_pipeline_tests.rds.conftest import config_for, create_mysql_instance, run_rds
 
 GOOD = [

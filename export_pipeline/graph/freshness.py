@@ -51,8 +51,7 @@ from dagster import (
 from dagster._utils.schedules import cron_string_iterator
 from dagster._utils.warnings import SupersessionWarning
 
-from export_pipeline.config import PipelineConfig, ScheduleConfig
-from export_pipeline.export_sensors import load_asset_keys
+from export_pipeline.config import ScheduleConfig
 
 FRESHNESS_CHECK = "freshness_check"  # the name Dagster's factory gives every check
 SENSOR_NAME = "freshness_checks_sensor"
@@ -84,12 +83,9 @@ def longest_tick_interval(schedule: ScheduleConfig, start: datetime | None = Non
     return timedelta(seconds=longest)
 
 
-def bigquery_table_keys(config: PipelineConfig) -> list[AssetKey]:
-    """Every BigQuery table asset of the configuration (DynamoDB and RDS)."""
-    return load_asset_keys(config)
-
-
-def build_freshness_checks(config: PipelineConfig) -> list[AssetChecksDefinition]:
+def build_freshness_checks(
+    keys: Sequence[AssetKey], schedule: ScheduleConfig
+) -> list[AssetChecksDefinition]:
     """The freshness checks of every BigQuery table, in one subsettable step.
 
     One step for all tables, not one each: in a job run with the multiprocess
@@ -98,7 +94,6 @@ def build_freshness_checks(config: PipelineConfig) -> list[AssetChecksDefinition
     the run selects); when a load fails, Dagster skips the step for that run
     and `freshness_checks_sensor` evaluates the checks later.
     """
-    keys = bigquery_table_keys(config)
     if not keys:
         return []
     with warnings.catch_warnings():
@@ -106,9 +101,9 @@ def build_freshness_checks(config: PipelineConfig) -> list[AssetChecksDefinition
         return list(
             build_last_update_freshness_checks(
                 assets=keys,
-                deadline_cron=config.schedule.cron,
-                timezone=config.schedule.timezone,
-                lower_bound_delta=longest_tick_interval(config.schedule),
+                deadline_cron=schedule.cron,
+                timezone=schedule.timezone,
+                lower_bound_delta=longest_tick_interval(schedule),
             )
         )
 
