@@ -27,7 +27,7 @@ from typing import Any
 from export_pipeline import pools_cli
 from export_pipeline.config import ConfigError, current_config
 from export_pipeline.dynamodb import convert_cli
-from export_pipeline.local_cloud.settings import LocalCloudSettings
+from export_pipeline.local_cloud import api as local_cloud
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -52,30 +52,24 @@ def _service_line(service: Any) -> str:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from export_pipeline.local_cloud import control
-
     config = current_config()
     started = time.monotonic()
-    status = control.up(LocalCloudSettings.from_env(), config, timeout=args.timeout)
+    status = local_cloud.up(local_cloud.LocalCloudSettings.from_env(), config, timeout=args.timeout)
     _print_status(status)
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from export_pipeline.local_cloud import control
-
-    settings = LocalCloudSettings.from_env()
-    stopped = control.down(settings)
+    settings = local_cloud.LocalCloudSettings.from_env()
+    stopped = local_cloud.down(settings)
     for name, was_running in stopped.items():
         print(f"{name}: {'stopped' if was_running else 'was not running'}")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from export_pipeline.local_cloud import control
-
-    status = control.status(LocalCloudSettings.from_env())
+    status = local_cloud.status(local_cloud.LocalCloudSettings.from_env())
     if args.json:
         print(json.dumps(status.to_dict(), indent=2))
     else:
@@ -84,10 +78,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_mutate(args: argparse.Namespace) -> int:
-    from export_pipeline.local_cloud import control
-
     config = current_config()
-    summary = control.mutate(LocalCloudSettings.from_env(), config, seed=args.seed)
+    summary = local_cloud.mutate(local_cloud.LocalCloudSettings.from_env(), config, seed=args.seed)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -139,8 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from export_pipeline.local_cloud._process import LocalCloudError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -148,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except LocalCloudError as exc:
+    except local_cloud.LocalCloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

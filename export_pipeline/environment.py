@@ -54,7 +54,7 @@ def _production_resources(config: PipelineConfig) -> dict[str, Any]:
 def _local_resources(config: PipelineConfig) -> dict[str, Any]:
     import os
 
-    from export_pipeline.local_cloud.settings import LocalCloudSettings
+    from export_pipeline.local_cloud.api import LocalCloudSettings
 
     settings = LocalCloudSettings.from_env()
     os.environ.setdefault(LOCAL_ACCESS_KEY_ENV, settings.aws_access_key_id)

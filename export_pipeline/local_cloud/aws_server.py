@@ -15,8 +15,6 @@ anything else listening on the port.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -25,34 +23,26 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from export_pipeline.local_cloud._process import exit_with_owner
 
 HEALTH_PATH = "/_local_cloud/health"
 
-# Modules (owned by the export emulations) whose `install(state_dir)` patches
-# moto in this process. A module not written yet is skipped; one that fails to
-# import or install stops the server (a half-faithful cloud would mislead).
-INSTALL_HOOK_MODULES = (
-    "export_pipeline.local_cloud.dynamodb_exports",
-    "export_pipeline.local_cloud.rds_exports",
-)
-
 _log = logging.getLogger("export_pipeline.local_cloud.aws_server")
 
 
-def install_hooks(state_dir: Path, modules: Iterable[str] = INSTALL_HOOK_MODULES) -> list[str]:
-    """Call `install(state_dir)` of every hook module that exists; return their names."""
+def install_hooks(state_dir: Path, modules: Iterable[ModuleType]) -> list[str]:
+    """Call `install(state_dir)` of every export emulation; return their names.
+
+    One that fails to install stops the server: a half-faithful cloud would mislead.
+    """
     installed = []
-    for name in modules:
-        if importlib.util.find_spec(name) is None:
-            _log.warning("install hook %s not present; moto's own behaviour stays", name)
-            continue
-        module = importlib.import_module(name)
+    for module in modules:
         module.install(state_dir)
-        installed.append(name)
-        _log.info("installed %s", name)
+        installed.append(module.__name__)
+        _log.info("installed %s", module.__name__)
     return installed
 
 
@@ -83,8 +73,11 @@ def serve(host: str, port: int, state_dir: Path, owner: str | None = None) -> No
     )
     from werkzeug.serving import make_server
 
+    # Imported here, in the server process only: they patch moto's models.
+    from export_pipeline.local_cloud import dynamodb_exports, rds_exports
+
     state_dir.mkdir(parents=True, exist_ok=True)
-    installed = install_hooks(state_dir)
+    installed = install_hooks(state_dir, (dynamodb_exports, rds_exports))
 
     class _QuietHandler(MotoRequestHandler):
         # Request lines can carry presigned-URL credentials in the query

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from export_pipeline.config import PipelineConfig
+from export_pipeline.local_cloud.configuration import CloudConfiguration
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 
@@ -55,5 +55,5 @@ class AwsClients:
         )
 
     @classmethod
-    def for_config(cls, settings: LocalCloudSettings, config: PipelineConfig) -> AwsClients:
+    def for_config(cls, settings: LocalCloudSettings, config: CloudConfiguration) -> AwsClients:
         return cls.create(settings, config.aws.region)

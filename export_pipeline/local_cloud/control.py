@@ -27,8 +27,6 @@ what `up` recorded.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import time
@@ -36,13 +34,14 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from export_pipeline.config import PipelineConfig
-from export_pipeline.local_cloud import _process
+from export_pipeline.local_cloud import _process, demo_dynamodb, demo_rds
 from export_pipeline.local_cloud._process import LocalCloudError, ProcessRecord
 from export_pipeline.local_cloud.aws_server import HEALTH_PATH
 from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.configuration import CloudConfiguration
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 __all__ = [
@@ -63,10 +62,8 @@ BIGQUERY = "bigquery"
 # Demo data providers, each with `seed(clients, config, settings) -> None` and
 # `mutate(clients, config, settings, seed) -> dict`. A module not written yet
 # is skipped.
-DEMO_MODULES = {
-    "dynamodb": "export_pipeline.local_cloud.demo_dynamodb",
-    "rds": "export_pipeline.local_cloud.demo_rds",
-}
+# The demo data of each source: modules with `seed(...)` and `mutate(...)`.
+DEMO_MODULES: dict[str, ModuleType] = {"dynamodb": demo_dynamodb, "rds": demo_rds}
 
 DEFAULT_START_TIMEOUT = 90.0
 
@@ -282,13 +279,6 @@ def _wait_healthy(
     )
 
 
-def _demo_module(kind: str) -> Any | None:
-    name = DEMO_MODULES[kind]
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
-
-
 def _create_bucket(clients: AwsClients, bucket: str) -> None:
     kwargs: dict[str, Any] = {"Bucket": bucket}
     if clients.region != "us-east-1":  # S3 rejects us-east-1 as a LocationConstraint
@@ -298,7 +288,7 @@ def _create_bucket(clients: AwsClients, bucket: str) -> None:
 
 
 def _create_datasets(
-    settings: LocalCloudSettings, config: PipelineConfig, *, empty_first: bool = False
+    settings: LocalCloudSettings, config: CloudConfiguration, *, empty_first: bool = False
 ) -> None:
     """The configured dataset, in the emulator's project (and the config's, if it differs).
 
@@ -318,7 +308,7 @@ def _create_datasets(
         client.close()
 
 
-def _seed_aws(settings: LocalCloudSettings, config: PipelineConfig) -> bool:
+def _seed_aws(settings: LocalCloudSettings, config: CloudConfiguration) -> bool:
     """Seed the AWS side once per AWS server process (its state is in its memory).
 
     The demo modules seed different services, so they run side by side.
@@ -330,7 +320,7 @@ def _seed_aws(settings: LocalCloudSettings, config: PipelineConfig) -> bool:
     assert record is not None
     clients = AwsClients.for_config(settings, config)
     _create_bucket(clients, config.aws.export_bucket)
-    modules = [m for m in map(_demo_module, DEMO_MODULES) if m is not None]
+    modules = list(DEMO_MODULES.values())
     with ThreadPoolExecutor(max_workers=max(1, len(modules))) as pool:
         futures = [(m, pool.submit(m.seed, clients, config, settings)) for m in modules]
         failures = [(m, f.exception()) for m, f in futures if f.exception() is not None]
@@ -353,7 +343,7 @@ def _seed_aws(settings: LocalCloudSettings, config: PipelineConfig) -> bool:
 
 
 def _up_locked(
-    settings: LocalCloudSettings, config: PipelineConfig, timeout: float, owner_pid: int | None
+    settings: LocalCloudSettings, config: CloudConfiguration, timeout: float, owner_pid: int | None
 ) -> LocalCloudStatus:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     # Start both; seed AWS (seconds of work) while bqemulator is still starting.
@@ -385,7 +375,7 @@ def _stop_started(settings: LocalCloudSettings, started: dict[str, ProcessRecord
 
 def up(
     settings: LocalCloudSettings,
-    config: PipelineConfig,
+    config: CloudConfiguration,
     *,
     timeout: float = DEFAULT_START_TIMEOUT,
     owner_pid: int | None = None,
@@ -403,7 +393,7 @@ def up(
 
 def ensure_running(
     settings: LocalCloudSettings,
-    config: PipelineConfig,
+    config: CloudConfiguration,
     *,
     timeout: float = DEFAULT_START_TIMEOUT,
 ) -> LocalCloudStatus:
@@ -440,18 +430,14 @@ def down(settings: LocalCloudSettings, *, timeout: float = 15.0) -> dict[str, bo
 
 
 def mutate(
-    settings: LocalCloudSettings, config: PipelineConfig, *, seed: int | None = None
+    settings: LocalCloudSettings, config: CloudConfiguration, *, seed: int | None = None
 ) -> dict[str, Any]:
     """Change the demo data the way production data changes; {source: summary}."""
     settings = _absolute(settings)
     ensure_running(settings, config)
     clients = AwsClients.for_config(settings, config)
     summary: dict[str, Any] = {}
-    for kind in DEMO_MODULES:
-        module = _demo_module(kind)
-        if module is None:
-            summary[kind] = {"skipped": f"{DEMO_MODULES[kind]} is not available"}
-            continue
+    for kind, module in DEMO_MODULES.items():
         summary[kind] = module.mutate(clients, config, settings, seed)
     return summary
 

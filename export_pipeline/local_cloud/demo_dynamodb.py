@@ -26,9 +26,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from export_pipeline.config import PipelineConfig
 from export_pipeline.local_cloud import dynamodb_time_control
 from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.configuration import CloudConfiguration
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 _log = logging.getLogger("export_pipeline.local_cloud.demo_dynamodb")
@@ -198,7 +198,7 @@ def _batch_put(dynamodb: Any, table: str, items: Iterable[dict[str, Any]]) -> in
     return written
 
 
-def _demo_tables(config: PipelineConfig) -> list[str]:
+def _demo_tables(config: CloudConfiguration) -> list[str]:
     names = [t.name for t in config.dynamodb.tables]
     unknown = [n for n in names if n not in ITEM_BUILDERS]
     if unknown:
@@ -206,7 +206,7 @@ def _demo_tables(config: PipelineConfig) -> list[str]:
     return [n for n in names if n in ITEM_BUILDERS]
 
 
-def seed(clients: AwsClients, config: PipelineConfig, settings: LocalCloudSettings) -> None:
+def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSettings) -> None:
     """Create and fill the configured demo tables (PITR on, history 2 days old). Idempotent."""
     dynamodb = clients.dynamodb
     for name in _demo_tables(config):
@@ -314,7 +314,7 @@ def _mutate_table(
 
 def mutate(
     clients: AwsClients,
-    config: PipelineConfig,
+    config: CloudConfiguration,
     settings: LocalCloudSettings,
     seed: int | None = None,
 ) -> dict[str, Any]:

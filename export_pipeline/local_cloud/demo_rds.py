@@ -19,8 +19,8 @@ import random
 import struct
 from typing import Any
 
-from export_pipeline.config import PipelineConfig, RdsInstanceConfig
 from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.configuration import CloudConfiguration, RdsSource
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column, Store
 from export_pipeline.local_cloud.settings import LocalCloudSettings
@@ -399,7 +399,7 @@ def _exists(call: Any, not_found: type[Exception]) -> bool:
         return False
 
 
-def _ensure_source(rds: Any, instance: RdsInstanceConfig) -> None:
+def _ensure_source(rds: Any, instance: RdsSource) -> None:
     ident = instance.identifier
     if instance.kind == "instance":
         if _exists(
@@ -434,7 +434,7 @@ def _ensure_source(rds: Any, instance: RdsInstanceConfig) -> None:
         )
 
 
-def _snapshot_count(rds: Any, instance: RdsInstanceConfig) -> int:
+def _snapshot_count(rds: Any, instance: RdsSource) -> int:
     if instance.kind == "instance":
         return len(
             rds.describe_db_snapshots(
@@ -448,7 +448,7 @@ def _snapshot_count(rds: Any, instance: RdsInstanceConfig) -> int:
     )
 
 
-def seed(clients: AwsClients, config: PipelineConfig, settings: LocalCloudSettings) -> None:
+def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSettings) -> None:
     """Make the configured RDS sources exist with the shop demo data (idempotent).
 
     The live database is filled before the instance is created, so the
@@ -474,7 +474,7 @@ def _max_id(store: Store, table: str) -> int:
 
 def mutate(
     clients: AwsClients,
-    config: PipelineConfig,
+    config: CloudConfiguration,
     settings: LocalCloudSettings,
     seed: int | None = None,
 ) -> dict[str, Any]:

@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from export_pipeline.config import REPO_ROOT
-
 STATE_DIR_ENV = "EXPORT_PIPELINE_LOCAL_DIR"
 AWS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_AWS_PORT"
 BIGQUERY_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT"
@@ -25,6 +23,8 @@ LOCAL_AWS_ACCESS_KEY_ID = "AKIALOCALCLOUD0FAKE1"
 LOCAL_AWS_SECRET_ACCESS_KEY = "localcloud/FAKE+secret+never+log+this+0001"
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 LOCAL_BIGQUERY_PROJECT = "export-pipeline-local"
+# `.local_cloud/` in the checkout's root (beside pipeline.yaml), like `.venv/`.
+DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / ".local_cloud"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class LocalCloudSettings:
     def from_env(cls) -> LocalCloudSettings:
         """Settings from the environment, defaulting to `<repo>/.local_cloud` and fixed ports."""
         return cls(
-            state_dir=Path(os.environ.get(STATE_DIR_ENV) or REPO_ROOT / ".local_cloud"),
+            state_dir=Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR),
             aws_port=int(os.environ.get(AWS_PORT_ENV) or 4566),
             bigquery_port=int(os.environ.get(BIGQUERY_PORT_ENV) or 9050),
             bigquery_grpc_port=int(os.environ.get(BIGQUERY_GRPC_PORT_ENV) or 9060),

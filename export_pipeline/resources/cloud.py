@@ -34,14 +34,14 @@ class LocalCloudResource(CloudResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         from export_pipeline.config import current_config
-        from export_pipeline.local_cloud.control import ensure_running
+        from export_pipeline.local_cloud.api import ensure_running
 
         ensure_running(self.settings(), current_config())
 
     def settings(self):  # -> LocalCloudSettings (import kept lazy: the extra may be absent)
         from pathlib import Path
 
-        from export_pipeline.local_cloud.settings import LocalCloudSettings
+        from export_pipeline.local_cloud.api import LocalCloudSettings
 
         return LocalCloudSettings(
             state_dir=Path(self.state_dir),

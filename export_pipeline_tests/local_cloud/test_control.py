@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import urllib.request
 from pathlib import Path
 
@@ -473,13 +474,13 @@ def test_a_failing_seed_is_reported_and_retried(
     local_cloud: LocalCloudSettings, pipeline_config: PipelineConfig, monkeypatch, tmp_path
 ) -> None:
     # Fault injection: a demo module whose seed raises (no real module fails on purpose).
-    package = tmp_path / "pkg"
-    package.mkdir()
-    (package / "broken_demo_for_test.py").write_text(
-        "def seed(clients, config, settings):\n    raise RuntimeError('no tables today')\n"
-    )
-    monkeypatch.syspath_prepend(str(package))
-    monkeypatch.setattr(control, "DEMO_MODULES", {"broken": "broken_demo_for_test"})
+    broken = types.ModuleType("broken_demo_for_test")
+
+    def seed(clients, config, settings):
+        raise RuntimeError("no tables today")
+
+    broken.seed = seed  # type: ignore[attr-defined]
+    monkeypatch.setattr(control, "DEMO_MODULES", {"broken": broken})
     marker = local_cloud.state_dir / "run" / "aws-seeded.json"
     saved = marker.read_text()
     marker.unlink()

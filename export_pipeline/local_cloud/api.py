@@ -1,0 +1,31 @@
+"""The embedded local cloud as the pipeline sees it: the one module it imports of it.
+
+Everything else in `export_pipeline.local_cloud` is the cloud's inside (the
+servers, the export emulations, the demo data). The pipeline's CLI, its
+environment choice and its `cloud` resource reach the cloud only through
+these names, so what the pipeline depends on is visible in one place.
+"""
+
+from __future__ import annotations
+
+from export_pipeline.local_cloud._process import LocalCloudError
+from export_pipeline.local_cloud.control import (
+    LocalCloudStatus,
+    down,
+    ensure_running,
+    mutate,
+    status,
+    up,
+)
+from export_pipeline.local_cloud.settings import LocalCloudSettings
+
+__all__ = [
+    "LocalCloudError",
+    "LocalCloudSettings",
+    "LocalCloudStatus",
+    "down",
+    "ensure_running",
+    "mutate",
+    "status",
+    "up",
+]
