@@ -1,6 +1,6 @@
 """Schema drift between two RDS snapshots: columns added, widened and removed.
 
-Policy (README, "Faults and bad input" table): an RDS table is replaced by
+Policy (docs/faults.md, "Faults and bad input" table): an RDS table is replaced by
 each snapshot's export, so BigQuery mirrors the newest snapshot — a new
 column appears, a widened column takes the type the new MySQL type maps to
 (values exact, INT64 → NUMERIC → STRING where needed), and a column the
