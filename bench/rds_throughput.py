@@ -147,7 +147,7 @@ def main() -> None:
 
     from export_pipeline.local_cloud import control
     from export_pipeline.local_cloud.clients import AwsClients
-    from export_pipeline_tests.conftest import fresh_local_cloud_settings
+    from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 
     config = current_config()
     with tempfile.TemporaryDirectory(prefix="rds-bench-") as state:

@@ -222,9 +222,9 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r}: expected a number") from None
 
 
-# Set by `dynamodb_testing.in_process_aws_server` for a server inside a test
-# process; changing the environment there would leak into servers that process
-# starts later (they inherit it).
+# Set by the tests' `in_process_aws_server` (export_pipeline_tests/support) for
+# a server inside a test process; changing the environment there would leak
+# into servers that process starts later (they inherit it).
 export_seconds_override: float | None = None
 
 

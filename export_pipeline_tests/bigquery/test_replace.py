@@ -14,7 +14,7 @@ from google.cloud.bigquery import SchemaField
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.staging import load_parquet_to_staging, staging_table_id
 from export_pipeline.bigquery.tables import BigQueryPublishError
-from export_pipeline_tests.bigquery.conftest import rows
+from export_pipeline_tests.support.bigquery import rows
 
 STAGING_SCHEMA = [SchemaField("pk", "STRING"), SchemaField("amount", "STRING")]
 

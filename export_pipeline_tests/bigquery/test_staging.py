@@ -17,7 +17,7 @@ from export_pipeline.bigquery.staging import (
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import TableId
-from export_pipeline_tests.bigquery.conftest import rows
+from export_pipeline_tests.support.bigquery import rows
 
 SAMPLES = Path("/work/shared/samples/rds-mysql")
 

@@ -22,7 +22,7 @@ from export_pipeline.dynamodb.convert import (
     convert_incremental_export,
 )
 from export_pipeline.naming import column_names
-from export_pipeline_tests.dynamodb.conftest import NOT_BUILT
+from export_pipeline_tests.support.native import NOT_BUILT
 
 SAMPLES = Path("/work/shared/samples")
 

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from export_pipeline.local_cloud import dynamodb_time_control as time_control
 from export_pipeline.local_cloud.dynamodb_exports import SHIFT_HISTORY_PATH
-from export_pipeline.local_cloud.dynamodb_testing import in_process_aws_server
+from export_pipeline_tests.support.local_cloud import in_process_aws_server
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
