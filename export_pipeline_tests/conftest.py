@@ -43,6 +43,7 @@ from export_pipeline.local_cloud.settings import (
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
+from export_pipeline_tests.support.aws_samples import AwsSamples, write_aws_samples
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 
 TEST_EXPORT_SECONDS = "0.5"
@@ -134,3 +135,12 @@ def bigquery_client(local_cloud: LocalCloudSettings):  # type: ignore[no-untyped
 def unique_name() -> str:
     """A short name no other test uses (for tables, keys, datasets in the shared cloud)."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def aws_samples(tmp_path_factory: pytest.TempPathFactory) -> AwsSamples:
+    """Small exports in AWS's documented formats (`support.aws_samples`), written once.
+
+    Each is a folder whose relative paths are S3 keys; tests read them, never change them.
+    """
+    return write_aws_samples(tmp_path_factory.mktemp("aws_samples"))
