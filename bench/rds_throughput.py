@@ -1,6 +1,6 @@
 """Benchmark: the RDS loader's S3 → BigQuery throughput against plainly copying the files.
 
-Run: `/work/venv/bin/python bench/rds_throughput.py [--rows 1000000] [--files 8]`
+Run (in the project's virtualenv): `python bench/rds_throughput.py [--rows 1000000] [--files 8]`
 
 1. Writes an export of `--rows` rows of a typical orders table in AWS's
    layout and physical types (gzip Parquet, several part files in two batch
