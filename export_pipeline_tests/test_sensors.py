@@ -37,7 +37,7 @@ from export_pipeline.rds.snapshot_sensor import (
     build_sensors,
     sensor_name,
 )
-from export_pipeline_tests.rds.conftest import create_mysql_instance
+from export_pipeline_tests.support.rds import create_mysql_instance
 
 DATABASE = "sensordb"
 TABLE = "items"

@@ -26,7 +26,7 @@ from dagster import DagsterInstance
 
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline_tests.rds.conftest import config_for, create_mysql_instance, run_rds
+from export_pipeline_tests.support.rds import config_for, create_mysql_instance, run_rds
 
 DATABASE = "drift"
 BEFORE = [
