@@ -2,7 +2,7 @@
 
 `export_pipeline.dynamodb._items` parses DynamoDB export lines (full and
 incremental exports): 0.20 s of CPU per 300k items where Arrow's JSON reader
-and its struct-to-column step took 1.15 s (README "Performance"). It is
+and its struct-to-column step took 1.15 s (docs/performance.md). It is
 optional: without a C compiler the install still succeeds and the converter
 takes its slower paths (`export-pipeline dynamodb-to-parquet` says which).
 """

@@ -1,6 +1,6 @@
 """Benchmark: the RDS loader's S3 → BigQuery throughput against plainly copying the files.
 
-Run: `/work/venv/bin/python bench/rds_throughput.py [--rows 1000000] [--files 8]`
+Run (in the project's virtualenv): `python bench/rds_throughput.py [--rows 1000000] [--files 8]`
 
 1. Writes an export of `--rows` rows of a typical orders table in AWS's
    layout and physical types (gzip Parquet, several part files in two batch
@@ -147,7 +147,7 @@ def main() -> None:
 
     from export_pipeline.local_cloud import control
     from export_pipeline.local_cloud.clients import AwsClients
-    from export_pipeline_tests.conftest import fresh_local_cloud_settings
+    from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 
     config = current_config()
     with tempfile.TemporaryDirectory(prefix="rds-bench-") as state:

@@ -89,7 +89,7 @@ class AwsConfig(_Strict):
 
 
 class WaitMode(StrEnum):
-    """How an export asset waits for its export (see README "Blocking vs sensor waits")."""
+    """How an export asset waits for its export (docs/operations.md, "Blocking vs sensor waits")."""
 
     BLOCKING = "blocking"
     SENSOR = "sensor"

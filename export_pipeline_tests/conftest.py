@@ -18,7 +18,8 @@ How to use it:
   previous values come back after the session.
 - The cloud is shared: give tables / keys / datasets names unique to your test
   (e.g. from `unique_name`) and do not stop it. A test that needs its own
-  up/down cycle starts a separate cloud (see `fresh_local_cloud_settings`).
+  up/down cycle starts a separate cloud (see
+  `export_pipeline_tests.support.local_cloud.fresh_local_cloud_settings`).
 - Server logs: `<state_dir>/logs/aws.log` and `logs/bigquery.log` (the path is
   `local_cloud.state_dir`).
 """
@@ -26,10 +27,8 @@ How to use it:
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -44,33 +43,10 @@ from export_pipeline.local_cloud.settings import (
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
+from export_pipeline_tests.support.aws_samples import AwsSamples, write_aws_samples
+from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 
 TEST_EXPORT_SECONDS = "0.5"
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports that nothing listens on right now."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def fresh_local_cloud_settings(state_dir: Path) -> LocalCloudSettings:
-    """Settings for a separate cloud (own state folder, own free ports); not started."""
-    aws_port, bigquery_port, grpc_port = free_ports(3)
-    return LocalCloudSettings(
-        state_dir=state_dir,
-        aws_port=aws_port,
-        bigquery_port=bigquery_port,
-        bigquery_grpc_port=grpc_port,
-    )
 
 
 def _point_environment_at(settings: LocalCloudSettings) -> None:
@@ -159,3 +135,12 @@ def bigquery_client(local_cloud: LocalCloudSettings):  # type: ignore[no-untyped
 def unique_name() -> str:
     """A short name no other test uses (for tables, keys, datasets in the shared cloud)."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def aws_samples(tmp_path_factory: pytest.TempPathFactory) -> AwsSamples:
+    """Small exports in AWS's documented formats (`support.aws_samples`), written once.
+
+    Each is a folder whose relative paths are S3 keys; tests read them, never change them.
+    """
+    return write_aws_samples(tmp_path_factory.mktemp("aws_samples"))

@@ -56,8 +56,8 @@ from export_pipeline.local_cloud.rds_client import live_store
 from export_pipeline.local_cloud.rds_store import Column
 from export_pipeline.rds.snapshot_sensor import SnapshotCursor, run_key, sensor_name
 from export_pipeline.rds.source import EXPORT_ID_METADATA, table_asset_key
-from export_pipeline_tests.conftest import free_ports
-from export_pipeline_tests.rds.conftest import create_mysql_instance
+from export_pipeline_tests.support.local_cloud import free_ports
+from export_pipeline_tests.support.rds import create_mysql_instance
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 DAGSTER_DAEMON = Path(sys.executable).with_name("dagster-daemon")

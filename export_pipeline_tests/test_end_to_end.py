@@ -29,7 +29,7 @@ from export_pipeline.local_cloud.settings import (
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
-from export_pipeline_tests.conftest import fresh_local_cloud_settings
+from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     make_config,
 )
 from export_pipeline_tests.faults.proxy import fault_proxy, resources_through, rewrite_json
-from export_pipeline_tests.rds.conftest import config_for
+from export_pipeline_tests.support.rds import config_for
 
 SENSOR_MODE = {"config": {"wait_for_completion": False}}
 

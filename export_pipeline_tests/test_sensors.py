@@ -37,7 +37,7 @@ from export_pipeline.rds.source import (
     export_asset_key,
     table_asset_key,
 )
-from export_pipeline_tests.rds.conftest import create_mysql_instance
+from export_pipeline_tests.support.rds import create_mysql_instance
 
 DATABASE = "sensordb"
 TABLE = "items"

@@ -33,7 +33,7 @@ import pytest
 
 from export_pipeline.config import REPO_ROOT, current_config
 from export_pipeline.definitions import build_definitions
-from export_pipeline_tests.conftest import free_ports
+from export_pipeline_tests.support.local_cloud import free_ports
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")

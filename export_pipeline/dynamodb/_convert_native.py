@@ -56,7 +56,7 @@ def parser_name(incremental: bool) -> str:
     fallback = "orjson, line by line" if incremental else "Arrow's JSON reader"
     if DISABLED:
         return f"{fallback}: the native parser is off (EXPORT_PIPELINE_NATIVE_PARSER=0)"
-    return f"{fallback}: the C extension _items is not built (slower; see README)"
+    return f"{fallback}: the C extension _items is not built (slower; see docs/performance.md)"
 
 
 def raw_columns(blob: bytes, rows: int) -> dict[tuple[str, str], pa.Array] | None:

@@ -67,6 +67,7 @@ static int buf_grow(Buf *b, size_t extra) {
 }
 
 static inline int buf_put(Buf *b, const void *s, size_t n) {
+    if (n == 0) return 0; /* b->p may still be NULL: memcpy must not get it */
     if (b->len + n > b->cap && buf_grow(b, n)) return -1;
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -1076,7 +1077,8 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         if (p >= e || !(p = changes ? change_at(&P, p, e) : line_at(&P, p, e))) { ok = 0; break; }
     }
     if (ok && p != e) ok = 0; /* more lines than rows */
-    if (ok) qsort(P.cols, (size_t)P.ncols, sizeof(Column), by_attribute);
+    if (ok && P.ncols > 1) /* qsort's pointer must be valid even for 0 items: cols may be NULL */
+        qsort(P.cols, (size_t)P.ncols, sizeof(Column), by_attribute);
     Py_END_ALLOW_THREADS
     PyObject *result = NULL;
     if (P.oom) {

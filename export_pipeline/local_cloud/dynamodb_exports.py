@@ -1,12 +1,12 @@
 """AWS-faithful DynamoDB point-in-time exports inside moto's server process.
 
 moto 5.2's own `ExportTableToPointInTime` writes one data file of the current
-items with no `_started`, no manifests, a wrong ARN and no incremental mode
-(see shared/reference/local-cloud-notes.md). `install(state_dir)`, called by
-`aws_server` before it serves, replaces moto's three export operations
-(`ExportTableToPointInTime`, `DescribeExport`, `ListExports`) with the
-behaviour AWS documents (shared/reference/aws-exports.md §1), so plain boto3
-calls against the local endpoint see what they would see on AWS:
+items with no `_started`, no manifests, a wrong ARN and no incremental mode.
+`install(state_dir)`, called by `aws_server` before it serves, replaces moto's
+three export operations (`ExportTableToPointInTime`, `DescribeExport`,
+`ListExports`) with the behaviour AWS documents
+(https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/S3DataExport.Output.html),
+so plain boto3 calls against the local endpoint see what they would see on AWS:
 
 - PITR must be enabled (`PointInTimeRecoveryUnavailableException`); export
   times outside the PITR window are refused (`InvalidExportTimeException`);
@@ -222,9 +222,9 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r}: expected a number") from None
 
 
-# Set by `dynamodb_testing.in_process_aws_server` for a server inside a test
-# process; changing the environment there would leak into servers that process
-# starts later (they inherit it).
+# Set by the tests' `in_process_aws_server` (export_pipeline_tests/support) for
+# a server inside a test process; changing the environment there would leak
+# into servers that process starts later (they inherit it).
 export_seconds_override: float | None = None
 
 

@@ -10,8 +10,9 @@ Two jobs, both driven by the column's type string as the server reports it in
   nothing is rounded: DECIMAL(65,30) digits, zero dates `0000-00-00`, TIME up to
   `838:59:59`, 18446744073709551615.
 * `arrow_type()` / `arrow_array()` give the Parquet physical + logical type that
-  an RDS snapshot export writes for that MySQL type (AWS's mapping table, see
-  shared/reference/aws-exports.md §2), and the values in it.
+  an RDS snapshot export writes for that MySQL type (AWS's mapping table,
+  https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ExportSnapshot.data-types.html),
+  and the values in it.
 
 Zero / partly-zero DATETIME and TIMESTAMP values (`0000-00-00 00:00:00`,
 `2024-00-10 …`) have no INT64 TIMESTAMP_MICROS form. The export writes them as

@@ -2,7 +2,7 @@
 
 `install(state_dir)` patches moto 5.2's RDS models (call it in the process that
 serves moto, before serving) so that plain boto3 calls behave like AWS
-(shared/reference/aws-exports.md §2):
+(https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ExportSnapshot.html):
 
 * Snapshots hold data. Creating a DB snapshot or DB cluster snapshot (manual,
   or automated `rds:<id>-YYYY-MM-DD-HH-MM`) copies the instance's live data into

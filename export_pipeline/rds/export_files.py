@@ -1,6 +1,6 @@
 """Reading a finished RDS snapshot export in S3: its info files and its Parquet files.
 
-Layout (shared/reference/aws-exports.md §2):
+Layout (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ExportSnapshot.html):
 
     <S3Prefix>/<id>/export_info_<id>.json
     <S3Prefix>/<id>/export_tables_info_<id>_from_<a>_to_<b>.json   (one or more)

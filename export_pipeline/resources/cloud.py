@@ -70,7 +70,8 @@ class ProductionCloudResource(CloudResource):
         if boto3.session.Session().get_credentials() is None:
             raise RuntimeError(
                 "No AWS credentials found: run with an instance/task role, set AWS_PROFILE, "
-                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (see README 'Running it for real')."
+                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                "(see docs/operations.md 'Running it for real')."
             )
         try:
             google.auth.default(scopes=["https://www.googleapis.com/auth/bigquery"])
@@ -78,5 +79,6 @@ class ProductionCloudResource(CloudResource):
             raise RuntimeError(
                 "No Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, run "
                 "`gcloud auth application-default login`, or give a key in the "
-                "GCP_CREDENTIALS environment variable (see README 'Running it for real')."
+                "GCP_CREDENTIALS environment variable "
+                "(see docs/operations.md 'Running it for real')."
             ) from None

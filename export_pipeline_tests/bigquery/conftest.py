@@ -10,9 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from google.cloud import bigquery
 
-from export_pipeline.bigquery.publish import PublishResult, SelectColumn, merge_changes
 from export_pipeline.bigquery.tables import TableId
-from export_pipeline.bigquery.watermark import Watermark
 
 
 @pytest.fixture
@@ -42,31 +40,3 @@ def write_parquet(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
-
-
-def rows(client: bigquery.Client, sql: str) -> list[dict]:
-    """All rows of a query as plain dicts."""
-    return [dict(r.items()) for r in client.query(sql).result()]
-
-
-def merge_by_pk(
-    client: bigquery.Client,
-    staging: TableId,
-    target: TableId,
-    columns: list[SelectColumn],
-    watermark: Watermark,
-    expected_previous: Watermark | None,
-    deleted_column: str | None = None,
-) -> PublishResult:
-    """`merge_changes` of test change rows: key column `pk`, the greatest `ts` wins."""
-    return merge_changes(
-        client,
-        staging=staging,
-        target=target,
-        key_columns=["pk"],
-        order_column="ts",
-        deleted_column=deleted_column,
-        columns=columns,
-        watermark=watermark,
-        expected_previous=expected_previous,
-    )

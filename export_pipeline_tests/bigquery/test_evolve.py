@@ -18,7 +18,7 @@ from export_pipeline.bigquery.evolve import (
 from export_pipeline.bigquery.publish import SelectColumn
 from export_pipeline.bigquery.staging import load_parquet_to_staging
 from export_pipeline.bigquery.watermark import Watermark, read_watermark
-from export_pipeline_tests.bigquery.conftest import merge_by_pk, rows
+from export_pipeline_tests.support.bigquery import merge_by_pk, rows
 
 
 def _f(type_: str, mode: str = "NULLABLE") -> SchemaField:

@@ -19,7 +19,7 @@ from export_pipeline.bigquery.watermark import (
     read_watermark,
     state_table_for,
 )
-from export_pipeline_tests.bigquery.conftest import merge_by_pk, rows
+from export_pipeline_tests.support.bigquery import merge_by_pk, rows
 
 SOURCE = "arn:aws:dynamodb:eu-west-1:123456789012:table/Orders"
 T0 = dt.datetime(2026, 11, 26, 0, 0, tzinfo=dt.UTC)

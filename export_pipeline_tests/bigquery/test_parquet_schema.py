@@ -13,8 +13,6 @@ from export_pipeline.bigquery.parquet_schema import (
     decimal_fits_numeric,
 )
 
-SAMPLES = Path("/work/shared/samples/rds-mysql")
-
 
 def _types(schema: pa.Schema) -> dict[str, tuple[str, str]]:
     return {f.name: (f.field_type, f.mode) for f in bigquery_schema_from_parquet(schema)}
@@ -101,9 +99,9 @@ def test_case_insensitive_duplicate_names_rejected() -> None:
         bigquery_schema_from_parquet(pa.schema([("Name", pa.string()), ("name", pa.string())]))
 
 
-def test_rds_sample_schemas_follow_aws_mapping() -> None:
-    customers = sorted(SAMPLES.glob("**/shop.customers/**/*.parquet"))
-    orders = sorted(SAMPLES.glob("**/shop.orders/**/*.parquet"))
+def test_rds_sample_schemas_follow_aws_mapping(aws_samples) -> None:
+    customers = sorted(aws_samples.rds_mysql.glob("**/shop.customers/**/*.parquet"))
+    orders = sorted(aws_samples.rds_mysql.glob("**/shop.orders/**/*.parquet"))
     assert len(customers) == 1 and len(orders) == 2
     assert {f.name: f.field_type for f in bigquery_schema_of_files(customers)} == {
         "id": "INT64",

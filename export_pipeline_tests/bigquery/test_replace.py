@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -14,7 +13,7 @@ from google.cloud.bigquery import SchemaField
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.staging import load_parquet_to_staging, staging_table_id
 from export_pipeline.bigquery.tables import BigQueryPublishError
-from export_pipeline_tests.bigquery.conftest import rows
+from export_pipeline_tests.support.bigquery import rows
 
 STAGING_SCHEMA = [SchemaField("pk", "STRING"), SchemaField("amount", "STRING")]
 
@@ -158,9 +157,9 @@ def test_reader_during_replace_sees_old_or_new(bigquery_client, table_id, write_
     assert seen[-1] == (80, 80)
 
 
-def test_rds_sample_passes_through_unchanged(bigquery_client, table_id):
+def test_rds_sample_passes_through_unchanged(bigquery_client, table_id, aws_samples):
     """AWS's Parquet as-is: schema from the files, every column published as loaded."""
-    files = sorted(Path("/work/shared/samples/rds-mysql").glob("**/shop.orders/**/*.parquet"))
+    files = sorted(aws_samples.rds_mysql.glob("**/shop.orders/**/*.parquet"))
     target = table_id("rds_shop_orders")
     staging = staging_table_id(target, "run-1")
     loaded = load_parquet_to_staging(bigquery_client, files, staging, schema=None)

@@ -17,9 +17,7 @@ from export_pipeline.bigquery.staging import (
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import TableId
-from export_pipeline_tests.bigquery.conftest import rows
-
-SAMPLES = Path("/work/shared/samples/rds-mysql")
+from export_pipeline_tests.support.bigquery import rows
 
 SCHEMA = [
     SchemaField("id", "STRING", mode="REQUIRED"),
@@ -98,8 +96,8 @@ def test_a_file_that_does_not_fit_names_the_file(bigquery_client, table_id, writ
         load_parquet_to_staging(bigquery_client, [good, bad], table_id("_staging_bad"), SCHEMA)
 
 
-def test_parquet_schema_path_on_rds_samples(bigquery_client, table_id):
-    customers = sorted(SAMPLES.glob("**/shop.customers/**/*.parquet"))
+def test_parquet_schema_path_on_rds_samples(bigquery_client, table_id, aws_samples):
+    customers = sorted(aws_samples.rds_mysql.glob("**/shop.customers/**/*.parquet"))
     staging = table_id("_staging_customers")
     result = load_parquet_to_staging(bigquery_client, customers, staging, schema=None)
     assert result.rows == 2
@@ -112,7 +110,7 @@ def test_parquet_schema_path_on_rds_samples(bigquery_client, table_id):
     assert first["created_at"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
     assert got[2]["birthday"] == "0000-00-00" and got[2]["tier"] == 255
 
-    orders = sorted(SAMPLES.glob("**/shop.orders/**/*.parquet"))
+    orders = sorted(aws_samples.rds_mysql.glob("**/shop.orders/**/*.parquet"))
     staging = table_id("_staging_orders")
     result = load_parquet_to_staging(bigquery_client, orders, staging, schema=None)
     assert result.files == 2

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-NOT_BUILT = (
-    "the C extension export_pipeline.dynamodb._items is not built (no C compiler at "
-    "install?): install gcc and the Python headers (Debian: python3-dev), then "
-    "`pip install -e .` again"
-)
+from export_pipeline_tests.support.native import NOT_BUILT
 
 
 @pytest.fixture

@@ -22,9 +22,8 @@ from export_pipeline.dynamodb.convert import (
     convert_incremental_export,
 )
 from export_pipeline.naming import column_names
-from export_pipeline_tests.dynamodb.conftest import NOT_BUILT
-
-SAMPLES = Path("/work/shared/samples")
+from export_pipeline_tests.support.aws_samples import AwsSamples
+from export_pipeline_tests.support.native import NOT_BUILT
 
 
 @pytest.fixture(autouse=True, params=["native", "columnar", "per-line"])
@@ -266,10 +265,10 @@ def test_deep_nesting_and_400kb_item(tmp_path: Path) -> None:
 # -- files, errors ------------------------------------------------------------------------
 
 
-def test_full_export_sample(tmp_path: Path) -> None:
-    files = sorted((SAMPLES / "dynamodb-full").rglob("data/*.json.gz"))
+def test_full_export_sample(tmp_path: Path, aws_samples: AwsSamples) -> None:
+    files = sorted(aws_samples.dynamodb_full.rglob("data/*.json.gz"))
     result = convert_full_export(files, tmp_path / "o")
-    manifest = (SAMPLES / "dynamodb-full").rglob("manifest-files.json")
+    manifest = aws_samples.dynamodb_full.rglob("manifest-files.json")
     expected = {
         e["dataFileS3Key"].rsplit("/", 1)[-1]: e["itemCount"]
         for m in manifest
@@ -306,8 +305,8 @@ def test_full_export_sample(tmp_path: Path) -> None:
         assert schema.names == [c.name for c in result.columns]
 
 
-def test_incremental_export_sample(tmp_path: Path) -> None:
-    files = sorted((SAMPLES / "dynamodb-incremental").rglob("data/*.json.gz"))
+def test_incremental_export_sample(tmp_path: Path, aws_samples: AwsSamples) -> None:
+    files = sorted(aws_samples.dynamodb_incremental.rglob("data/*.json.gz"))
     result = convert_incremental_export(files, tmp_path / "o", key_attributes=["orderId"])
     assert result.item_count == 3
     assert result.columns[0].name == "orderId"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from export_pipeline.dynamodb import _convert_native
 from export_pipeline.dynamodb import _convert_values as cv
-from export_pipeline_tests.dynamodb.conftest import NOT_BUILT
+from export_pipeline_tests.support.native import NOT_BUILT
 
 pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when not built
 

@@ -19,18 +19,14 @@ from export_pipeline.dynamodb.manifest import (
     resolve_key,
     verify_item_counts,
 )
-
-SAMPLES = Path("/work/shared/samples")
-FULL_SUMMARY = "exports/AWSDynamoDB/01764115200000-5f3e2a1b/manifest-summary.json"
-INCREMENTAL_SUMMARY = "exports/AWSDynamoDB/01764118800000-9c8d7e6f/manifest-summary.json"
+from export_pipeline_tests.support.aws_samples import FULL_SUMMARY_KEY, INCREMENTAL_SUMMARY_KEY
 
 
-def _upload_sample(aws_clients, bucket: str, sample: str) -> None:
-    """Put a sample folder into a fresh bucket under the sample's own keys."""
+def _upload_sample(aws_clients, bucket: str, root: Path) -> None:
+    """Put a sample export (`support.aws_samples`) into a fresh bucket under its own keys."""
     aws_clients.s3.create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": aws_clients.region}
     )
-    root = SAMPLES / sample
     for path in sorted(root.rglob("*")):
         if path.is_file():
             aws_clients.s3.put_object(
@@ -55,10 +51,12 @@ def test_manifest_files_errors_name_the_line() -> None:
         )
 
 
-def test_full_sample_reads_downloads_and_converts(aws_clients, unique_name, tmp_path) -> None:
+def test_full_sample_reads_downloads_and_converts(
+    aws_clients, unique_name, tmp_path, aws_samples
+) -> None:
     bucket = f"sample-{unique_name}"
-    _upload_sample(aws_clients, bucket, "dynamodb-full")
-    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY)
+    _upload_sample(aws_clients, bucket, aws_samples.dynamodb_full)
+    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY_KEY)
     assert manifest.export_arn.endswith(":table/Orders/export/01764115200000-5f3e2a1b")
     assert manifest.export_type == "FULL_EXPORT" and not manifest.is_incremental
     assert manifest.export_time == datetime(2025, 11, 26, tzinfo=UTC)
@@ -73,20 +71,22 @@ def test_full_sample_reads_downloads_and_converts(aws_clients, unique_name, tmp_
     assert result.item_count == 3
 
 
-def test_incremental_sample_reads_from_the_shared_data_folder(aws_clients, unique_name, tmp_path):
+def test_incremental_sample_reads_from_the_shared_data_folder(
+    aws_clients, unique_name, tmp_path, aws_samples
+):
     bucket = f"sample-{unique_name}"
-    _upload_sample(aws_clients, bucket, "dynamodb-incremental")
+    _upload_sample(aws_clients, bucket, aws_samples.dynamodb_incremental)
     # Another export's file in the shared folder must not be picked up (no listing).
     aws_clients.s3.put_object(
         Bucket=bucket, Key="exports/AWSDynamoDB/data/someoneelse.json.gz", Body=b"junk"
     )
-    manifest = read_manifest(aws_clients.s3, bucket, INCREMENTAL_SUMMARY)
+    manifest = read_manifest(aws_clients.s3, bucket, INCREMENTAL_SUMMARY_KEY)
     assert manifest.is_incremental
     assert manifest.export_from_time == datetime(2025, 11, 26, 0, tzinfo=UTC)
     assert manifest.export_to_time == datetime(2025, 11, 26, 1, tzinfo=UTC)
     assert manifest.data_as_of == manifest.export_to_time
     assert [f.key for f in manifest.files] == [
-        "exports/AWSDynamoDB/data/mfxd4mb3ka6s3glq2ry6lwyl7a.json.gz"
+        "exports/AWSDynamoDB/data/k3d7q2wzmxe5hbnup4ravtyl6i.json.gz"
     ]
     local = download_data_files(aws_clients.s3, manifest, tmp_path / "raw")
     assert len(local) == 1
@@ -97,24 +97,26 @@ def test_incremental_sample_reads_from_the_shared_data_folder(aws_clients, uniqu
     assert result.item_count == 3
 
 
-def test_manifest_files_key_without_prefix_is_accepted(aws_clients, unique_name) -> None:
+def test_manifest_files_key_without_prefix_is_accepted(
+    aws_clients, unique_name, aws_samples
+) -> None:
     bucket = f"sample-{unique_name}"
-    _upload_sample(aws_clients, bucket, "dynamodb-full")
-    text = (SAMPLES / "dynamodb-full" / FULL_SUMMARY).read_text()
+    _upload_sample(aws_clients, bucket, aws_samples.dynamodb_full)
+    text = (aws_samples.dynamodb_full / FULL_SUMMARY_KEY).read_text()
     aws_clients.s3.put_object(
         Bucket=bucket,
-        Key=FULL_SUMMARY,
+        Key=FULL_SUMMARY_KEY,
         Body=text.replace('"exports/AWSDynamoDB/', '"AWSDynamoDB/'),
     )
-    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY)
+    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY_KEY)
     assert manifest.files_key == "exports/AWSDynamoDB/01764115200000-5f3e2a1b/manifest-files.json"
     assert len(manifest.files) == 3
 
 
-def test_corrupt_data_file_fails_naming_it(aws_clients, unique_name, tmp_path) -> None:
+def test_corrupt_data_file_fails_naming_it(aws_clients, unique_name, tmp_path, aws_samples) -> None:
     bucket = f"sample-{unique_name}"
-    _upload_sample(aws_clients, bucket, "dynamodb-full")
-    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY)
+    _upload_sample(aws_clients, bucket, aws_samples.dynamodb_full)
+    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY_KEY)
     victim = manifest.files[1].key
     aws_clients.s3.put_object(Bucket=bucket, Key=victim, Body=b"not what was exported")
     with pytest.raises(ExportIntegrityError, match=victim.replace(".", r"\.")) as caught:
@@ -123,10 +125,12 @@ def test_corrupt_data_file_fails_naming_it(aws_clients, unique_name, tmp_path) -
     assert expected in str(caught.value)
 
 
-def test_item_count_mismatch_fails_naming_the_file(aws_clients, unique_name, tmp_path) -> None:
+def test_item_count_mismatch_fails_naming_the_file(
+    aws_clients, unique_name, tmp_path, aws_samples
+) -> None:
     bucket = f"sample-{unique_name}"
-    _upload_sample(aws_clients, bucket, "dynamodb-full")
-    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY)
+    _upload_sample(aws_clients, bucket, aws_samples.dynamodb_full)
+    manifest = read_manifest(aws_clients.s3, bucket, FULL_SUMMARY_KEY)
     local = download_data_files(aws_clients.s3, manifest, tmp_path / "raw")
     result = convert_full_export(list(local), tmp_path / "parquet", max_workers=1)
     counts = dict(result.items_per_file)
@@ -138,8 +142,8 @@ def test_item_count_mismatch_fails_naming_the_file(aws_clients, unique_name, tmp
         verify_item_counts([manifest], local, counts)
 
 
-def test_missing_summary_is_a_clear_error(aws_clients, unique_name) -> None:
+def test_missing_summary_is_a_clear_error(aws_clients, unique_name, aws_samples) -> None:
     bucket = f"sample-{unique_name}"
-    _upload_sample(aws_clients, bucket, "dynamodb-full")
+    _upload_sample(aws_clients, bucket, aws_samples.dynamodb_full)
     with pytest.raises(ManifestError, match="manifest not found"):
         read_manifest(aws_clients.s3, bucket, "exports/AWSDynamoDB/nope/manifest-summary.json")

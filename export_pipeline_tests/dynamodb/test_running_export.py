@@ -28,7 +28,6 @@ from export_pipeline.dynamodb.exports import ExportRequest, start_export
 from export_pipeline.dynamodb.manifest import INCREMENTAL_EXPORT
 from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud import dynamodb_exports
-from export_pipeline.local_cloud.dynamodb_testing import in_process_aws_server
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     BUCKET,
@@ -41,6 +40,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     table_id,
 )
 from export_pipeline_tests.faults.proxy import dynamodb_error, fault_proxy, resources_through
+from export_pipeline_tests.support.local_cloud import in_process_aws_server
 
 # Long enough for the new run to reach its ListExports call; the other exports take 0.2 s.
 OTHER_EXPORT_SECONDS = 5.0

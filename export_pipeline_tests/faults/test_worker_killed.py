@@ -61,7 +61,7 @@ from export_pipeline.naming import dynamodb_table_name
 from export_pipeline_tests.faults import _runs
 from export_pipeline_tests.faults._worker import RUN_TAG, WorkerPool, WorkerRequest, WorkerSpec
 from export_pipeline_tests.faults.proxy import FaultProxy, Hold
-from export_pipeline_tests.rds.conftest import create_mysql_instance
+from export_pipeline_tests.support.rds import create_mysql_instance
 
 DEPLOY_INSTANCE = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 STAGE_TIMEOUT = 60.0

@@ -16,8 +16,8 @@ from export_pipeline.config import PipelineConfig
 from export_pipeline.local_cloud import demo_dynamodb
 from export_pipeline.local_cloud import dynamodb_time_control as time_control
 from export_pipeline.local_cloud.clients import AwsClients
-from export_pipeline.local_cloud.dynamodb_testing import in_process_aws_server
 from export_pipeline.local_cloud.settings import LocalCloudSettings
+from export_pipeline_tests.support.local_cloud import in_process_aws_server
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,11 @@ from botocore.exceptions import ClientError
 
 from export_pipeline.local_cloud import dynamodb_time_control as time_control
 from export_pipeline.local_cloud.dynamodb_exports import SHIFT_HISTORY_PATH
-from export_pipeline.local_cloud.dynamodb_testing import in_process_aws_server
+from export_pipeline_tests.support.aws_samples import AwsSamples
+from export_pipeline_tests.support.local_cloud import in_process_aws_server
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
-SAMPLES = Path("/work/shared/samples")
 EXPORT_ID = re.compile(r"^\d{14}-[0-9a-f]{8}$")
 DATA_FILE = re.compile(r"/data/[a-z2-7]{26}\.json\.gz$")
 HOUR = 3600
@@ -135,7 +135,7 @@ ALL_TYPES_JSON = {
 
 
 def read_export(get: Any, summary_key: str) -> dict[str, Any]:
-    """A reader written to the documented format (and the shared samples).
+    """A reader written to the documented format (and the AWS-format samples of `aws_samples`).
 
     `get(key) -> bytes` fetches an object. Data files come from
     manifest-files.json only; a zero-byte file is an empty partition.
@@ -158,13 +158,13 @@ def s3_getter(s3: Any, bucket: str) -> Any:
     return lambda key: s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def sample_getter(folder: str) -> Any:
-    return lambda key: (SAMPLES / folder / key).read_bytes()
+def sample_getter(root: Path) -> Any:
+    return lambda key: (root / key).read_bytes()
 
 
-def sample_summary_key(folder: str) -> str:
-    (path,) = (SAMPLES / folder).rglob("manifest-summary.json")
-    return str(path.relative_to(SAMPLES / folder))
+def sample_summary_key(root: Path) -> str:
+    (path,) = root.rglob("manifest-summary.json")
+    return str(path.relative_to(root))
 
 
 # --------------------------------------------------------------------------- change log
@@ -705,14 +705,17 @@ def test_list_exports_filters_and_pages(ddb: Any, bucket: str) -> None:
 # --------------------------------------------------------------------------- samples
 
 
-@pytest.mark.parametrize("folder", ["dynamodb-full", "dynamodb-incremental"])
-def test_reader_reads_the_shared_samples(folder: str) -> None:
-    export = read_export(sample_getter(folder), sample_summary_key(folder))
+@pytest.mark.parametrize("export_type", ["dynamodb_full", "dynamodb_incremental"])
+def test_reader_reads_the_aws_format_samples(export_type: str, aws_samples: AwsSamples) -> None:
+    root = getattr(aws_samples, export_type)
+    export = read_export(sample_getter(root), sample_summary_key(root))
     assert export["lines"]
     assert sum(f["itemCount"] for f in export["files"]) == len(export["lines"])
 
 
-def test_output_has_the_samples_shape(ddb: Any, s3: Any, bucket: str, endpoint: str) -> None:
+def test_output_has_the_samples_shape(
+    ddb: Any, s3: Any, bucket: str, endpoint: str, aws_samples: AwsSamples
+) -> None:
     """A reader built on the samples finds the same fields in our output."""
     _, table_arn, changes_at = _incremental_fixture(ddb, endpoint)
     full = ddb.export_table_to_point_in_time(TableArn=table_arn, S3Bucket=bucket, S3Prefix="x")
@@ -726,8 +729,11 @@ def test_output_has_the_samples_shape(ddb: Any, s3: Any, bucket: str, endpoint: 
             "ExportToTime": changes_at + 1800,
         },
     )
-    for folder, started in (("dynamodb-full", full), ("dynamodb-incremental", incremental)):
-        sample = read_export(sample_getter(folder), sample_summary_key(folder))
+    for root, started in (
+        (aws_samples.dynamodb_full, full),
+        (aws_samples.dynamodb_incremental, incremental),
+    ):
+        sample = read_export(sample_getter(root), sample_summary_key(root))
         done = wait_export(ddb, started["ExportDescription"]["ExportArn"])
         ours = read_export(s3_getter(s3, bucket), done["ExportManifest"])
         assert set(ours["summary"]) == set(sample["summary"])

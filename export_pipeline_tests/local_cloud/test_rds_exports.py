@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -37,10 +36,10 @@ from export_pipeline.local_cloud.rds_client import (
 )
 from export_pipeline.local_cloud.rds_store import Column
 from export_pipeline.local_cloud.settings import LocalCloudSettings
+from export_pipeline_tests.support.aws_samples import AwsSamples
 
 REGION = "eu-west-1"
 BUCKET = "rds-export-tests"
-SAMPLES = Path("/work/shared/samples/rds-mysql")
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [
@@ -221,7 +220,7 @@ def demo_export(cloud: Cloud) -> DemoExport:
     return DemoExport(f"demo/exports/{ident}", task, arn)
 
 
-def test_demo_export_layout(cloud: Cloud, demo_export: DemoExport) -> None:
+def test_demo_export_layout(cloud: Cloud, demo_export: DemoExport, aws_samples: AwsSamples) -> None:
     ident = demo_export.task["ExportTaskIdentifier"]
     found = keys(cloud, demo_export.prefix + "/")
     assert f"{demo_export.prefix}/export_info_{ident}.json" in found
@@ -254,18 +253,22 @@ def test_demo_export_layout(cloud: Cloud, demo_export: DemoExport) -> None:
     assert info["s3Bucket"] == BUCKET and info["s3Prefix"] == "demo/exports"
     assert info["exportedFilesPath"] == demo_export.prefix
     assert info["snapshotTime"].endswith("Z") and info["totalExportedDataInGB"] > 0
-    sample_info = json.loads(next(SAMPLES.rglob("export_info_*.json")).read_text())
+    sample_info = json.loads(next(aws_samples.rds_mysql.rglob("export_info_*.json")).read_text())
     assert set(sample_info) == set(info)
 
 
-def test_demo_export_types_match_samples(cloud: Cloud, demo_export: DemoExport) -> None:
+def test_demo_export_types_match_samples(
+    cloud: Cloud, demo_export: DemoExport, aws_samples: AwsSamples
+) -> None:
     """Same MySQL type → same Parquet physical/logical type (and width) as the samples."""
     ident = demo_export.task["ExportTaskIdentifier"]
     tables_info = json.loads(
         get(cloud, f"{demo_export.prefix}/export_tables_info_{ident}_from_1_to_3.json")
     )
     ours = {t["target"]: t for t in tables_info["perTableStatus"]}
-    sample_info = json.loads(next(SAMPLES.rglob("export_tables_info_*.json")).read_text())
+    sample_info = json.loads(
+        next(aws_samples.rds_mysql.rglob("export_tables_info_*.json")).read_text()
+    )
     compared = 0
     for sample_table in sample_info["perTableStatus"]:
         target = sample_table["target"]
@@ -274,7 +277,7 @@ def test_demo_export_types_match_samples(cloud: Cloud, demo_export: DemoExport) 
             m["columnName"]: m["originalType"]
             for m in ours[target]["schemaMetadata"]["originalTypeMappings"]
         }
-        sample_file = next(SAMPLES.rglob(f"{target}/*/*.parquet"))
+        sample_file = next(aws_samples.rds_mysql.rglob(f"{target}/*/*.parquet"))
         sample_schema = pq.ParquetFile(sample_file).schema
         our_key = next(
             k for k in keys(cloud, f"{demo_export.prefix}/shop/{target}/") if k.endswith("parquet")

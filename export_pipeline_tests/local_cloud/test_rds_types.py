@@ -20,8 +20,7 @@ from export_pipeline.local_cloud.mysql_types import (
     is_exportable_column_name,
 )
 from export_pipeline.local_cloud.rds_store import Column, Store, StoreError
-
-SAMPLES = Path("/work/shared/samples/rds-mysql")
+from export_pipeline_tests.support.aws_samples import AwsSamples
 
 
 def parquet_column_types(arrow_type: pa.DataType) -> tuple[str, str]:
@@ -36,7 +35,8 @@ TIMESTAMP_MICROS_UTC = (
     "Timestamp(isAdjustedToUTC=true, timeUnit=microseconds, "
     "is_from_converted_type=false, force_set_converted_type=false)"
 )
-# MySQL type -> (physical, logical) from AWS's mapping table (aws-exports.md §2).
+# MySQL type -> (physical, logical) from AWS's mapping table
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ExportSnapshot.data-types.html).
 EXPECTED = {
     "bigint": ("INT64", "None"),
     "bigint unsigned": ("FIXED_LEN_BYTE_ARRAY", "Decimal(precision=20, scale=0)"),
@@ -86,16 +86,17 @@ def test_parquet_types_follow_aws_mapping(column_type: str) -> None:
     assert parquet_column_types(MySQLType.parse(column_type).arrow_type()) == EXPECTED[column_type]
 
 
-def test_mapping_matches_the_samples() -> None:
+def test_mapping_matches_the_samples(aws_samples: AwsSamples) -> None:
     """Every column of the AWS-format samples: our type for its originalType is the same."""
     import json
 
-    info = next(SAMPLES.rglob("export_tables_info_*.json"))
+    samples = aws_samples.rds_mysql
+    info = next(samples.rglob("export_tables_info_*.json"))
     tables = json.loads(info.read_text())["perTableStatus"]
     checked = 0
     for table in tables:
         db, name = table["target"].split(".")
-        files = sorted(SAMPLES.rglob(f"{db}.{name}/*/*.parquet"))
+        files = sorted(samples.rglob(f"{db}.{name}/*/*.parquet"))
         assert files, table["target"]
         schema = pq.ParquetFile(files[0]).schema
         for mapping in table["schemaMetadata"]["originalTypeMappings"]:

@@ -22,7 +22,7 @@ from dagster import AssetKey, DagsterInstance
 from export_pipeline.local_cloud import demo_rds
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.rds_client import live_store
-from export_pipeline_tests.rds.conftest import config_for, run_rds
+from export_pipeline_tests.support.rds import config_for, run_rds
 
 EXPORT_KEY = AssetKey(["rds", "shopdb", "snapshot_export"])
 

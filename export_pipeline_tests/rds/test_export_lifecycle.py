@@ -22,7 +22,7 @@ from export_pipeline.rds.export_tasks import (
 )
 from export_pipeline.rds.identifiers import export_task_identifier
 from export_pipeline.rds.source import export_s3_prefix
-from export_pipeline_tests.rds.conftest import config_for, create_mysql_instance, run_rds
+from export_pipeline_tests.support.rds import config_for, create_mysql_instance, run_rds
 
 GOOD = [
     Column("id", "int", nullable=False),

@@ -1,6 +1,6 @@
 """The reader and loader on AWS-format exports placed in local S3 (no export task needed).
 
-Uses the shared sample export (/work/shared/samples/rds-mysql, AWS's documented
+Uses the AWS-format sample export of `support.aws_samples` (AWS's documented
 layout and types) and small hand-written exports for values the demo cannot
 hold (CHAR bytes that are not UTF-8, JSON BigQuery cannot parse exactly).
 """
@@ -12,7 +12,6 @@ import io
 import json
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,21 +26,19 @@ from export_pipeline.rds.export_files import (
     read_tables_info,
 )
 from export_pipeline.rds.loading import RdsLoadError, load_export_table
-
-SAMPLE = Path("/work/shared/samples/rds-mysql")
-SAMPLE_ID = "shopdb-2025-11-26-00-05-a1b2c3"
-SNAPSHOT_TIME = dt.datetime(2025, 11, 26, 0, 5, tzinfo=dt.UTC)
+from export_pipeline_tests.support.aws_samples import RDS_EXPORT_ID, RDS_SNAPSHOT_TIME
 
 
 @pytest.fixture
-def sample_export(aws_clients, pipeline_config) -> ExportLocation:
-    """The shared sample, uploaded under a prefix of this test's own."""
+def sample_export(aws_clients, pipeline_config, aws_samples) -> ExportLocation:
+    """The AWS-format sample export, uploaded under a prefix of this test's own."""
     prefix = f"rds-sample-{uuid.uuid4().hex[:8]}/exports"
-    for path in SAMPLE.rglob("*"):
+    root = aws_samples.rds_mysql / "exports"
+    for path in root.rglob("*"):
         if path.is_file():
-            key = f"{prefix}/{path.relative_to(SAMPLE / 'exports')}"
+            key = f"{prefix}/{path.relative_to(root)}"
             aws_clients.s3.upload_file(str(path), pipeline_config.aws.export_bucket, key)
-    return ExportLocation(pipeline_config.aws.export_bucket, prefix, SAMPLE_ID)
+    return ExportLocation(pipeline_config.aws.export_bucket, prefix, RDS_EXPORT_ID)
 
 
 def _load(aws_clients, bigquery_client, location, info, table_id):
@@ -51,7 +48,7 @@ def _load(aws_clients, bigquery_client, location, info, table_id):
         location=location,
         info=info,
         table_ref=table_id,
-        exported_at=SNAPSHOT_TIME,
+        exported_at=RDS_SNAPSHOT_TIME,
         description="test",
     )
 
@@ -93,7 +90,7 @@ def test_sample_loads_with_mysql_meaning(
     assert rows[0]["created_at"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)  # DATETIME
     assert rows[0]["prefs"] == {"lang": "ja"}
     assert rows[1]["tier"] == 255
-    assert rows[0]["_exported_at"] == SNAPSHOT_TIME
+    assert rows[0]["_exported_at"] == RDS_SNAPSHOT_TIME
 
     orders = _load(aws_clients, bigquery_client, sample_export, tables["shop.orders"], f"{base}.o")
     assert orders.files == 2 and orders.row_count == 3

@@ -20,7 +20,7 @@ from export_pipeline.local_cloud.rds_client import (
     create_mysql_backed_instance,
     take_automated_snapshot,
 )
-from export_pipeline_tests.rds.conftest import config_for, run_rds
+from export_pipeline_tests.support.rds import config_for, run_rds
 
 DDL = """
 CREATE TABLE items (

@@ -1,6 +1,6 @@
 """Schema drift between two RDS snapshots: columns added, widened and removed.
 
-Policy (README, "Faults and bad input" table): an RDS table is replaced by
+Policy (docs/faults.md, "Faults and bad input" table): an RDS table is replaced by
 each snapshot's export, so BigQuery mirrors the newest snapshot — a new
 column appears, a widened column takes the type the new MySQL type maps to
 (values exact, INT64 → NUMERIC → STRING where needed), and a column the
@@ -26,7 +26,7 @@ from dagster import DagsterInstance
 
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline_tests.rds.conftest import config_for, create_mysql_instance, run_rds
+from export_pipeline_tests.support.rds import config_for, create_mysql_instance, run_rds
 
 DATABASE = "drift"
 BEFORE = [

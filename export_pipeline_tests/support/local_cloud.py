@@ -1,22 +1,51 @@
-"""An in-process moto server with the DynamoDB export emulation, for fast tests.
+"""Local clouds of a test's own: free ports, settings, an in-process moto server.
 
-The session-wide local cloud (export_pipeline_tests/conftest.py) runs moto in
-its own process with a fixed export duration. Tests of the emulation itself
-want exports that finish in a fraction of a second and many throw-away
-tables, so they start this: moto's real HTTP server (`ThreadedMotoServer`) on
-a free loopback port, in the test process, after `install()` — the same
-patched code the local cloud's server runs, reached over real HTTP by boto3.
+The session-wide local cloud (the `local_cloud` fixture) runs moto in its own
+process with a fixed export duration. Tests of the DynamoDB export emulation
+itself want exports that finish in a fraction of a second and many throw-away
+tables, so they start `in_process_aws_server`: moto's real HTTP server
+(`ThreadedMotoServer`) on a free loopback port, in the test process, after
+`dynamodb_exports.install()`, the same patched code the local cloud's server
+runs, reached over real HTTP by boto3. Tests that need a whole cloud with its
+own up/down cycle start one from `fresh_local_cloud_settings`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from export_pipeline.local_cloud import dynamodb_exports
+from export_pipeline.local_cloud.settings import LocalCloudSettings
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports that nothing listens on right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def fresh_local_cloud_settings(state_dir: Path) -> LocalCloudSettings:
+    """Settings for a separate cloud (own state folder, own free ports); not started."""
+    aws_port, bigquery_port, grpc_port = free_ports(3)
+    return LocalCloudSettings(
+        state_dir=state_dir,
+        aws_port=aws_port,
+        bigquery_port=bigquery_port,
+        bigquery_grpc_port=grpc_port,
+    )
 
 
 @contextmanager

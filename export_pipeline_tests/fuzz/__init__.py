@@ -1,0 +1,1 @@
+"""Fuzzing of the native DynamoDB parser under sanitizers (see `native_parser`)."""
