@@ -25,7 +25,7 @@ from export_pipeline.graph.completion_sensor import (
     SENSOR_NAME,
     build_export_completion_sensor,
 )
-from export_pipeline.rds.export_tasks import wait_for_export as wait_for_rds_export
+from export_pipeline.rds.exports import wait_for_export as wait_for_rds_export
 from export_pipeline.rds.source import RdsSource
 from export_pipeline.registry import configured_sources
 from export_pipeline_tests.dynamodb._pipeline_helpers import (

@@ -26,7 +26,7 @@ from export_pipeline.dynamodb.source import DynamoDBSource
 from export_pipeline.environment import build_resources
 from export_pipeline.errors import classify, permanent_failure, retry_only_transient
 from export_pipeline.graph import assets as graph_assets
-from export_pipeline.rds.export_tasks import RdsExportError
+from export_pipeline.rds.exports import RdsExportError
 from export_pipeline_tests.dynamodb._pipeline_helpers import create_table, make_config
 from export_pipeline_tests.faults.proxy import dynamodb_error, fault_proxy, resources_through
 

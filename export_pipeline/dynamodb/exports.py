@@ -35,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from export_pipeline.dynamodb.manifest import FULL_EXPORT, INCREMENTAL_EXPORT
+from export_pipeline.dynamodb.export_files import FULL_EXPORT, INCREMENTAL_EXPORT
 from export_pipeline.errors import PermanentError
 
 FIRST_POLL_SECONDS = 1.0

@@ -8,7 +8,7 @@ IN_PROGRESS, waits for that one instead of paying for a second
 (`_start_or_adopt`); its one table asset
 (`["bigquery", <dataset>, "dynamodb_<table>"]`) verifies the export's files
 against the manifest, converts them to Parquet and replaces (full) or
-merges (incremental) the BigQuery table (`export_pipeline.dynamodb.load`).
+merges (incremental) the BigQuery table (`export_pipeline.dynamodb.loading`).
 
 The assets themselves are built by `export_pipeline.graph.assets`, the same
 for every source; this module supplies what is DynamoDB's own.
@@ -41,7 +41,8 @@ from export_pipeline.contract import (
     bigquery_table_pool,
     pool_name,
 )
-from export_pipeline.dynamodb import load
+from export_pipeline.dynamodb import loading
+from export_pipeline.dynamodb.export_files import FULL_EXPORT, INCREMENTAL_EXPORT
 from export_pipeline.dynamodb.exports import (
     ExportFailedError,
     ExportRequest,
@@ -50,7 +51,6 @@ from export_pipeline.dynamodb.exports import (
     start_export,
     wait_for_export,
 )
-from export_pipeline.dynamodb.manifest import FULL_EXPORT, INCREMENTAL_EXPORT
 from export_pipeline.dynamodb.plan import ExportPlan, ExportStrategy, plan_incremental
 from export_pipeline.dynamodb.run_config import DynamoDBExportConfig, DynamoDBLoadConfig
 from export_pipeline.naming import dynamodb_table_name
@@ -127,7 +127,7 @@ def _plan(
     if table.mode is DynamoDBExportMode.FULL:
         return _Planned(ExportPlan(ExportStrategy.FULL, "mode 'full': the whole table is exported"))
     with bigquery.get_client() as client:
-        mark = load.read_mark(client, load.table_id(bigquery, config, table.name), table_arn)
+        mark = loading.read_mark(client, loading.table_id(bigquery, config, table.name), table_arn)
     backups = ddb.describe_continuous_backups(TableName=table.name)
     pitr = backups["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
     earliest = (
@@ -296,7 +296,7 @@ def _export_metadata(
         "item_count": sum(int(e.get("ItemCount") or 0) for e in exports),
         "billed_size_bytes": sum(int(e.get("BilledSizeBytes") or 0) for e in exports),
         "manifest_uris": MetadataValue.json(
-            [f"s3://{e['S3Bucket']}/{load.manifest_key(e)}" for e in exports]
+            [f"s3://{e['S3Bucket']}/{loading.manifest_key(e)}" for e in exports]
         ),
         # Another run's IN_PROGRESS exports this run waited for instead of starting its own.
         "adopted_export_arns": MetadataValue.json(adopted),
@@ -465,7 +465,7 @@ class DynamoDBSource(Source):
     ) -> LoadOutcome:
         resources = context.resources
         with tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir:
-            return load.load_exports(
+            return loading.load_exports(
                 list(to_load.ids),
                 table=unit.name,
                 mode=unit.settings.mode,

@@ -65,7 +65,7 @@ from export_pipeline.rds.export_files import (
     TableInfo,
     inspect_table_files,
 )
-from export_pipeline.rds.mysql_types import (
+from export_pipeline.rds.types import (
     RAW_SUFFIX,
     ColumnMapping,
     Conversion,
@@ -234,7 +234,7 @@ def final_select(
 ) -> list[SelectColumn]:
     """The final table's columns: typed expressions over staging, with descriptions.
 
-    Each is `typed` (`mysql_types.typed_expression` yields the target type by
+    Each is `typed` (`types.typed_expression` yields the target type by
     construction): no CAST is added around it, which on bqemulator would
     round the NUMERIC columns of a query using `SAFE.PARSE_JSON` or
     `SAFE.PARSE_DATE` (see `SelectColumn`); `replace_table` still checks

@@ -44,7 +44,7 @@ from export_pipeline.contract import (
 )
 from export_pipeline.naming import rds_table_name
 from export_pipeline.rds.export_files import ExportLocation, read_tables_info
-from export_pipeline.rds.export_tasks import (
+from export_pipeline.rds.exports import (
     COMPLETE,
     FAILED_STATUSES,
     RUNNING_STATUSES,

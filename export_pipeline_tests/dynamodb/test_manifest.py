@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from export_pipeline.dynamodb.convert import convert_full_export, convert_incremental_export
-from export_pipeline.dynamodb.manifest import (
+from export_pipeline.dynamodb.export_files import (
     ExportIntegrityError,
     ManifestError,
     download_data_files,

@@ -24,8 +24,8 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from export_pipeline import bigquery as core
+from export_pipeline.dynamodb.export_files import INCREMENTAL_EXPORT
 from export_pipeline.dynamodb.exports import ExportRequest, start_export
-from export_pipeline.dynamodb.manifest import INCREMENTAL_EXPORT
 from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud import dynamodb_exports
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history

@@ -143,7 +143,7 @@ def serve() -> None:
     import google.cloud.bigquery  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import export_pipeline.dynamodb.load
+    import export_pipeline.dynamodb.loading
     import export_pipeline.dynamodb.source
     import export_pipeline.environment
     import export_pipeline.graph.assets

@@ -14,7 +14,7 @@ from dagster import AssetKey, DagsterInstance
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline.rds.export_tasks import (
+from export_pipeline.rds.exports import (
     RdsExportError,
     ensure_export_task,
     find_snapshot,

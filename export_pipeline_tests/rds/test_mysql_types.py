@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from export_pipeline.rds.export_tasks import skipped_tables
-from export_pipeline.rds.mysql_types import Conversion, MySqlType, map_column
+from export_pipeline.rds.exports import skipped_tables
+from export_pipeline.rds.types import Conversion, MySqlType, map_column
 
 # (MySQL originalType, staging type the export's Parquet loads as, final type, conversion)
 CASES = [

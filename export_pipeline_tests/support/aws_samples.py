@@ -1,6 +1,6 @@
 """Small exports in the formats AWS documents, written by the tests themselves.
 
-The readers (`export_pipeline.dynamodb.manifest`, `export_pipeline.rds.export_files`)
+The readers (`export_pipeline.dynamodb.export_files`, `export_pipeline.rds.export_files`)
 and the local cloud's export emulation are both tested against these files. They
 are written here from AWS's documentation, with nothing taken from
 `export_pipeline.local_cloud`, so that reader and emulator cannot come to agree

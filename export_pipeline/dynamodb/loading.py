@@ -38,8 +38,7 @@ from export_pipeline.dynamodb.convert import (
     convert_incremental_export,
     parser_name,
 )
-from export_pipeline.dynamodb.exports import table_name_from_arn
-from export_pipeline.dynamodb.manifest import (
+from export_pipeline.dynamodb.export_files import (
     DataFile,
     ExportIntegrityError,
     ExportManifest,
@@ -48,6 +47,7 @@ from export_pipeline.dynamodb.manifest import (
     resolve_key,
     verify_item_counts,
 )
+from export_pipeline.dynamodb.exports import table_name_from_arn
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 
