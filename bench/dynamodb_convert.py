@@ -84,7 +84,7 @@ OURS = r"""
 import sys, time
 from pathlib import Path
 from export_pipeline.dynamodb.convert import convert_full_export, convert_incremental_export
-from export_pipeline.dynamodb import _convert_run  # what the conversions import
+from export_pipeline.dynamodb.convert import run  # what the conversions import
 
 if __name__ == "__main__":
     started = time.perf_counter()
@@ -102,9 +102,9 @@ import gc, sys, tempfile, time
 from pathlib import Path
 start = time.process_time()
 import pyarrow.parquet as pq
-from export_pipeline.dynamodb import _convert_columnar as cc, _convert_read as rd
-from export_pipeline.dynamodb import _convert_run as run, _convert_values as cv
-from export_pipeline.dynamodb import _convert_write as wr
+from export_pipeline.dynamodb.convert import parse_arrow as cc, read as rd
+from export_pipeline.dynamodb.convert import run as run, values as cv
+from export_pipeline.dynamodb.convert import write as wr
 stages = {"imports (python start-up excluded)": time.process_time() - start}
 
 def timed(name, function):
@@ -116,7 +116,7 @@ def timed(name, function):
             stages[name] = stages.get(name, 0.0) + time.process_time() - began
     return wrapper
 
-from export_pipeline.dynamodb import _convert_native as nat
+from export_pipeline.dynamodb.convert import parse_native as nat
 nat.raw_columns = timed("native JSON parse + buffers to Arrow", nat.raw_columns)
 cc._read_items = timed("Arrow JSON parse", cc._read_items)
 cc._attribute = timed("raw columns (base64, nested JSON text, checks)", cc._attribute)

@@ -40,19 +40,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud.bigquery import SchemaField
 
-# NUMERIC is DECIMAL(38, 9): up to 29 integer digits and 9 fractional digits.
-NUMERIC_MAX_SCALE = 9
-NUMERIC_MAX_INTEGER_DIGITS = 29
+from export_pipeline.bigquery_types import decimal_fits_numeric
+
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
 
 
 class ParquetSchemaError(ValueError):
     """A Parquet column has no lossless BigQuery type; the message names it."""
-
-
-def decimal_fits_numeric(precision: int, scale: int) -> bool:
-    """Whether every DECIMAL(precision, scale) value fits BigQuery NUMERIC exactly."""
-    return 0 <= scale <= NUMERIC_MAX_SCALE and precision - scale <= NUMERIC_MAX_INTEGER_DIGITS
 
 
 def _field_type(arrow_type: pa.DataType, where: str) -> tuple[str, list[SchemaField]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from google.cloud.bigquery import SchemaField
 
+from export_pipeline.bigquery_types import NUMERIC_FULL
 from export_pipeline.naming import quote_identifier
 
 # Legacy names the REST API reports → the GoogleSQL names DDL and CAST accept.
@@ -94,7 +95,7 @@ def cast_to(expression: str, field: SchemaField) -> str:
     if field.mode == "REPEATED" or base in ("STRUCT", "JSON", "GEOGRAPHY", "INTERVAL"):
         return expression
     if base == "NUMERIC":
-        return f"CAST({expression} AS NUMERIC(38, 9))"
+        return f"CAST({expression} AS {NUMERIC_FULL})"
     return f"CAST({expression} AS {base})"
 
 

@@ -1,13 +1,13 @@
 """The DynamoDB loader's BigQuery writes, on top of the shared `export_pipeline.bigquery`.
 
-BQ-core's package does the staging load, the atomic replace, the MERGE and
+The shared package does the staging load, the atomic replace, the MERGE and
 the high-water mark (in `_export_pipeline_state`, written in the same
 transaction as the data). This module only adds what DynamoDB needs on top:
 
-- schema changes go through BQ-core's `reconcile_schema` (new columns and
+- schema changes go through the shared `reconcile_schema` (new columns and
   widened types in one rewrite that BigQuery and bqemulator both accept);
 - whole-image upserts: a DynamoDB NewImage is the complete item, so target
-  columns the image lacks are set to NULL (BQ-core's MERGE keeps columns it
+  columns the image lacks are set to NULL (the shared MERGE keeps columns it
   is not given);
 - deletes a widened window cannot carry (see `merge_changes`).
 """
@@ -53,7 +53,7 @@ def stage(
     run_id: str,
     expected_rows: int | None,
 ) -> core.StagingResult:
-    """Upload the converted Parquet files into a fresh staging table (BQ-core)."""
+    """Upload the converted Parquet files into a fresh staging table (the shared staging load)."""
     schema = [schema_field(c) for c in result.columns]
     staging = core.staging_table_id(target, run_id)
     return core.load_parquet_to_staging(
@@ -74,7 +74,7 @@ def replace_table(
 ) -> core.StagingResult:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
-    Without a watermark (mode full) BQ-core replaces the table with one CTAS;
+    Without a watermark (mode full) the shared publish replaces the table with one CTAS;
     with one (seeding an incremental table) it swaps the rows and sets the
     mark in one transaction, the table keeping its identity.
     """
@@ -108,7 +108,7 @@ def merge_changes(
     watermark: core.Watermark,
     expected_previous: core.Watermark,
 ) -> core.StagingResult:
-    """Apply converted incremental changes with BQ-core's MERGE (+ the mark, atomically).
+    """Apply converted incremental changes with the shared MERGE (+ the mark, atomically).
 
     Per key the latest change (`_write_timestamp_micros`) wins; a delete
     removes the row; an upsert writes the whole new image (target columns

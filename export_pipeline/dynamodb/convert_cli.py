@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export_pipeline.dynamodb._convert_run import run_conversion
+    from export_pipeline.dynamodb.convert.run import run_conversion
 
     if args.incremental and not args.key:
         print("error: --incremental needs --key ATTR (the table's key attributes)", file=sys.stderr)

@@ -33,23 +33,49 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from export_pipeline.bigquery_types import (
+    BOOL,
+    BYTES,
+    FLOAT64,
+    INT64,
+    INT64_MAX,
+    INT64_MIN,
+    JSON,
+    NUMERIC,
+    NUMERIC_MAX_INTEGER_DIGITS,
+    NUMERIC_PRECISION,
+    NUMERIC_SCALE,
+    STRING,
+)
+
+# The column kinds are BigQuery's type names (re-exported for the converter), plus NULL.
+__all__ = [
+    "BOOL",
+    "BYTES",
+    "FLOAT64",
+    "INT64",
+    "INT64_MAX",
+    "INT64_MIN",
+    "JSON",
+    "JSON_SAFE_INTEGER",
+    "NULL",
+    "NUMERIC",
+    "NUMERIC_MAX_INTEGER_DIGITS",
+    "NUMERIC_PRECISION",
+    "NUMERIC_SCALE",
+    "STRING",
+    "ColumnType",
+    "dynamodb_decimal",
+    "number_kind",
+    "widen",
+]
+
 # Kinds a column can have. "NULL" is a column that has only ever seen NULL: it
 # is written as an all-null STRING column but widens to whatever comes next.
-STRING = "STRING"
-INT64 = "INT64"
-NUMERIC = "NUMERIC"
-BOOL = "BOOL"
-BYTES = "BYTES"
-JSON = "JSON"
 NULL = "NULL"
-FLOAT64 = "FLOAT64"
 
 _NUMBER_ORDER = {INT64: 0, NUMERIC: 1, STRING: 2}
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-NUMERIC_MAX_INTEGER_DIGITS = 29
-NUMERIC_SCALE = 9
 # JSON numbers that BigQuery parses into INT64 / FLOAT64 without change.
 JSON_SAFE_INTEGER = 2**53
 

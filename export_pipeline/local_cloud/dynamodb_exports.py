@@ -21,9 +21,8 @@ so plain boto3 calls against the local endpoint see what they would see on AWS:
 - a missing bucket gives a `FAILED` export (`S3NoSuchBucket`), as on AWS;
 - `ClientToken` is idempotent for 8 hours; the same token with other
   parameters is refused with `ExportConflictException` (botocore's service
-  model documents that error for this case; the brief that commissioned this
-  module said `IdempotentParameterMismatchException`, which the operation does
-  not list).
+  model documents that error for this case;
+  `IdempotentParameterMismatchException` is not among the operation's errors).
 
 Known differences from AWS: `ExportFormat=ION` is refused with a
 ValidationException (DYNAMODB_JSON only); no `.checksum` manifest files; the

@@ -69,7 +69,7 @@ from export_pipeline.rds.types import (
     RAW_SUFFIX,
     ColumnMapping,
     Conversion,
-    MySqlType,
+    MySQLType,
     map_column,
     typed_expression,
 )
@@ -122,7 +122,7 @@ def plan_columns(info: TableInfo, parquet_schema: pa.Schema | None) -> list[Plan
     names = column_names([*source_names, *raw_sources.values()])
     staged_types: list[str] | None = None
     if parquet_schema is not None:
-        # BigQuery's own Parquet conversion (BQ-core), on the BigQuery names.
+        # BigQuery's own Parquet conversion (`export_pipeline.bigquery`), on the BigQuery names.
         renamed = pa.schema(
             [f.with_name(names[f.name]) for f in parquet_schema]  # type: ignore[index]
         )
@@ -162,7 +162,7 @@ def expected_staging_type(original_type: str) -> str:
     if probe.target_type in ("DATE", "TIME", "JSON"):
         return "STRING"
     if probe.conversion is Conversion.AS_LOADED and probe.target_type == "STRING":
-        base = MySqlType.parse(original_type).base
+        base = MySQLType.parse(original_type).base
         return "BYTES" if base in ("char", "nchar", "national char", "character") else "STRING"
     if probe.target_type == "DATETIME":
         return "TIMESTAMP"

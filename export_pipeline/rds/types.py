@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from export_pipeline.bigquery.parquet_schema import decimal_fits_numeric
+from export_pipeline.bigquery_types import decimal_fits_numeric
 
 RAW_SUFFIX = "__raw"
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -100,7 +100,7 @@ _BYTES = {
 
 
 @dataclass(frozen=True)
-class MySqlType:
+class MySQLType:
     """A parsed `originalType` such as `decimal(20,10)` or `bigint unsigned`."""
 
     base: str
@@ -108,7 +108,7 @@ class MySqlType:
     unsigned: bool = False
 
     @classmethod
-    def parse(cls, original_type: str) -> MySqlType:
+    def parse(cls, original_type: str) -> MySQLType:
         text = original_type.strip().lower()
         # ENUM/SET argument lists may hold parentheses inside quotes: only the base matters.
         for listed in ("enum", "set"):
@@ -149,7 +149,7 @@ class ColumnMapping:
 
 def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapping:
     """The final BigQuery type and conversion for one MySQL column."""
-    parsed = MySqlType.parse(original_type)
+    parsed = MySQLType.parse(original_type)
     base = parsed.base
 
     def mapping(target: str, conversion: Conversion = Conversion.AS_LOADED) -> ColumnMapping:

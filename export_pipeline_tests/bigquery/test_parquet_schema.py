@@ -10,8 +10,8 @@ from export_pipeline.bigquery.parquet_schema import (
     ParquetSchemaError,
     bigquery_schema_from_parquet,
     bigquery_schema_of_files,
-    decimal_fits_numeric,
 )
+from export_pipeline.bigquery_types import decimal_fits_numeric
 
 
 def _types(schema: pa.Schema) -> dict[str, tuple[str, str]]:

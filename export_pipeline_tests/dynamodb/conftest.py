@@ -10,9 +10,9 @@ from export_pipeline_tests.support.native import NOT_BUILT
 @pytest.fixture
 def native_parser() -> None:
     """Fail, saying why, where a test needs the native parser and it is not built."""
-    from export_pipeline.dynamodb import _convert_native
+    from export_pipeline.dynamodb.convert import parse_native
 
-    if _convert_native.DISABLED:
+    if parse_native.DISABLED:
         pytest.fail("the native parser is off: EXPORT_PIPELINE_NATIVE_PARSER=0 is set")
-    if not _convert_native.AVAILABLE:
+    if not parse_native.AVAILABLE:
         pytest.fail(NOT_BUILT)

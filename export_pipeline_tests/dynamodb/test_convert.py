@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from export_pipeline.dynamodb import _convert_read, _convert_run
 from export_pipeline.dynamodb.convert import (
     ConversionError,
     ConversionResult,
     convert_full_export,
     convert_incremental_export,
+    read,
+    run,
 )
 from export_pipeline.naming import column_names
 from export_pipeline_tests.support.aws_samples import AwsSamples
@@ -37,8 +38,8 @@ def conversion_path(request, monkeypatch) -> str:
     """
     if request.param == "native":
         request.getfixturevalue("native_parser")
-    monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", request.param == "native")
-    monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", request.param != "per-line")
+    monkeypatch.setattr(read, "NATIVE_ENABLED", request.param == "native")
+    monkeypatch.setattr(read, "COLUMNAR_ENABLED", request.param != "per-line")
     return request.param
 
 
@@ -428,7 +429,7 @@ def test_parallel_threads_match_single_worker(tmp_path: Path) -> None:
 
 
 def test_incremental_worker_processes_match_single_worker(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(_convert_run, "PARALLEL_MIN_BYTES", 0)  # real worker processes
+    monkeypatch.setattr(run, "PARALLEL_MIN_BYTES", 0)  # real worker processes
     changes = [
         {
             "Metadata": {"WriteTimestampMicros": {"N": str(1000 + i)}},
@@ -449,8 +450,8 @@ def test_incremental_worker_processes_match_single_worker(tmp_path: Path, monkey
 
 
 def test_batches_cut_by_bytes_keep_line_numbers(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(_convert_read, "MAX_BATCH_BYTES", 300)
-    monkeypatch.setattr(_convert_read, "DECOMPRESSED_CHUNK", 100)
+    monkeypatch.setattr(read, "MAX_BATCH_BYTES", 300)
+    monkeypatch.setattr(read, "DECOMPRESSED_CHUNK", 100)
     lines = [
         orjson.dumps({"Item": {"pk": {"N": str(i)}, "s": {"S": "x" * (i % 37)}}})
         for i in range(200)
@@ -460,7 +461,7 @@ def test_batches_cut_by_bytes_keep_line_numbers(tmp_path: Path, monkeypatch) -> 
     data = gzip.compress(b"\n".join(lines[:90]) + b"\n") + gzip.compress(b"\n".join(lines[90:]))
     path = tmp_path / "in.json.gz"
     path.write_bytes(data)
-    blobs = list(_convert_read.blobs(path, batch_size=7))
+    blobs = list(read.blobs(path, batch_size=7))
     assert b"".join(b.data for b in blobs) == gzip.decompress(data)
     assert len(blobs) > 200 // 7 + 1  # some batches were cut by size, not by count
     line = 1
@@ -475,14 +476,14 @@ def test_batches_cut_by_bytes_keep_line_numbers(tmp_path: Path, monkeypatch) -> 
 
 
 def test_batches_exceed_the_byte_limit_by_at_most_one_line(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(_convert_read, "MAX_BATCH_BYTES", 64)
-    monkeypatch.setattr(_convert_read, "DECOMPRESSED_CHUNK", 16)
+    monkeypatch.setattr(read, "MAX_BATCH_BYTES", 64)
+    monkeypatch.setattr(read, "DECOMPRESSED_CHUNK", 16)
     lines = [b"x" * (i % 23) for i in range(120)]
     lines[40] = b"y" * 150  # longer than a batch and than several chunks
     data = b"\n".join(lines) + b"\n"
     path = tmp_path / "in.json.gz"
     path.write_bytes(gzip.compress(data))
-    blobs = list(_convert_read.blobs(path, batch_size=1000))
+    blobs = list(read.blobs(path, batch_size=1000))
     assert b"".join(b.data for b in blobs) == data
     line = 1
     for blob in blobs:
@@ -495,7 +496,7 @@ def test_batches_exceed_the_byte_limit_by_at_most_one_line(tmp_path: Path, monke
 
 
 def test_base64_columnar_decoding_matches_binascii() -> None:
-    from export_pipeline.dynamodb._convert_values import ValueError_, decode_base64_array
+    from export_pipeline.dynamodb.convert.values import ValueError_, decode_base64_array
 
     values = [base64.b64encode(bytes(range(n % 256)) * (n // 7 + 1)).decode() for n in range(300)]
     values += ["", None, "AB==", "AAB=", "////", "+/+/"]
@@ -512,7 +513,7 @@ def test_number_shapes_match_their_patterns() -> None:
     import random
     import re
 
-    from export_pipeline.dynamodb._convert_values import NumberShapes
+    from export_pipeline.dynamodb.convert.values import NumberShapes
 
     rng = random.Random(5)
     alphabet = "0123456789-.eE+ x"
@@ -540,16 +541,16 @@ def test_number_shapes_match_their_patterns() -> None:
 
 
 def test_timestamp_like_strings_are_parsed_once_per_batch(tmp_path: Path, monkeypatch) -> None:
-    from export_pipeline.dynamodb import _convert_columnar
+    from export_pipeline.dynamodb.convert import parse_arrow
 
     calls = []
-    read_json = _convert_columnar.pj.read_json
+    read_json = parse_arrow.pj.read_json
 
     def counting(*args, **kwargs):
         calls.append(1)
         return read_json(*args, **kwargs)
 
-    monkeypatch.setattr(_convert_columnar.pj, "read_json", counting)
+    monkeypatch.setattr(parse_arrow.pj, "read_json", counting)
     items = [
         {
             "pk": {"N": str(i)},
@@ -563,9 +564,9 @@ def test_timestamp_like_strings_are_parsed_once_per_batch(tmp_path: Path, monkey
     )
     got = {row["pk"]: (row["at"], row["d"]) for row in rows(result)}
     assert got == {i: (f"2024-01-0{i % 9 + 1}T10:00:00", "2024-02-03") for i in range(8)}
-    if _convert_read.NATIVE_ENABLED:
+    if read.NATIVE_ENABLED:
         assert calls == []  # the native parser reads strings as strings
-    elif _convert_read.COLUMNAR_ENABLED:
+    elif read.COLUMNAR_ENABLED:
         assert len(calls) == 4 + 1  # the first batch twice (inferred, then as text), then once
 
 
@@ -617,18 +618,18 @@ PATHS = [("native", True, True), ("columnar", False, True), ("per-line", False, 
 
 def _assert_native_applies(items: list[dict]) -> None:
     """The native parser accepts these items itself (no silent fallback to a slower path)."""
-    from export_pipeline.dynamodb import _convert_native
+    from export_pipeline.dynamodb.convert import parse_native
 
-    assert _convert_native.AVAILABLE, NOT_BUILT
+    assert parse_native.AVAILABLE, NOT_BUILT
     blob = b"\n".join(orjson.dumps({"Item": item}) for item in items) + b"\n"
-    assert _convert_native.raw_columns(blob, len(items)) is not None
+    assert parse_native.raw_columns(blob, len(items)) is not None
 
 
 def test_incremental_paths_agree_on_varied_changes(tmp_path: Path, monkeypatch) -> None:
     """Deletes, NewImages without their key, OldImages, extra members, any member order."""
     import random
 
-    from export_pipeline.dynamodb import _convert_native
+    from export_pipeline.dynamodb.convert import parse_native
 
     rng = random.Random(11)
     lines = []
@@ -649,7 +650,7 @@ def test_incremental_paths_agree_on_varied_changes(tmp_path: Path, monkeypatch) 
         rng.shuffle(order)
         lines.append(orjson.dumps({k: record[k] for k in order}))
     blob = b"\n".join(lines) + b"\n"
-    assert _convert_native.change_columns(blob, len(lines), ("pk",)) is not None
+    assert parse_native.change_columns(blob, len(lines), ("pk",)) is not None
     path = tmp_path / "changes.json.gz"
     path.write_bytes(gzip.compress(blob))
     results = _results_by_path(
@@ -668,8 +669,8 @@ def _results_by_path(monkeypatch, convert) -> dict[str, tuple[list, list[dict]]]
     JSON values compared as values with exact number texts (key order may differ)."""
     results = {}
     for name, native, columnar in PATHS:
-        monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", native)
-        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", columnar)
+        monkeypatch.setattr(read, "NATIVE_ENABLED", native)
+        monkeypatch.setattr(read, "COLUMNAR_ENABLED", columnar)
         result = convert(name)
         json_columns = {c.name for c in result.columns if c.bq_type == "JSON"}
         results[name] = (
@@ -749,7 +750,7 @@ RICH_ITEMS = [
 
 
 def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch) -> None:
-    from export_pipeline.dynamodb._convert_columnar import raw_columns
+    from export_pipeline.dynamodb.convert.parse_arrow import raw_columns
 
     blob = b"\n".join(orjson.dumps({"Item": item}) for item in RICH_ITEMS)
     assert raw_columns(blob, len(RICH_ITEMS)) is not None  # no silent fallback for valid data
@@ -757,8 +758,8 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
     path = write_items(tmp_path / "in.json.gz", RICH_ITEMS)
     results = {}
     for name, native, columnar in PATHS:
-        monkeypatch.setattr(_convert_read, "NATIVE_ENABLED", native)
-        monkeypatch.setattr(_convert_read, "COLUMNAR_ENABLED", columnar)
+        monkeypatch.setattr(read, "NATIVE_ENABLED", native)
+        monkeypatch.setattr(read, "COLUMNAR_ENABLED", columnar)
         result = convert_full_export([path], tmp_path / name)
         json_columns = {c.name for c in result.columns if c.bq_type == "JSON"}
         results[name] = (
@@ -796,11 +797,11 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
 )
 @pytest.mark.usefixtures("native_parser")
 def test_columnar_and_native_paths_refuse_invalid_data(item: dict) -> None:
-    from export_pipeline.dynamodb import _convert_native
-    from export_pipeline.dynamodb._convert_columnar import raw_columns
+    from export_pipeline.dynamodb.convert import parse_native
+    from export_pipeline.dynamodb.convert.parse_arrow import raw_columns
 
     good = orjson.dumps({"Item": {"a": {"S": "fine"}}})
     blob = good + b"\n" + orjson.dumps({"Item": item})
-    assert _convert_native.raw_columns(good, 1) is not None
-    assert _convert_native.raw_columns(blob, 2) is None
+    assert parse_native.raw_columns(good, 1) is not None
+    assert parse_native.raw_columns(blob, 2) is None
     assert raw_columns(blob, 2) is None

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export_pipeline.dynamodb import _convert_native
-from export_pipeline.dynamodb import _convert_values as cv
+from export_pipeline.dynamodb.convert import parse_native
+from export_pipeline.dynamodb.convert import values as cv
 from export_pipeline_tests.support.native import NOT_BUILT
 
 pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when not built
@@ -25,11 +25,11 @@ pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when
 
 def test_the_extension_is_built() -> None:
     """CI installs with a C compiler: a silently missing build would only be slower."""
-    assert _convert_native.AVAILABLE, NOT_BUILT
+    assert parse_native.AVAILABLE, NOT_BUILT
 
 
 def parse(lines: list[bytes]) -> dict | None:
-    return _convert_native.raw_columns(b"\n".join(lines) + b"\n", len(lines))
+    return parse_native.raw_columns(b"\n".join(lines) + b"\n", len(lines))
 
 
 def item_line(item: dict) -> bytes:
@@ -219,10 +219,10 @@ def test_refuses_what_it_does_not_fully_understand(line: bytes) -> None:
 
 def test_refuses_a_row_count_that_does_not_match() -> None:
     lines = b"\n".join(item_line({"a": {"N": str(i)}}) for i in range(3)) + b"\n"
-    assert _convert_native.raw_columns(lines, 3) is not None
-    assert _convert_native.raw_columns(lines, 2) is None
-    assert _convert_native.raw_columns(lines, 4) is None
-    assert _convert_native.raw_columns(lines.rstrip(b"\n"), 3) is not None  # no final newline
+    assert parse_native.raw_columns(lines, 3) is not None
+    assert parse_native.raw_columns(lines, 2) is None
+    assert parse_native.raw_columns(lines, 4) is None
+    assert parse_native.raw_columns(lines.rstrip(b"\n"), 3) is not None  # no final newline
 
 
 MUTATION_BASE = [
@@ -296,7 +296,7 @@ def change_line(members: dict) -> bytes:
 
 
 def parse_changes(lines: list[bytes], keys: tuple[str, ...] = ("pk",)):
-    parsed = _convert_native.change_columns(b"\n".join(lines) + b"\n", len(lines), keys)
+    parsed = parse_native.change_columns(b"\n".join(lines) + b"\n", len(lines), keys)
     if parsed is None:
         return None
     images, deleted, stamps = parsed
@@ -437,7 +437,7 @@ def test_mutated_change_lines_are_declined_or_read_as_the_per_line_path_reads_th
     lines = [change_line(record) for record in CHANGE_BASE]
     index = data.draw(st.integers(0, len(lines) - 1))
     lines[index] = _mutated(data, lines[index])
-    parsed = _convert_native.change_columns(b"\n".join(lines) + b"\n", len(lines), ("pk",))
+    parsed = parse_native.change_columns(b"\n".join(lines) + b"\n", len(lines), ("pk",))
     if parsed is None:
         return
     images, deleted, stamps = parsed

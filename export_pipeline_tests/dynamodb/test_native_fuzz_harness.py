@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from export_pipeline.dynamodb import _convert_native
+from export_pipeline.dynamodb.convert import parse_native
 from export_pipeline_tests.fuzz.native_parser import Case, Mutator, Oracle, seed_cases
 
 pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when not built
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when
 
 @pytest.fixture
 def oracle() -> Oracle:
-    return Oracle(_convert_native._items)
+    return Oracle(parse_native._items)
 
 
 def test_every_seed_is_accepted_and_agrees(oracle: Oracle) -> None:
@@ -36,7 +36,7 @@ class _Tampered:
     """The installed parser, with the first byte of the first string column changed."""
 
     def parse(self, blob: Any, rows: int, *keys: Any) -> Any:
-        parsed = _convert_native._items.parse(blob, rows, *keys)
+        parsed = parse_native._items.parse(blob, rows, *keys)
         columns = parsed[0] if keys else parsed
         for i, column in enumerate(columns):
             if column[1] == "S" and column[5]:
@@ -51,7 +51,7 @@ class _Lenient:
 
     def parse(self, blob: Any, rows: int, *keys: Any) -> Any:
         valid = b'{"Item":{"pk":{"S":"a"}}}\n' * rows
-        return _convert_native._items.parse(valid, rows, *keys)
+        return parse_native._items.parse(valid, rows, *keys)
 
 
 def test_the_oracle_reports_a_value_the_parser_got_wrong() -> None:

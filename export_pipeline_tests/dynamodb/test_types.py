@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from export_pipeline.dynamodb import types as t
-from export_pipeline.dynamodb._convert_values import json_number
+from export_pipeline.dynamodb.convert.values import json_number
 from export_pipeline.dynamodb.types import ColumnType, number_kind, widen
 
 INT64, NUMERIC, STRING, JSON, BOOL, BYTES, NULL = (
@@ -176,7 +176,7 @@ def test_columnar_json_numbers_match_per_value_rule(texts: list[str]) -> None:
 
     import pyarrow as pa
 
-    from export_pipeline.dynamodb._convert_columnar import _numbers
+    from export_pipeline.dynamodb.convert.parse_arrow import _numbers
 
     texts = [x for x in texts if _is_dynamodb_number(x)]
     if not texts:

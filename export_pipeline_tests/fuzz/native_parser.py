@@ -9,7 +9,7 @@ as the install does, and no network):
 
 It exits 0 when nothing was found, 1 otherwise. Each run:
 
-1. Builds `export_pipeline/dynamodb/_items.c` with gcc into a temporary folder,
+1. Builds `export_pipeline/dynamodb/convert/_items.c` with gcc into a temporary folder,
    with AddressSanitizer and UndefinedBehaviorSanitizer (`-fsanitize=address,
    undefined -fno-sanitize-recover=all`: the first error ends the process) and
    gcc's edge instrumentation (`-fsanitize-coverage=trace-pc`), linked with
@@ -26,7 +26,7 @@ It exits 0 when nothing was found, 1 otherwise. Each run:
    one) joins the corpus. The batch lies in a malloc block of exactly its size,
    so reading one byte past it is caught. Besides the sanitizers, every batch
    the parser accepts is checked against the per-line code (orjson and
-   `_convert_read`): same columns, same values, same deletes and timestamps;
+   `read`): same columns, same values, same deletes and timestamps;
    declining a batch is always allowed.
 
 A finding is written to `--findings` (default `native-fuzz-findings/`) as a
@@ -374,13 +374,14 @@ class Oracle:
     per-line code. Returns None when they agree (or the parser declines), else why not."""
 
     def __init__(self, parser: Any) -> None:
-        from export_pipeline.dynamodb import _convert_native, _convert_read
-        from export_pipeline.dynamodb import _convert_values as cv
+        from export_pipeline.dynamodb.convert import model, parse_lines, parse_native
+        from export_pipeline.dynamodb.convert import values as cv
 
         self.parser = parser
         self.accepted = 0  # batches the parser accepted and that matched the per-line code
-        self.native = _convert_native
-        self.read = _convert_read
+        self.native = parse_native
+        self.lines = parse_lines
+        self.model = model
         self.cv = cv
         libc = ctypes.CDLL(None)
         self.malloc = libc.malloc
@@ -423,17 +424,17 @@ class Oracle:
         expected: dict = {}
         try:
             if case.keys is None:
-                self.read._parse_items(Path("fuzz"), lines, expected, 0, case.rows, 0)
+                self.lines.parse_items(Path("fuzz"), lines, expected, 0, case.rows, 0)
             else:
-                self.read._parse_changes(Path("fuzz"), lines, expected, 0, case.rows, 0, case.keys)
+                self.lines.parse_changes(Path("fuzz"), lines, expected, 0, case.rows, 0, case.keys)
         except Exception as exc:
             return f"accepted a batch the per-line code rejects: {exc}"
         if case.keys is not None:
             got_deleted = self._bools(deleted, case.rows)
-            if got_deleted != expected.pop((None, self.read.DELETED_TAG)):
+            if got_deleted != expected.pop((None, self.model.DELETED_TAG)):
                 return f"deleted flags differ: {got_deleted}"
             got_stamps = self._texts(stamp_offsets, stamp_texts, case.rows)
-            want_stamps = expected.pop((None, self.read.TIMESTAMP_TAG))
+            want_stamps = expected.pop((None, self.model.TIMESTAMP_TAG))
             if not _same(got_stamps, want_stamps):
                 return f"timestamps differ: {got_stamps!r} != {want_stamps!r}"
         if set(images) != set(expected):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from export_pipeline.rds.exports import skipped_tables
-from export_pipeline.rds.types import Conversion, MySqlType, map_column
+from export_pipeline.rds.types import Conversion, MySQLType, map_column
 
 # (MySQL originalType, staging type the export's Parquet loads as, final type, conversion)
 CASES = [
@@ -58,10 +58,10 @@ def test_unknown_type_keeps_what_the_export_wrote():
 
 
 def test_parse_mysql_type():
-    assert MySqlType.parse("BIGINT(20) UNSIGNED ZEROFILL") == MySqlType(
+    assert MySQLType.parse("BIGINT(20) UNSIGNED ZEROFILL") == MySQLType(
         "bigint", ("20",), unsigned=True
     )
-    assert MySqlType.parse("decimal(65,30)").precision_scale() == (65, 30)
+    assert MySQLType.parse("decimal(65,30)").precision_scale() == (65, 30)
 
 
 def test_skipped_tables_from_warning_message():

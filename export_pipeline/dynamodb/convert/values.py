@@ -233,7 +233,7 @@ class NumberShapes:
         return (
             self.simple
             & (self.int_digits >= 1)
-            & (self.int_digits <= 29)
+            & (self.int_digits <= t.NUMERIC_MAX_INTEGER_DIGITS)
             & (self.frac_digits >= 1)
             & (self.frac_digits <= 9)
         )
@@ -303,7 +303,7 @@ def cast_numbers(texts: pa.Array, kind: str) -> pa.Array:
     """Exact decimal texts -> int64 / decimal128(38, 9) / string (unchanged)."""
     if kind == t.STRING:
         return texts
-    target = pa.int64() if kind == t.INT64 else pa.decimal128(38, 9)
+    target = pa.int64() if kind == t.INT64 else pa.decimal128(t.NUMERIC_PRECISION, t.NUMERIC_SCALE)
     try:
         return pc.cast(texts, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

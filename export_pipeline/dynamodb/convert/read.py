@@ -6,14 +6,14 @@ can be written before the whole export is read. Pass 1 therefore writes each
 batch of `batch_size` lines as an Arrow IPC file in a *raw* typed form, one
 column per (attribute, DynamoDB type) pair — numbers as their exact text,
 binary decoded, maps already turned into JSON text — and returns small
-statistics (types seen, narrowest number kind). Pass 2 (`_convert_write`)
+statistics (types seen, narrowest number kind). Pass 2 (`write`)
 then casts each batch to the final schema, columnar, without re-parsing.
 
 Full exports (`blobs`, `convert_blob`): the decompressed stream is cut into
 batches of whole lines without splitting it into lines (a batch ends near
 `MAX_BATCH_BYTES`, or after `batch_size` lines); each batch is parsed in a
 worker thread by the first path that accepts it: the native parser
-(`_convert_native`), Arrow's JSON reader (`_convert_columnar`), or line by
+(`parse_native`), Arrow's JSON reader (`parse_arrow`), or line by
 line with orjson, which is also what reports bad input with its line number.
 
 Incremental exports (`read_share`): each batch of change lines goes to the
@@ -28,16 +28,22 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 
-from export_pipeline.dynamodb import _convert_native
-from export_pipeline.dynamodb import _convert_values as cv
-from export_pipeline.dynamodb._convert_columnar import SchemaHint, raw_columns
-from export_pipeline.dynamodb.convert import ConversionError
+from export_pipeline.dynamodb.convert import parse_lines, parse_native
+from export_pipeline.dynamodb.convert import values as cv
+from export_pipeline.dynamodb.convert.model import (
+    DELETED_TAG,
+    TIMESTAMP_TAG,
+    BatchInfo,
+    Blob,
+    ConversionError,
+    RawColumn,
+    ShareResult,
+)
+from export_pipeline.dynamodb.convert.parse_arrow import SchemaHint, raw_columns
 
 try:  # ISA-L's inflate: the same gzip, about three times faster than zlib's
     from isal import isal_zlib as zlib
@@ -50,48 +56,9 @@ DECOMPRESSED_CHUNK = 4 << 20
 # most one line), or after `batch_size` lines if that comes first.
 MAX_BATCH_BYTES = 4 << 20  # a batch in work takes about 11x this in memory (measured)
 # Full-export batches go through the native parser first (if built), then Arrow's
-# JSON reader (see _convert_columnar); the tests switch these off to compare paths.
+# JSON reader (see parse_arrow); the tests switch these off to compare paths.
 NATIVE_ENABLED = True
 COLUMNAR_ENABLED = True
-# Pseudo-attributes of an incremental change line (never DynamoDB type tags).
-DELETED_TAG = "_deleted"
-TIMESTAMP_TAG = "_write_timestamp_micros"
-_KNOWN_TAGS = frozenset({"S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS", "M", "L"})
-
-
-@dataclass
-class RawColumn:
-    """One raw column of an intermediate batch: attribute, DynamoDB tag, where stored."""
-
-    attribute: str | None  # None for the converter's own columns
-    tag: str
-    field_index: int | None  # column index in the IPC file (None: NULL, nothing stored)
-    number_kind: str | None = None  # for N / NS: narrowest kind of this batch
-
-
-@dataclass
-class BatchInfo:
-    ipc_path: str
-    rows: int
-    first_line: int
-    columns: list[RawColumn] = field(default_factory=list)
-
-
-@dataclass
-class Blob:
-    """A batch of whole lines of a full-export file, as one bytes object."""
-
-    data: bytes
-    first_line: int  # 1-based line number of its first line
-    rows: int
-
-
-@dataclass
-class ShareResult:
-    file_index: int
-    share: int
-    lines: int = 0
-    batches: list[BatchInfo] = field(default_factory=list)
 
 
 def _decompressed(path: Path) -> Iterator[bytes]:
@@ -186,18 +153,6 @@ def _by_count(data: bytes, first: int, batch_size: int) -> Iterator[Blob]:
         yield Blob(blob, first, lines)
         first += lines
         start = end
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, orjson.JSONDecodeError):
-        return f"invalid JSON: {exc}"
-    if isinstance(exc, KeyError):
-        return f"missing {exc.args[0]!r}"
-    if isinstance(exc, ValueError) and "unpack" in str(exc):
-        return "an attribute value must hold exactly one type descriptor"
-    if isinstance(exc, AttributeError | TypeError):
-        return "not DynamoDB JSON (expected objects of attribute -> {type: value})"
-    return str(exc)
 
 
 class _BatchWriter:
@@ -313,7 +268,7 @@ def convert_blob(
     """
     writer = _BatchWriter(path, tmp_dir, f"f{file_index:05d}-b{number:06d}", blob.rows)
     for enabled, read in (
-        (NATIVE_ENABLED, lambda: _convert_native.raw_columns(blob.data, blob.rows)),
+        (NATIVE_ENABLED, lambda: parse_native.raw_columns(blob.data, blob.rows)),
         (COLUMNAR_ENABLED, lambda: raw_columns(blob.data, blob.rows, hint)),
     ):
         columns = read() if enabled else None
@@ -326,7 +281,7 @@ def convert_blob(
     if not lines[-1]:
         lines.pop()  # the end of the last line, not an empty line
     cols: dict[tuple, list] = {}
-    _parse_items(path, lines, cols, 0, blob.rows, blob.first_line - 1)
+    parse_lines.parse_items(path, lines, cols, 0, blob.rows, blob.first_line - 1)
     return writer.flush(cols, blob.rows, blob.first_line)
 
 
@@ -383,7 +338,7 @@ def _change_batch(
     """One batch of change lines: the native parser, or line by line when it declines."""
     rows = len(lines)
     if NATIVE_ENABLED:
-        parsed = _convert_native.change_columns(b"\n".join(lines), rows, key_attributes)
+        parsed = parse_native.change_columns(b"\n".join(lines), rows, key_attributes)
         if parsed is not None:
             images, deleted, stamps = parsed
             columns = {(None, DELETED_TAG): deleted, (None, TIMESTAMP_TAG): stamps, **images}
@@ -392,65 +347,5 @@ def _change_batch(
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
                 pass  # a bad value: the per-line path reports it with its line number
     cols: dict[tuple, list] = {}
-    _parse_changes(path, lines, cols, 0, rows, first_line - 1, key_attributes)
+    parse_lines.parse_changes(path, lines, cols, 0, rows, first_line - 1, key_attributes)
     return writer.flush(cols, rows, first_line)
-
-
-def _store_image(image: dict, cols: dict, row: int, size: int) -> None:
-    """One item's attributes into the column lists, one list per (name, type tag)."""
-    for name, typed in image.items():
-        ((tag, value),) = typed.items()
-        col = cols.get((name, tag))
-        if col is None:
-            if tag not in _KNOWN_TAGS:
-                raise cv.ValueError_(f"unknown DynamoDB type descriptor {tag!r}")
-            col = cols[(name, tag)] = [None] * size
-        if tag == "M" or tag == "L":
-            value = cv.nested_json(tag, value)
-        col[row] = value
-
-
-def _parse_items(
-    path: Path, lines: list[bytes], cols: dict, row: int, size: int, line_no: int
-) -> None:
-    """Full export lines `{"Item": {...}}` -> column lists (the hot loop)."""
-    loads = orjson.loads
-    for offset, line in enumerate(lines):
-        try:
-            _store_image(loads(line)["Item"], cols, row, size)
-        except Exception as exc:
-            raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
-        row += 1
-
-
-def _parse_changes(
-    path: Path,
-    lines: list[bytes],
-    cols: dict,
-    row: int,
-    size: int,
-    line_no: int,
-    key_attributes: tuple[str, ...],
-) -> None:
-    """Incremental export lines -> column lists: the NewImage (or Keys for a delete)."""
-    loads = orjson.loads
-    deleted = cols.setdefault((None, DELETED_TAG), [None] * size)
-    stamps = cols.setdefault((None, TIMESTAMP_TAG), [None] * size)
-    for offset, line in enumerate(lines):
-        try:
-            record = loads(line)
-            stamps[row] = record["Metadata"]["WriteTimestampMicros"]["N"]
-            keys = record["Keys"]
-            for key in key_attributes:
-                if key not in keys:
-                    raise cv.ValueError_(f"key attribute {key!r} missing from Keys")
-            image = record.get("NewImage")
-            deleted[row] = image is None
-            if image is None:
-                image = keys
-            elif any(key not in image for key in key_attributes):
-                image = {**keys, **image}  # the key columns always hold the key
-            _store_image(image, cols, row, size)
-        except Exception as exc:
-            raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
-        row += 1

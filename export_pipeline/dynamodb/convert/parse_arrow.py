@@ -3,7 +3,7 @@
 DynamoDB JSON never has type conflicts on one path (`{"S": ..}` is always a
 string, `{"M": ..}` always an object...), so Arrow's JSON reader infers a
 clean nested struct for a whole batch. This module turns that struct into
-the same *raw columns* the per-line path builds (`_convert_read`): strings
+the same *raw columns* the per-line path builds (`read`): strings
 and number texts as they are, binary decoded, sets as lists, and maps and
 lists serialized to JSON text column-wise (one compute call per schema node,
 not per value). Values that need a per-value decision (escaping, unusual
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from export_pipeline.dynamodb import _convert_values as cv
+from export_pipeline.dynamodb.convert import values as cv
 
 MAX_SCHEMA_FIELDS = 2_000  # maps keyed by ids would explode the struct: use the slow path
 _STRING = pa.string()

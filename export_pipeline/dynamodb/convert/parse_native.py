@@ -1,7 +1,7 @@
 """Raw columns of a batch of export lines from the native parser (`_items.c`), when built.
 
 The fastest path for both formats. Full-export batches: native parser, then
-Arrow's JSON reader (`_convert_columnar`), then line by line (`_convert_read`),
+Arrow's JSON reader (`parse_arrow`), then line by line (`read`),
 each taking over when the one before declines a batch; incremental-export
 batches: native parser, then line by line. All paths produce the same raw
 columns {(attribute, tag): array}; the tests run every conversion test
@@ -23,13 +23,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from export_pipeline.dynamodb import _convert_values as cv
+from export_pipeline.dynamodb.convert import values as cv
 
 # EXPORT_PIPELINE_NATIVE_PARSER=0 turns the parser off in this process and the
 # worker processes it starts (to compare, or to rule it out when in doubt).
 DISABLED = os.environ.get("EXPORT_PIPELINE_NATIVE_PARSER", "1").strip() == "0"
 try:
-    from export_pipeline.dynamodb import _items
+    from export_pipeline.dynamodb.convert import _items
 except ImportError:  # built without a C compiler: the slower paths do the work
     _items = None
 if DISABLED:

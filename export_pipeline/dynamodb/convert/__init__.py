@@ -1,6 +1,6 @@
 """Convert DynamoDB export data files (gzip DynamoDB JSON) into Parquet for BigQuery.
 
-Public API (stable; DDB-pipeline codes against it):
+The converter's public API (the rest of the subpackage is private to it):
 
 - `convert_full_export(files, out_dir)` — full-export data files (`{"Item": {...}}`
   per line) -> Parquet files sharing one schema, one row per item.
@@ -16,20 +16,27 @@ Lossless: every value lands in a column type that holds it exactly (see
 the batch (at most `batch_size` items and about 4 MB of JSON), not by file size.
 
 Design (why two passes): a column's type depends on every value of its
-attribute, so pass 1 (`_convert_read`) converts each batch of lines to *raw*
+attribute, so pass 1 (`read`) converts each batch of lines to *raw*
 typed Arrow columns (one per attribute and DynamoDB type; numbers kept as
 exact text) written to temporary Arrow IPC files, and returns per-batch type
-statistics. Pass 2 (`_convert_write`) fixes the final schema and casts every
+statistics. Pass 2 (`write`) fixes the final schema and casts every
 batch to it, column-wise, writing Parquet (zstd, one row group per batch, up
 to `ROWS_PER_FILE` rows per file, at least one file per worker).
 
 Full exports run in threads of the calling process: one thread decompresses
 and cuts the stream into batches of whole lines (never split into lines),
 `max_workers` threads parse each batch column-wise with Arrow's JSON reader
-(`_convert_columnar`) — all of it releases the GIL — and anything unusual
+(`parse_arrow`) — all of it releases the GIL — and anything unusual
 falls back to orjson line by line, which also names the file and line of bad
 input. Incremental exports are parsed line by line, which holds the GIL, so
 they run in `forkserver` worker processes instead.
+
+Modules: `model` (what a conversion returns, the intermediate batches; imports
+nothing of the converter), `values` (per-value rules shared by all parsers),
+the three parsers side by side (`parse_native` over the C extension `_items`,
+`parse_arrow`, `parse_lines`; the rules they agree on are written in
+docs/dynamodb-parsers.md and each is checked by a property test), `read`
+(pass 1), `write` (pass 2) and `run` (workers, planning the final columns).
 
 Output files are named `dynamodb-part-NNNNN.parquet`; earlier files of that
 name in `out_dir` are removed first, so re-running into the same folder is safe.
@@ -40,9 +47,18 @@ columns).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_pipeline.dynamodb.convert.model import (
+    DEFAULT_BATCH_SIZE,
+    DELETED_COLUMN,
+    WRITE_TIMESTAMP_COLUMN,
+    ColumnSpec,
+    ConversionError,
+    ConversionResult,
+)
+from export_pipeline.dynamodb.convert.parse_native import parser_name as _native_parser_name
+from export_pipeline.dynamodb.convert.run import run_conversion
 from export_pipeline.dynamodb.types import ColumnType, widen
 
 __all__ = [
@@ -59,62 +75,6 @@ __all__ = [
     "widen",
 ]
 
-# Items per batch at most (full-export batches also end after about 4 MB of JSON,
-# `_convert_read.MAX_BATCH_BYTES`). A worker holds about one batch.
-DEFAULT_BATCH_SIZE = 20_000
-DELETED_COLUMN = "_deleted"
-WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
-
-
-class ConversionError(Exception):
-    """A data file could not be converted: corrupt gzip, invalid JSON or DynamoDB JSON.
-
-    `path` names the file; `line` is the 1-based line number when known.
-    """
-
-    def __init__(self, path: Path | str, message: str, line: int | None = None) -> None:
-        self.path = str(path)
-        self.line = line
-        where = f"{self.path}, line {line}" if line is not None else self.path
-        super().__init__(f"{where}: {message}")
-
-    def __reduce__(self):  # keep the fields across process boundaries
-        return (_rebuild_error, (self.path, self.args[0], self.line))
-
-
-def _rebuild_error(path: str, full_message: str, line: int | None) -> ConversionError:
-    error = ConversionError.__new__(ConversionError)
-    error.path, error.line = path, line
-    Exception.__init__(error, full_message)
-    return error
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One BigQuery column of the converted data."""
-
-    name: str  # BigQuery column name
-    source_name: str | None  # original attribute name (None for columns the converter adds)
-    bq_type: str  # "STRING" | "INT64" | "NUMERIC" | "BOOL" | "BYTES" | "JSON"
-    mode: str  # "NULLABLE" | "REPEATED"
-    description: str
-
-    @property
-    def column_type(self) -> ColumnType:
-        """This column's type as a `ColumnType` (for `widen`)."""
-        return ColumnType.from_bigquery(self.bq_type, self.mode)
-
-
-@dataclass(frozen=True)
-class ConversionResult:
-    """What a conversion wrote."""
-
-    parquet_files: list[Path]  # all share ONE schema matching `columns` exactly
-    columns: list[ColumnSpec]
-    item_count: int  # lines read (items, or change records)
-    items_per_file: dict[str, int] = field(default_factory=dict)  # input path -> items
-    bytes_read: int = 0  # compressed bytes
-
 
 def convert_full_export(
     files: Sequence[Path],
@@ -128,8 +88,6 @@ def convert_full_export(
     Zero-byte files (AWS writes them for empty partitions) hold 0 items.
     Raises ConversionError naming the file (and line) on corrupt input.
     """
-    from export_pipeline.dynamodb._convert_run import run_conversion
-
     return run_conversion(
         files,
         out_dir,
@@ -142,9 +100,7 @@ def convert_full_export(
 
 def parser_name(incremental: bool = False) -> str:
     """Which parser reads export lines in this installation (for logs)."""
-    from export_pipeline.dynamodb._convert_native import parser_name as name
-
-    return name(incremental)
+    return _native_parser_name(incremental)
 
 
 def convert_incremental_export(
@@ -161,8 +117,6 @@ def convert_incremental_export(
     has no NewImage: its row holds the Keys), then `_deleted` (BOOL, true for
     a delete) and `_write_timestamp_micros` (INT64, Metadata.WriteTimestampMicros).
     """
-    from export_pipeline.dynamodb._convert_run import run_conversion
-
     if not key_attributes:
         raise ValueError("key_attributes must name the table's key attribute(s)")
     return run_conversion(

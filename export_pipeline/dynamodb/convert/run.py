@@ -30,17 +30,21 @@ from concurrent.futures import (
 )
 from pathlib import Path
 
-from export_pipeline.dynamodb import _convert_read as rd
-from export_pipeline.dynamodb import _convert_write as wr
 from export_pipeline.dynamodb import types as t
-from export_pipeline.dynamodb._convert_columnar import SchemaHint
-from export_pipeline.dynamodb.convert import (
+from export_pipeline.dynamodb.convert import read as rd
+from export_pipeline.dynamodb.convert import write as wr
+from export_pipeline.dynamodb.convert.model import (
     DELETED_COLUMN,
+    DELETED_TAG,
+    TIMESTAMP_TAG,
     WRITE_TIMESTAMP_COLUMN,
+    BatchInfo,
     ColumnSpec,
     ConversionError,
     ConversionResult,
+    ShareResult,
 )
+from export_pipeline.dynamodb.convert.parse_arrow import SchemaHint
 from export_pipeline.naming import column_names
 
 OUTPUT_PREFIX = "dynamodb-part-"
@@ -169,11 +173,11 @@ def _read_full(
     workers: int,
     pool: Executor,
     progress: ProgressCallback | None,
-) -> list[tuple[int, rd.BatchInfo]]:
+) -> list[tuple[int, BatchInfo]]:
     """Pass 1 of a full export: this thread decompresses and cuts batches, `workers` threads
     convert them. At most `workers + 1` batches are in flight, which bounds memory."""
     in_flight: set[Future] = set()
-    done: list[tuple[int, rd.BatchInfo]] = []
+    done: list[tuple[int, BatchInfo]] = []
     indexes: dict[Future, int] = {}
     items = bytes_done = 0
     reported = time.monotonic()
@@ -212,13 +216,11 @@ def _process_pool(workers: int) -> Executor:
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["export_pipeline.dynamodb._convert_run"])
+    context.set_forkserver_preload(["export_pipeline.dynamodb.convert.run"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
 
 
-def _group_batches(
-    batches: list[tuple[int, rd.BatchInfo]], workers: int
-) -> list[list[rd.BatchInfo]]:
+def _group_batches(batches: list[tuple[int, BatchInfo]], workers: int) -> list[list[BatchInfo]]:
     """Consecutive batches of one input file to an output file, at most `ROWS_PER_FILE` rows.
 
     Files are cut to about equal sizes, in a multiple of `workers` where
@@ -229,7 +231,7 @@ def _group_batches(
     files = max(1, math.ceil(total / ROWS_PER_FILE))
     files = math.ceil(files / workers) * workers
     target = max(1, math.ceil(total / files))
-    groups: list[list[rd.BatchInfo]] = []
+    groups: list[list[BatchInfo]] = []
     current_file = None
     rows = 0
     for file_index, batch in batches:
@@ -249,7 +251,7 @@ def _collect(
     tmp_dir: Path,
     batch_size: int,
     progress: ProgressCallback | None,
-) -> list[rd.ShareResult]:
+) -> list[ShareResult]:
     """Wait for pass 1; while waiting, report progress from the batches written so far."""
     if progress is None:
         return [future.result() for future in futures]
@@ -274,7 +276,7 @@ def _collect(
 
 
 def _plan(
-    batches: list[rd.BatchInfo], incremental: bool, key_attributes: tuple[str, ...]
+    batches: list[BatchInfo], incremental: bool, key_attributes: tuple[str, ...]
 ) -> list[tuple[wr.PlannedColumn, ColumnSpec]]:
     """Final columns, in a stable order: keys, other attributes by name, converter columns."""
     tags: dict[str, dict[str, str | None]] = {key: {} for key in key_attributes}
@@ -307,13 +309,13 @@ def _plan(
         for name, tag, column_type, text in (
             (
                 DELETED_COLUMN,
-                rd.DELETED_TAG,
+                DELETED_TAG,
                 t.ColumnType(t.BOOL),
                 "True when the change deleted the item (no NewImage); the row then holds the Keys",
             ),
             (
                 WRITE_TIMESTAMP_COLUMN,
-                rd.TIMESTAMP_TAG,
+                TIMESTAMP_TAG,
                 t.ColumnType(t.INT64),
                 "Metadata.WriteTimestampMicros of the change (microseconds since the epoch)",
             ),

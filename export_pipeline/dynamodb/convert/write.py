@@ -1,7 +1,7 @@
 """Pass 2: decide the final column types, then cast each intermediate batch to Parquet.
 
 The final type of an attribute comes from every batch's statistics
-(`_convert_read.RawColumn`): one DynamoDB type -> its column type (numbers:
+(`model.RawColumn`): one DynamoDB type -> its column type (numbers:
 the widest kind seen), several types -> JSON. Casting is columnar except for
 the JSON fallback of mixed-type attributes, which is rare by nature.
 """
@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
-from export_pipeline.dynamodb import _convert_values as cv
 from export_pipeline.dynamodb import types as t
-from export_pipeline.dynamodb._convert_read import DELETED_TAG, TIMESTAMP_TAG, BatchInfo
+from export_pipeline.dynamodb.convert import values as cv
+from export_pipeline.dynamodb.convert.model import DELETED_TAG, TIMESTAMP_TAG, BatchInfo
 
 _TAG_TYPES = {
     "S": t.ColumnType(t.STRING),
@@ -58,7 +58,7 @@ def arrow_type(column_type: t.ColumnType) -> pa.DataType:
         t.JSON: pa.string(),
         t.NULL: pa.string(),
         t.INT64: pa.int64(),
-        t.NUMERIC: pa.decimal128(38, 9),
+        t.NUMERIC: pa.decimal128(t.NUMERIC_PRECISION, t.NUMERIC_SCALE),
         t.BOOL: pa.bool_(),
         t.BYTES: pa.binary(),
     }[column_type.kind]
