@@ -9,12 +9,19 @@ thousand generated and mutated batches agree with the per-line code.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from export_pipeline.dynamodb.convert import parse_native
-from export_pipeline_tests.fuzz.native_parser import Case, Mutator, Oracle, seed_cases
+from export_pipeline_tests.fuzz.native_parser import (
+    PARSER_SOURCE,
+    Case,
+    Mutator,
+    Oracle,
+    seed_cases,
+)
 
 pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when not built
 
@@ -22,6 +29,12 @@ pytestmark = pytest.mark.usefixtures("native_parser")  # fails, saying why, when
 @pytest.fixture
 def oracle() -> Oracle:
     return Oracle(parse_native._items)
+
+
+def test_the_harness_builds_the_parser_the_package_ships() -> None:
+    """The sanitizer build compiles this file: it must be the extension's own source."""
+    assert PARSER_SOURCE.is_file(), PARSER_SOURCE
+    assert PARSER_SOURCE.parent == Path(parse_native.__file__).parent
 
 
 def test_every_seed_is_accepted_and_agrees(oracle: Oracle) -> None:

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-PARSER_SOURCE = REPOSITORY / "export_pipeline" / "dynamodb" / "_items.c"
+PARSER_SOURCE = REPOSITORY / "export_pipeline" / "dynamodb" / "convert" / "_items.c"
 COVERAGE_SOURCE = Path(__file__).with_name("coverage.c")
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fPIC", "-std=c11", "-Wall", *SANITIZE]
