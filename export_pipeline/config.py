@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from export_pipeline.s3_locations import S3Location, parse_s3_location
+
 CONFIG_ENV_VAR = "EXPORT_PIPELINE_CONFIG"
 ENVIRONMENT_ENV_VAR = "EXPORT_PIPELINE_ENV"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +61,12 @@ class AwsConfig(_Strict):
     account_id: str | None = Field(
         default=None, description="AWS account id; looked up with STS when not given."
     )
+    readable_s3_locations: list[str] = Field(
+        default_factory=list,
+        description="Extra S3 locations ('s3://bucket' or 's3://bucket/prefix') the pipeline "
+        "may read exports from: exports made outside the pipeline (a Lambda, the console) "
+        "that land outside export_prefix. They are added to the rendered IAM policy.",
+    )
 
     @field_validator("region")
     @classmethod
@@ -76,6 +84,19 @@ class AwsConfig(_Strict):
                 f"got {value!r}"
             )
         return value
+
+    @field_validator("readable_s3_locations")
+    @classmethod
+    def _readable(cls, value: list[str]) -> list[str]:
+        return [parse_s3_location(entry).uri for entry in value]
+
+    def readable_locations(self, *own_prefixes: str) -> list[S3Location]:
+        """Where exports may be read: `own_prefixes` under export_prefix, then the extra ones."""
+        own = [
+            S3Location(self.export_bucket, "/".join(p for p in (self.export_prefix, own) if p))
+            for own in own_prefixes
+        ]
+        return own + [parse_s3_location(entry) for entry in self.readable_s3_locations]
 
     @field_validator("export_prefix")
     @classmethod
@@ -219,6 +240,12 @@ class RdsInstanceConfig(_Strict):
 
 class RdsConfig(_Strict):
     instances: list[RdsInstanceConfig] = Field(default_factory=list)
+    adopt_foreign_exports: bool = Field(
+        default=True,
+        description="Use an export task of the same snapshot that was started outside the "
+        "pipeline (running or complete) when its tables and S3 location fit, instead of "
+        "starting (and paying for) a second one. false: always start the pipeline's own.",
+    )
     export_timeout_minutes: float = Field(default=720, gt=0)
     poll_max_interval_seconds: float = Field(default=120, gt=0)
 

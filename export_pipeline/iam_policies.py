@@ -4,9 +4,12 @@ The templates name resources with `<PLACEHOLDERS>`. Scalars (`<REGION>`,
 `<ACCOUNT_ID>`, `<EXPORT_BUCKET>`, `<EXPORT_PREFIX>`, `<PIPELINE_ROLE_ARN>`)
 are replaced in place; a Resource entry holding a per-source placeholder
 (`<DYNAMODB_TABLE>`, `<RDS_INSTANCE>`, `<RDS_CLUSTER>`, `<RDS_EXPORT_ROLE_ARN>`,
-`<RDS_KMS_KEY_ARN>`) becomes one entry per configured source, and a statement
-left with no resource is dropped — so the rendered policy grants exactly the
-tables, instances, role and key that `pipeline.yaml` names, nothing wider.
+`<RDS_KMS_KEY_ARN>`, `<READABLE_OBJECTS>`) becomes one entry per configured
+source, a statement holding `<READABLE_BUCKET>` / `<READABLE_PREFIX>` becomes
+one statement per entry of `aws.readable_s3_locations` (its prefix condition
+is per bucket), and a statement left with no resource is dropped — so the
+rendered policy grants exactly the tables, instances, role, key and extra
+export locations that `pipeline.yaml` names, nothing wider.
 
     python -m export_pipeline.iam_policies pipeline-policy [--account-id 123456789012]
     python -m export_pipeline.iam_policies kms-key-policy-snippet --pipeline-role-arn ARN
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from export_pipeline.config import PipelineConfig, load_config
+from export_pipeline.s3_locations import S3Location, parse_s3_location
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
 TEMPLATES = {
@@ -84,6 +88,10 @@ def _per_source_values(
         "<RDS_INSTANCE>": [i.identifier for i in config.rds.instances if i.kind == "instance"],
         "<RDS_CLUSTER>": [i.identifier for i in config.rds.instances if i.kind == "cluster"],
         "<RDS_EXPORT_ROLE_ARN>": sorted({i.iam_role_arn for i in config.rds.instances}),
+        "<READABLE_OBJECTS>": [
+            f"{location.bucket}/{location.prefix}/*" if location.prefix else f"{location.bucket}/*"
+            for location in _extra_locations(config)
+        ],
     }
     if needs_kms_key:
         values["<RDS_KMS_KEY_ARN>"] = sorted(
@@ -92,6 +100,31 @@ def _per_source_values(
             else {kms_key_arn(i.kms_key_id, region, account_id) for i in config.rds.instances}
         )
     return values
+
+
+def _extra_locations(config: PipelineConfig) -> list[S3Location]:
+    return [parse_s3_location(entry) for entry in config.aws.readable_s3_locations]
+
+
+def _per_location(statement: dict[str, Any], config: PipelineConfig) -> list[dict[str, Any]]:
+    """One copy of `statement` per extra readable location (none when there are none)."""
+    copies = []
+    for number, location in enumerate(_extra_locations(config), start=1):
+        scalars = {
+            "<READABLE_BUCKET>": location.bucket,
+            "<READABLE_PREFIX>": f"{location.prefix}/" if location.prefix else "",
+        }
+        filled = json.loads(_fill_some(json.dumps(statement), scalars))
+        if "Sid" in filled:
+            filled["Sid"] = f"{filled['Sid']}{number}"
+        copies.append(filled)
+    return copies
+
+
+def _fill_some(text: str, scalars: dict[str, str]) -> str:
+    for placeholder, replacement in scalars.items():
+        text = text.replace(placeholder, json.dumps(replacement)[1:-1])
+    return text
 
 
 def _scalar_values(
@@ -152,7 +185,13 @@ def render(
     scalars = _scalar_values(config, account, pipeline_role_arn)
     rendered = copy.deepcopy(template)
     statements = []
+    expanded_statements = []
     for statement in rendered.get("Statement", []):
+        if "<READABLE_BUCKET>" in json.dumps(statement):
+            expanded_statements += _per_location(statement, config)
+        else:
+            expanded_statements.append(statement)
+    for statement in expanded_statements:
         resources = statement.get("Resource")
         if isinstance(resources, list):
             expanded = [e for r in resources for e in _expand(r, per_source)]

@@ -525,3 +525,31 @@ def test_documents_are_accepted_by_an_iam_endpoint(
         aws_clients.iam.create_policy(
             PolicyName=f"{unique_name}-broken", PolicyDocument=json.dumps(broken)
         )
+
+
+def test_readable_locations_are_granted_read_and_list_and_nothing_else(
+    demo_config: PipelineConfig, pipeline_policy: dict
+) -> None:
+    # Without extra locations the statements are dropped, not widened.
+    assert not [s for s in pipeline_policy["Statement"] if "Elsewhere" in s["Sid"]]
+    extra = ["s3://team-exports", "s3://team-exports/2020-Nov/"]
+    config = demo_config.model_copy(
+        update={"aws": demo_config.aws.model_copy(update={"readable_s3_locations": extra})}
+    )
+    policy = render(load_template("pipeline-policy"), config, kms_key_arns=[FAKE_KEY_ARN])
+    by_sid = {s["Sid"]: s for s in policy["Statement"] if "Elsewhere" in s["Sid"]}
+    assert by_sid["ReadExportsMadeElsewhere"]["Resource"] == [
+        "arn:aws:s3:::team-exports/*",
+        "arn:aws:s3:::team-exports/2020-Nov/*",
+    ]
+    assert by_sid["ReadExportsMadeElsewhere"]["Action"] == ["s3:GetObject"]
+    assert by_sid["ListExportsMadeElsewhere1"]["Resource"] == ["arn:aws:s3:::team-exports"]
+    assert by_sid["ListExportsMadeElsewhere1"]["Condition"]["StringLike"]["s3:prefix"] == ["*"]
+    assert by_sid["ListExportsMadeElsewhere2"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "2020-Nov/*"
+    ]
+    assert set(by_sid) == {
+        "ReadExportsMadeElsewhere",
+        "ListExportsMadeElsewhere1",
+        "ListExportsMadeElsewhere2",
+    }

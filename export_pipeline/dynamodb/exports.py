@@ -161,6 +161,11 @@ def _millis(value: datetime) -> int:
     return calendar.timegm(value.utctimetuple()) * 1000 + value.microsecond // 1000
 
 
+def table_export_folder(table: str) -> str:
+    """The folder of a table's exports under `aws.export_prefix`: `dynamodb/<table>`."""
+    return f"dynamodb/{table}"
+
+
 def list_export_summaries(ddb: Any, table_arn: str) -> list[dict[str, Any]]:
     """Every ExportSummary of the table (ListExports with TableArn, all pages)."""
     summaries: list[dict[str, Any]] = []

@@ -47,9 +47,15 @@ from export_pipeline.dynamodb.export_files import (
     resolve_key,
     verify_item_counts,
 )
-from export_pipeline.dynamodb.exports import table_name_from_arn
+from export_pipeline.dynamodb.exports import (
+    list_export_summaries,
+    table_export_folder,
+    table_name_from_arn,
+)
+from export_pipeline.dynamodb.run_config import LATEST
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
+from export_pipeline.s3_locations import check_readable
 
 Log = Callable[[str], None]
 
@@ -106,6 +112,28 @@ def _describe_completed(ddb: Any, arn: str, table: str) -> dict[str, Any]:
     return description
 
 
+def newest_full_export(ddb: Any, table: str, log: Log) -> str:
+    """`export_arn: latest`: the ARN of the table's newest COMPLETED full export, by anyone."""
+    table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    completed = [
+        summary
+        for summary in list_export_summaries(ddb, table_arn)
+        if summary.get("ExportStatus") == "COMPLETED"
+        and summary.get("ExportType", "FULL_EXPORT") == "FULL_EXPORT"
+    ]
+    if not completed:
+        raise Failure(
+            description=f"{table}: export_arn 'latest': the table has no completed full "
+            "export (ListExports)"
+        )
+    descriptions = [
+        ddb.describe_export(ExportArn=s["ExportArn"])["ExportDescription"] for s in completed
+    ]
+    newest = max(descriptions, key=lambda d: d["ExportTime"])
+    log(f"{table}: export_arn 'latest' is {newest['ExportArn']} (exported {newest['ExportTime']})")
+    return str(newest["ExportArn"])
+
+
 def _key_attributes(ddb: Any, table: str) -> list[str]:
     schema = ddb.describe_table(TableName=table)["Table"]["KeySchema"]
     order = {"HASH": 0, "RANGE": 1}
@@ -157,7 +185,17 @@ def load_exports(
     """
     started = time.monotonic()
     target = table_id(bigquery, config, table)
+    if list(arns) == [LATEST]:
+        arns = [newest_full_export(ddb, table, log)]
     descriptions = [_describe_completed(ddb, arn, table) for arn in arns]
+    readable = config.aws.readable_locations(table_export_folder(table))
+    for description in descriptions:
+        check_readable(
+            f"{table}: export {description['ExportArn']}",
+            description["S3Bucket"],
+            description.get("S3Prefix") or "",
+            readable,
+        )
     manifests = [read_manifest(s3, d["S3Bucket"], manifest_key(d)) for d in descriptions]
     full = [m for m in manifests if not m.is_incremental]
     if full and len(manifests) > 1:

@@ -6,6 +6,9 @@ from pydantic import Field
 
 from export_pipeline.contract import ExportRunConfig, LoadRunConfig
 
+# `export_arn: latest`: the newest completed full export of the table.
+LATEST = "latest"
+
 
 class DynamoDBExportConfig(ExportRunConfig):
     """Run config of a DynamoDB export asset: only the shared `wait_for_completion`."""
@@ -17,7 +20,8 @@ class DynamoDBLoadConfig(LoadRunConfig):
     export_arn: str | None = Field(
         default=None,
         description="Load this existing export (full: replace; incremental: merge) instead of "
-        "the one the export asset last produced. Starts no new export: the reload/backfill path.",
+        "the one the export asset last produced. Starts no new export: the reload/backfill path. "
+        f"'{LATEST}': the table's newest COMPLETED full export, whoever made it (ListExports).",
     )
     export_arns: list[str] | None = Field(
         default=None,

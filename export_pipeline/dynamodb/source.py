@@ -49,6 +49,7 @@ from export_pipeline.dynamodb.exports import (
     ExportTimeoutError,
     RunningExports,
     start_export,
+    table_export_folder,
     wait_for_export,
 )
 from export_pipeline.dynamodb.plan import ExportPlan, ExportStrategy, plan_incremental
@@ -83,7 +84,7 @@ def export_pool(table: str) -> str:
 
 def export_prefix(config: PipelineConfig, table: str) -> str:
     """Where a table's exports go: `<export_prefix>/dynamodb/<table>` (one folder per table)."""
-    return f"{config.aws.export_prefix}/dynamodb/{table}".strip("/")
+    return f"{config.aws.export_prefix}/{table_export_folder(table)}".strip("/")
 
 
 def _root_run_id(context: AssetExecutionContext) -> str:

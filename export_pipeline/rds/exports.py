@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from export_pipeline.config import RdsInstanceConfig, SnapshotType
 from export_pipeline.errors import PermanentError
+from export_pipeline.s3_locations import SETTING, S3Location
 
 RUNNING_STATUSES = frozenset({"STARTING", "IN_PROGRESS"})
 COMPLETE = "COMPLETE"
@@ -151,6 +152,96 @@ def failure_message(task: dict[str, Any], retry_hint: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class EnsuredExport:
+    """The export task a run uses, and how it came to be that one."""
+
+    task: dict[str, Any]
+    started: bool  # this call started it
+    adopted: bool = False  # started outside the pipeline (another identifier), used as it is
+    passed_over: tuple[str, ...] = ()  # one line per other export of the snapshot not used
+
+    @property
+    def identifier(self) -> str:
+        return str(self.task["ExportTaskIdentifier"])
+
+
+def export_covers(scope: Iterable[str] | None, wanted: Iterable[str]) -> bool:
+    """Whether an export of `scope` (ExportOnly; empty: the whole snapshot) holds every table.
+
+    A scope entry names a database, or a table in it (`database.table`;
+    PostgreSQL also `database.schema` and `database.schema.table`): a wanted
+    table is covered when the scope holds it or any of its leading parts.
+    """
+    entries = set(scope or ())
+    if not entries:
+        return True
+    for table in wanted:
+        parts = table.split(".")
+        if not any(".".join(parts[:n]) in entries for n in range(1, len(parts) + 1)):
+            return False
+    return True
+
+
+def other_export_tasks(rds: Any, source_arn: str, identifier: str) -> list[dict[str, Any]]:
+    """Running or complete export tasks of the snapshot `source_arn` not named `identifier`."""
+    tasks: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"SourceArn": source_arn}
+    while True:
+        page = rds.describe_export_tasks(**request)
+        tasks += page.get("ExportTasks", [])
+        if not page.get("Marker"):
+            break
+        request["Marker"] = page["Marker"]
+    return [
+        task
+        for task in tasks
+        if task.get("SourceArn") == source_arn
+        and task.get("ExportTaskIdentifier") != identifier
+        and str(task.get("Status", "")).upper() in RUNNING_STATUSES | {COMPLETE}
+    ]
+
+
+def why_not_adopted(
+    task: dict[str, Any], export_only: Iterable[str], readable: Iterable[S3Location]
+) -> str | None:
+    """Why another export of the snapshot cannot serve this run (None: it can)."""
+    export_only = list(export_only)
+    if not export_covers(task.get("ExportOnly"), export_only):
+        return f"it exports {task.get('ExportOnly')}, not all of {export_only}"
+    bucket, prefix = str(task.get("S3Bucket", "")), str(task.get("S3Prefix") or "")
+    if not any(location.holds(bucket, prefix) for location in readable):
+        where = S3Location(bucket, prefix.strip("/")).uri
+        return f"it writes to {where}, which the pipeline may not read ({SETTING})"
+    return None
+
+
+def _adoptable(
+    rds: Any,
+    identifier: str,
+    source_arn: str,
+    export_only: Iterable[str],
+    readable: Iterable[S3Location],
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The best other export of the snapshot that fits (complete before running), and the rest."""
+    fitting, passed_over = [], []
+    readable = list(readable)
+    for task in other_export_tasks(rds, source_arn, identifier):
+        reason = why_not_adopted(task, export_only, readable)
+        if reason is None:
+            fitting.append(task)
+        else:
+            passed_over.append(
+                f"export task {task.get('ExportTaskIdentifier')!r} ({task.get('Status')}) of "
+                f"the same snapshot is not used: {reason}"
+            )
+    fitting.sort(
+        key=lambda t: (str(t.get("Status", "")).upper() == COMPLETE, str(t.get("TaskStartTime"))),
+        reverse=True,
+    )
+    return (fitting[0] if fitting else None), passed_over
+
+
 def ensure_export_task(
     rds: Any,
     *,
@@ -162,15 +253,29 @@ def ensure_export_task(
     kms_key_id: str,
     export_only: Iterable[str],
     retry_hint: str,
-) -> tuple[dict[str, Any], bool]:
-    """The export task `identifier`: the existing one if running/complete, else a new one.
+    adopt_foreign: bool = False,
+    readable: Iterable[S3Location] = (),
+) -> EnsuredExport:
+    """The export task for this run: `identifier` if it exists, else another that fits, else new.
 
-    Returns (task, started_now). An existing FAILED/CANCELED task is an error
-    (its identifier cannot be reused; `retry_hint` says how to get a fresh one),
-    as is an existing task of another snapshot (an identifier collision).
+    An existing FAILED/CANCELED `identifier` is an error (it cannot be
+    reused; `retry_hint` says how to get a fresh one), as is an existing task
+    of another snapshot (an identifier collision). With `adopt_foreign`, an
+    export of the same snapshot started under another identifier (by a team's
+    own Lambda, the console, the CLI) is used when it covers `export_only` and
+    writes inside `readable`, instead of paying for a second export; the
+    others are listed in `passed_over`. AWS runs one export per snapshot at a
+    time, so a running one that does not fit is an error that says so.
     """
+    export_only = list(export_only)
+    readable = list(readable)
     existing = describe_export_task(rds, identifier)
+    passed_over: list[str] = []
     if existing is None:
+        if adopt_foreign:
+            adopted, passed_over = _adoptable(rds, identifier, source_arn, export_only, readable)
+            if adopted is not None:
+                return EnsuredExport(adopted, False, True, tuple(passed_over))
         try:
             started = rds.start_export_task(
                 ExportTaskIdentifier=identifier,
@@ -179,9 +284,9 @@ def ensure_export_task(
                 S3Prefix=prefix,
                 IamRoleArn=iam_role_arn,
                 KmsKeyId=kms_key_id,
-                ExportOnly=list(export_only),
+                ExportOnly=export_only,
             )
-            return started, True
+            return EnsuredExport(started, True, False, tuple(passed_over))
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code not in {"ExportTaskAlreadyExists", "ExportTaskAlreadyExistsFault"}:
@@ -192,14 +297,34 @@ def ensure_export_task(
             # Another run started it between our describe and start: use theirs.
             existing = describe_export_task(rds, identifier)
             if existing is None:
-                raise
+                raise _one_export_at_a_time(rds, identifier, source_arn, adopt_foreign) from None
     if existing.get("SourceArn") != source_arn:
         raise RdsExportError(
             f"export task {identifier!r} exists for {existing.get('SourceArn')}, not {source_arn}"
         )
     if existing.get("Status", "").upper() in FAILED_STATUSES:
         raise RdsExportError(failure_message(existing, retry_hint))
-    return existing, False
+    return EnsuredExport(existing, False, False, tuple(passed_over))
+
+
+def _one_export_at_a_time(
+    rds: Any, identifier: str, source_arn: str, adopt_foreign: bool
+) -> RdsExportError:
+    running = [
+        task
+        for task in other_export_tasks(rds, source_arn, identifier)
+        if str(task.get("Status", "")).upper() in RUNNING_STATUSES
+    ]
+    names = ", ".join(repr(task.get("ExportTaskIdentifier")) for task in running) or "another"
+    why = (
+        "it does not fit this run (see the lines above)"
+        if adopt_foreign
+        else "rds.adopt_foreign_exports is false"
+    )
+    return RdsExportError(
+        f"export task {names} of {source_arn} is running and AWS runs one export per snapshot "
+        f"at a time; it is not used because {why}: re-run when it has finished"
+    )
 
 
 def wait_for_export(

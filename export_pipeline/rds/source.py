@@ -59,6 +59,7 @@ from export_pipeline.rds.identifiers import export_task_identifier
 from export_pipeline.rds.loading import load_export_table
 from export_pipeline.rds.run_config import RdsTableLoadConfig, SnapshotExportConfig
 from export_pipeline.rds.snapshot_sensor import build_snapshot_sensor
+from export_pipeline.s3_locations import check_readable
 
 CODE_VERSION = "rds-1"
 # Export and table asset metadata: the export task the export made / the table was loaded from.
@@ -80,9 +81,14 @@ def table_asset_key(config: PipelineConfig, database: str, table: str) -> AssetK
     return bigquery_asset_key(config.bigquery.dataset, rds_table_name(database, table))
 
 
+# The pipeline's own exports go to `<export_prefix>/rds/<task id>/`.
+RDS_EXPORT_FOLDER = "rds"
+
+
 def export_s3_prefix(config: PipelineConfig) -> str:
     """Where StartExportTask writes: `<export_prefix>/rds` (AWS adds `/<task id>/`)."""
-    return f"{config.aws.export_prefix}/rds" if config.aws.export_prefix else "rds"
+    prefix = config.aws.export_prefix
+    return f"{prefix}/{RDS_EXPORT_FOLDER}" if prefix else RDS_EXPORT_FOLDER
 
 
 def _retry_hint(source: RdsInstanceConfig) -> str:
@@ -151,7 +157,7 @@ class RdsSource(Source):
                 source.export_only,
                 run_config.export_attempt,
             )
-            task, started = ensure_export_task(
+            ensured = ensure_export_task(
                 client,
                 identifier=identifier,
                 source_arn=snapshot.arn,
@@ -161,22 +167,30 @@ class RdsSource(Source):
                 kms_key_id=source.kms_key_id,
                 export_only=source.export_only,
                 retry_hint=_retry_hint(source),
+                adopt_foreign=self.config.rds.adopt_foreign_exports
+                and run_config.export_attempt == 1,
+                readable=self.config.aws.readable_locations(RDS_EXPORT_FOLDER),
             )
+        for line in ensured.passed_over:
+            context.log.warning(line)
+        task, started, identifier = ensured.task, ensured.started, ensured.identifier
+        adopted = ensured.adopted
+        how = "started" if started else "adopting" if adopted else "reusing"
         context.log.info(
-            f"{'started' if started else 'reusing'} export task {identifier} of snapshot "
-            f"{snapshot.identifier} ({task.get('Status')})"
+            f"{how} export task {identifier} of snapshot {snapshot.identifier} "
+            f"({task.get('Status')})" + (" made outside the pipeline" if ensured.adopted else "")
         )
         return Export(
             ids=(identifier,),
-            metadata=_export_metadata(identifier, source, snapshot, task, started, []),
-            details=(snapshot, started),
+            metadata=_export_metadata(identifier, source, snapshot, task, started, [], adopted),
+            details=(snapshot, started, adopted),
         )
 
     def wait_for_export(
         self, context: AssetExecutionContext, unit: ExportUnit, export: Export
     ) -> Export:
         source: RdsInstanceConfig = unit.settings
-        snapshot, started = export.details
+        snapshot, started, adopted = export.details
         [identifier] = export.ids
         with context.resources.rds.get_rds_client() as client:
             task = wait_for_export(
@@ -195,7 +209,9 @@ class RdsSource(Source):
             )
         return Export(
             ids=export.ids,
-            metadata=_export_metadata(identifier, source, snapshot, task, started, skipped),
+            metadata=_export_metadata(
+                identifier, source, snapshot, task, started, skipped, adopted
+            ),
             details=export.details,
         )
 
@@ -252,6 +268,12 @@ class RdsSource(Source):
                 f"{task.get('WarningMessage')}); AWS skips tables whose column names hold "
                 ", ; { } ( ) newline tab or ="
             )
+        check_readable(
+            f"{target}: export task {identifier}",
+            task["S3Bucket"],
+            task.get("S3Prefix") or "",
+            pipeline.aws.readable_locations(RDS_EXPORT_FOLDER),
+        )
         location = ExportLocation(task["S3Bucket"], task.get("S3Prefix") or "", identifier)
         tables = read_tables_info(s3_client, location)
         info = tables.get(target)
@@ -343,6 +365,7 @@ def _export_metadata(
     task: dict[str, Any],
     started: bool,
     skipped: list[str],
+    adopted: bool,
 ) -> dict[str, Any]:
     location = ExportLocation(task["S3Bucket"], task.get("S3Prefix") or "", identifier)
     metadata: dict[str, Any] = {
@@ -352,6 +375,8 @@ def _export_metadata(
         "snapshot_arn": snapshot.arn,
         "snapshot_time": MetadataValue.timestamp(task.get("SnapshotTime") or snapshot.created),
         "export_reused": not started,
+        # Started outside the pipeline (another identifier) and used as it is.
+        "export_adopted": adopted,
         "status": task.get("Status", ""),
         "s3_uri": MetadataValue.path(location.uri()),
         "export_only": MetadataValue.json(list(source.export_only)),
