@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -94,10 +94,14 @@ def run_conversion(
     batch_size: int,
     max_workers: int,
     progress: ProgressCallback | None = None,
+    max_line_bytes: int = rd.MAX_LINE_BYTES,
+    declared_items: Mapping[Path | str, int] | None = None,
 ) -> ConversionResult:
-    if batch_size < 1 or max_workers < 1:
-        raise ValueError("batch_size and max_workers must be at least 1")
+    if batch_size < 1 or max_workers < 1 or max_line_bytes < 1:
+        raise ValueError("batch_size, max_workers and max_line_bytes must be at least 1")
     paths = [Path(f) for f in files]
+    declared = {str(k): v for k, v in (declared_items or {}).items()}
+    bounds = [rd.StreamBounds(max_line_bytes, declared.get(str(p))) for p in paths]
     sizes: dict[str, int] = {}
     for path in paths:
         try:
@@ -125,14 +129,24 @@ def run_conversion(
             if incremental:
                 futures = [
                     pool.submit(
-                        rd.read_share, paths[i], i, s, shares, tmp_dir, batch_size, key_attributes
+                        rd.read_share,
+                        paths[i],
+                        i,
+                        s,
+                        shares,
+                        tmp_dir,
+                        batch_size,
+                        key_attributes,
+                        bounds[i],
                     )
                     for i, s in tasks
                 ]
                 done = _collect(futures, paths, sizes, tmp_dir, batch_size, progress)
                 batches = [(r.file_index, b) for r in done for b in r.batches]
             else:
-                batches = _read_full(paths, sizes, tmp_dir, batch_size, max_workers, pool, progress)
+                batches = _read_full(
+                    paths, bounds, sizes, tmp_dir, batch_size, max_workers, pool, progress
+                )
             items_per_file = {str(p): 0 for p in paths}
             for file_index, batch in batches:
                 items_per_file[str(paths[file_index])] += batch.rows
@@ -163,6 +177,7 @@ def run_conversion(
 
 def _read_full(
     paths: list[Path],
+    bounds: list[rd.StreamBounds],
     sizes: dict[str, int],
     tmp_dir: Path,
     batch_size: int,
@@ -182,7 +197,7 @@ def _read_full(
         for file_index, path in enumerate(paths):
             if sizes[str(path)] == 0:
                 continue  # AWS writes zero-byte files for empty partitions
-            for number, blob in enumerate(rd.blobs(path, batch_size)):
+            for number, blob in enumerate(rd.blobs(path, batch_size, bounds[file_index])):
                 while len(in_flight) > workers:
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     done.extend((indexes.pop(f), f.result()) for f in finished)

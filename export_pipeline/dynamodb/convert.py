@@ -39,7 +39,7 @@ columns).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +48,8 @@ from export_pipeline.dynamodb.types import ColumnType, widen
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DELETED_COLUMN",
+    "MAX_ITEM_BYTES",
+    "MAX_LINE_BYTES",
     "WRITE_TIMESTAMP_COLUMN",
     "ColumnSpec",
     "ColumnType",
@@ -62,6 +64,16 @@ __all__ = [
 # Items per batch at most (full-export batches also end after about 4 MB of JSON,
 # `_convert_read.MAX_BATCH_BYTES`). A worker holds about one batch.
 DEFAULT_BATCH_SIZE = 20_000
+# The longest line a data file may hold (bytes, line end excluded); a longer
+# line fails at once, naming file and line. DynamoDB items are at most 400 KB
+# (attribute names and values, UTF-8). Their DynamoDB JSON is longer: at most
+# 14 bytes per byte of item (a list of NULLs, `{"NULL":true},` per one-byte
+# element; strings of control characters take 6, base64 binary 4/3), rounded
+# up to 16. An incremental line holds two images at most (NewImage, OldImage),
+# plus Keys and Metadata (64 KiB covers both: a key is at most 2 KB + 1 KB).
+MAX_ITEM_BYTES = 400 * 1024
+JSON_EXPANSION = 16
+MAX_LINE_BYTES = 2 * JSON_EXPANSION * MAX_ITEM_BYTES + (64 << 10)
 DELETED_COLUMN = "_deleted"
 WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
 
@@ -122,11 +134,17 @@ def convert_full_export(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_workers: int = 2,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    declared_items: Mapping[Path | str, int] | None = None,
 ) -> ConversionResult:
     """Convert full-export data files to Parquet files in `out_dir` (one schema).
 
     Zero-byte files (AWS writes them for empty partitions) hold 0 items.
-    Raises ConversionError naming the file (and line) on corrupt input.
+    Raises ConversionError naming the file (and line) on corrupt input, at
+    once for a line longer than `max_line_bytes` or, where `declared_items`
+    gives a file's manifest itemCount, for a line beyond it: both are checked
+    on the decompressed stream, so neither memory nor disk grows with a
+    hostile file before it fails.
     """
     from export_pipeline.dynamodb._convert_run import run_conversion
 
@@ -137,6 +155,8 @@ def convert_full_export(
         key_attributes=(),
         batch_size=batch_size,
         max_workers=max_workers,
+        max_line_bytes=max_line_bytes,
+        declared_items=declared_items,
     )
 
 
@@ -154,8 +174,12 @@ def convert_incremental_export(
     key_attributes: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_workers: int = 2,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    declared_items: Mapping[Path | str, int] | None = None,
 ) -> ConversionResult:
     """Convert incremental-export data files to Parquet, one row per change line.
+
+    Bounds as for `convert_full_export`.
 
     Columns: the key attributes first, then the NewImage attributes (a delete
     has no NewImage: its row holds the Keys), then `_deleted` (BOOL, true for
@@ -172,4 +196,6 @@ def convert_incremental_export(
         key_attributes=tuple(key_attributes),
         batch_size=batch_size,
         max_workers=max_workers,
+        max_line_bytes=max_line_bytes,
+        declared_items=declared_items,
     )

@@ -194,6 +194,11 @@ def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile])
         ) from exc
 
 
+def _declared_items(local: Mapping[Path, DataFile]) -> dict[Path | str, int]:
+    """Each local copy's manifest itemCount: the converter stops at the first line beyond it."""
+    return {path: entry.item_count for path, entry in local.items()}
+
+
 def _rows(job: _Load) -> int:
     try:
         return core.count_rows(job.client, job.target)
@@ -209,6 +214,7 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
             list(local),
             job.work_dir / "parquet",
             max_workers=job.config.dynamodb.max_parallel_files,
+            declared_items=_declared_items(local),
         )
     job.log(
         f"{job.table}: converted {result.item_count} items in "
@@ -296,6 +302,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
             job.work_dir / "parquet",
             key_attributes=keys,
             max_workers=job.config.dynamodb.max_parallel_files,
+            declared_items=_declared_items(local),
         )
     job.log(
         f"{job.table}: converted {result.item_count} change(s) in "
