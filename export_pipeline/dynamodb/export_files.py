@@ -7,6 +7,12 @@ file with its key, item count and base64 MD5). Data files are chosen from
 a table all write into one shared `AWSDynamoDB/data/` folder, so a listing
 would mix exports.
 
+What the export is — its ARN, table, type, item count and point in time (or
+incremental window) — is what DescribeExport says: only AWS writes that,
+while anyone allowed to write to the bucket can rewrite a manifest. A
+manifest that disagrees (`checked_against_api`) fails the load naming the
+file and the field.
+
 Every downloaded file is checked against its manifest MD5 while it streams to
 disk, and (after conversion) against its manifest item count, before
 anything is sent to BigQuery: a mismatch raises `ExportIntegrityError`
@@ -19,7 +25,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -203,6 +209,62 @@ def read_manifest(s3: Any, bucket: str, summary_key: str) -> ExportManifest:
             f"{files_where}'s itemCounts ({listed})"
         )
     return manifest
+
+
+def _millisecond(value: datetime) -> datetime:
+    """`value` to the millisecond (truncated): the precision AWS states export times in."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def checked_against_api(manifest: ExportManifest, description: Mapping[str, Any]) -> ExportManifest:
+    """`manifest`, its identity and times taken from DescribeExport's `description`.
+
+    Raises `ManifestError` naming the manifest and the first field that
+    disagrees with the API: exportArn, tableArn, exportType, itemCount (where
+    DescribeExport gives one), exportTime (full) or exportFromTime /
+    exportToTime (incremental). Times are compared to the millisecond, the
+    precision of both AWS's manifests and its API.
+    """
+    where = manifest.summary_uri
+    arn = description.get("ExportArn", "?")
+    spec = description.get("IncrementalExportSpecification") or {}
+    api: dict[str, tuple[Any, Any]] = {  # manifest field -> (manifest value, API value)
+        "exportArn": (manifest.export_arn, description.get("ExportArn")),
+        "tableArn": (manifest.table_arn, description.get("TableArn")),
+        "exportType": (manifest.export_type, description.get("ExportType") or FULL_EXPORT),
+    }
+    if description.get("ItemCount") is not None:
+        api["itemCount"] = (manifest.item_count, description["ItemCount"])
+    if manifest.is_incremental:
+        api["exportFromTime"] = (manifest.export_from_time, spec.get("ExportFromTime"))
+        api["exportToTime"] = (manifest.export_to_time, spec.get("ExportToTime"))
+    else:
+        api["exportTime"] = (manifest.export_time, description.get("ExportTime"))
+    times: dict[str, datetime] = {}
+    for field, (stated, reported) in api.items():
+        if reported is None:
+            raise ManifestError(
+                f"{where}: field {field!r} cannot be checked: DescribeExport of {arn} gives no "
+                f"{field[0].upper() + field[1:]}; nothing was loaded"
+            )
+        if isinstance(reported, datetime):
+            reported = times[field] = _millisecond(reported)
+            stated = _millisecond(stated) if isinstance(stated, datetime) else stated
+        if stated != reported:
+            shown = [
+                v.isoformat() if isinstance(v, datetime) else repr(v) for v in (stated, reported)
+            ]
+            raise ManifestError(
+                f"{where}: field {field!r} is {shown[0]} but DescribeExport of {arn} says "
+                f"{shown[1]}; the manifest does not describe this export, nothing was loaded "
+                "(export again, and check who can write to the export bucket)"
+            )
+    return replace(
+        manifest,
+        export_time=times.get("exportTime"),
+        export_from_time=times.get("exportFromTime"),
+        export_to_time=times.get("exportToTime"),
+    )
 
 
 def download_data_files(

@@ -1,7 +1,8 @@
 """Loading finished DynamoDB exports into BigQuery: verify, convert, publish.
 
 Given export ARNs (one full export, or a chain of incremental ones), this
-module finds each export's manifest through DescribeExport, downloads
+module finds each export's manifest through DescribeExport (and refuses one
+that disagrees with it: the export's times and ARNs are AWS's API's), downloads
 exactly the listed data files (MD5-checked while streaming), converts them
 with `export_pipeline.dynamodb.convert`, checks the per-file item counts, and
 only then touches BigQuery:
@@ -42,6 +43,7 @@ from export_pipeline.dynamodb.export_files import (
     DataFile,
     ExportIntegrityError,
     ExportManifest,
+    checked_against_api,
     download_data_files,
     read_manifest,
     resolve_key,
@@ -158,7 +160,10 @@ def load_exports(
     started = time.monotonic()
     target = table_id(bigquery, config, table)
     descriptions = [_describe_completed(ddb, arn, table) for arn in arns]
-    manifests = [read_manifest(s3, d["S3Bucket"], manifest_key(d)) for d in descriptions]
+    manifests = [
+        checked_against_api(read_manifest(s3, d["S3Bucket"], manifest_key(d)), d)
+        for d in descriptions
+    ]
     full = [m for m in manifests if not m.is_incremental]
     if full and len(manifests) > 1:
         raise Failure(
