@@ -293,6 +293,8 @@ class _BatchWriter:
                 del values[rows:]
             try:
                 raw = self._raw_column(attribute, tag, values, len(arrays))
+            except MemoryError:
+                raise  # not bad input: run_conversion names the file and the limit
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException) as exc:
                 line = first_line + _first_bad_row(tag, values)
                 where = f"attribute {attribute!r}" if attribute is not None else tag
@@ -394,6 +396,8 @@ def convert_blob(
         if columns is not None:
             try:
                 return writer.flush_arrays(columns, blob.rows, blob.first_line)
+            except MemoryError:
+                raise
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
                 break  # a bad value: the per-line path reports it with its line number
     lines = blob.data.split(b"\n")
@@ -464,6 +468,8 @@ def _change_batch(
             columns = {(None, DELETED_TAG): deleted, (None, TIMESTAMP_TAG): stamps, **images}
             try:
                 return writer.flush_arrays(columns, rows, first_line)
+            except MemoryError:
+                raise
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
                 pass  # a bad value: the per-line path reports it with its line number
     cols: dict[tuple, list] = {}
@@ -493,6 +499,8 @@ def _parse_items(
     for offset, line in enumerate(lines):
         try:
             _store_image(loads(line)["Item"], cols, row, size)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
         row += 1
@@ -526,6 +534,8 @@ def _parse_changes(
             elif any(key not in image for key in key_attributes):
                 image = {**keys, **image}  # the key columns always hold the key
             _store_image(image, cols, row, size)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise ConversionError(path, _describe(exc), line=line_no + offset + 1) from exc
         row += 1

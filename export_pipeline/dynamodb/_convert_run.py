@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -28,7 +28,10 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from export_pipeline.dynamodb import _convert_read as rd
 from export_pipeline.dynamodb import _convert_write as wr
@@ -41,6 +44,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionError,
     ConversionResult,
 )
+from export_pipeline.memory import OutOfMemoryError
 from export_pipeline.naming import column_names
 
 OUTPUT_PREFIX = "dynamodb-part-"
@@ -141,7 +145,9 @@ def run_conversion(
                     )
                     for i, s in tasks
                 ]
-                done = _collect(futures, paths, sizes, tmp_dir, batch_size, progress)
+                done = _collect(
+                    futures, tasks, paths, sizes, tmp_dir, batch_size, max_workers, progress
+                )
                 batches = [(r.file_index, b) for r in done for b in r.batches]
             else:
                 batches = _read_full(
@@ -159,8 +165,8 @@ def run_conversion(
                 pool.submit(wr.write_batches, group, planned, output)
                 for group, output in zip(groups, outputs, strict=True)
             ]
-            for future in writes:
-                future.result()
+            for future, output in zip(writes, outputs, strict=True):
+                _result(future, output, max_workers)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -197,20 +203,25 @@ def _read_full(
         for file_index, path in enumerate(paths):
             if sizes[str(path)] == 0:
                 continue  # AWS writes zero-byte files for empty partitions
-            for number, blob in enumerate(rd.blobs(path, batch_size, bounds[file_index])):
-                while len(in_flight) > workers:
-                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    done.extend((indexes.pop(f), f.result()) for f in finished)
-                future = pool.submit(rd.convert_blob, path, file_index, number, blob, tmp_dir, hint)
-                indexes[future] = file_index
-                in_flight.add(future)
-                items += blob.rows
-                if progress is not None and time.monotonic() - reported >= 0.5:
-                    progress(file_index, items, bytes_done)
-                    reported = time.monotonic()
+            with _out_of_memory(path, workers):
+                for number, blob in enumerate(rd.blobs(path, batch_size, bounds[file_index])):
+                    while len(in_flight) > workers:
+                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            index = indexes.pop(f)
+                            done.append((index, _result(f, paths[index], workers)))
+                    future = pool.submit(
+                        rd.convert_blob, path, file_index, number, blob, tmp_dir, hint
+                    )
+                    indexes[future] = file_index
+                    in_flight.add(future)
+                    items += blob.rows
+                    if progress is not None and time.monotonic() - reported >= 0.5:
+                        progress(file_index, items, bytes_done)
+                        reported = time.monotonic()
             bytes_done += sizes[str(path)]
         for future in in_flight:
-            done.append((indexes[future], future.result()))
+            done.append((indexes[future], _result(future, paths[indexes[future]], workers)))
     except BaseException:
         for future in in_flight:
             future.cancel()
@@ -218,6 +229,28 @@ def _read_full(
     if progress is not None:
         progress(len(paths), items, bytes_done)
     return done
+
+
+@contextmanager
+def _out_of_memory(path: Path, workers: int) -> Iterator[None]:
+    """A `MemoryError` while reading `path` (or a worker killed meanwhile, as the kernel's
+    OOM killer does) becomes a permanent `OutOfMemoryError` naming the file and the limit."""
+    try:
+        yield
+    except (MemoryError, BrokenProcessPool) as exc:
+        died = isinstance(exc, BrokenProcessPool)
+        raise OutOfMemoryError(
+            str(path),
+            "converting this file" + (" (a converter worker process was killed)" if died else ""),
+            "give the step more memory, or lower dynamodb.max_parallel_files (here "
+            f"{workers}); docs/performance.md gives the converter's peak memory per worker",
+        ) from exc
+
+
+def _result(future: Future, path: Path, workers: int) -> Any:
+    """`future.result()`, a `MemoryError` naming `path`."""
+    with _out_of_memory(path, workers):
+        return future.result()
 
 
 def _process_pool(workers: int) -> Executor:
@@ -259,15 +292,24 @@ def _group_batches(
 
 def _collect(
     futures: list[Future],
+    tasks: list[tuple[int, int]],
     paths: list[Path],
     sizes: dict[str, int],
     tmp_dir: Path,
     batch_size: int,
+    workers: int,
     progress: ProgressCallback | None,
 ) -> list[rd.ShareResult]:
     """Wait for pass 1; while waiting, report progress from the batches written so far."""
+
+    def results() -> list[rd.ShareResult]:
+        return [
+            _result(future, paths[file_index], workers)
+            for future, (file_index, _share) in zip(futures, tasks, strict=True)
+        ]
+
     if progress is None:
-        return [future.result() for future in futures]
+        return results()
     stop = threading.Event()
 
     def report() -> None:
@@ -282,7 +324,7 @@ def _collect(
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
     try:
-        return [future.result() for future in futures]
+        return results()
     finally:
         stop.set()
         reporter.join()

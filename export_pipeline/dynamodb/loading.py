@@ -50,6 +50,7 @@ from export_pipeline.dynamodb.export_files import (
     verify_item_counts,
 )
 from export_pipeline.dynamodb.exports import table_name_from_arn
+from export_pipeline.memory import OutOfMemoryError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 
@@ -186,9 +187,15 @@ def load_exports(
 
 @contextmanager
 def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
-    """Report a file the converter rejects by its S3 URI, not by its local copy's path."""
+    """Report a file the converter rejects (or runs out of memory on) by its S3 URI, not by
+    its local copy's path."""
     try:
         yield
+    except OutOfMemoryError as exc:
+        entry = next((e for p, e in local.items() if str(p) == exc.where), None)
+        if entry is None:
+            raise
+        raise exc.at(manifest.uri(entry.key)) from exc
     except ConversionError as exc:
         entry = next((e for p, e in local.items() if str(p) == exc.path), None)
         if entry is None:
