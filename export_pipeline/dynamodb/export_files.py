@@ -32,6 +32,8 @@ from typing import Any
 
 from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 
+from export_pipeline.s3_uri import s3_uri, shown_key
+
 FULL_EXPORT = "FULL_EXPORT"
 INCREMENTAL_EXPORT = "INCREMENTAL_EXPORT"
 _CHUNK = 1024 * 1024
@@ -84,7 +86,7 @@ class ExportManifest:
 
     @property
     def summary_uri(self) -> str:
-        return f"s3://{self.bucket}/{self.summary_key}"
+        return s3_uri(self.bucket, self.summary_key)
 
     @property
     def is_incremental(self) -> bool:
@@ -98,7 +100,7 @@ class ExportManifest:
         return moment
 
     def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
+        return s3_uri(self.bucket, key)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -125,7 +127,15 @@ def _get_bytes(s3: Any, bucket: str, key: str) -> bytes:
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ManifestError(f"s3://{bucket}/{key}: manifest not found") from None
+        raise ManifestError(f"{s3_uri(bucket, key)}: manifest not found") from None
+
+
+def _utf8(data: bytes, where: str) -> str:
+    """A manifest's text (AWS writes UTF-8 JSON)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{where}: not UTF-8 ({exc})") from None
 
 
 def _require(document: Mapping[str, Any], field: str, where: str) -> Any:
@@ -150,9 +160,16 @@ def parse_manifest_files(text: str, where: str, prefix: str | None) -> tuple[Dat
         count = _require(entry, "itemCount", here)
         if not isinstance(count, int) or count < 0:
             raise ManifestError(f"{here}: itemCount must be a non-negative integer, got {count!r}")
+        key = resolve_key(str(_require(entry, "dataFileS3Key", here)), prefix)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError(
+                f"{here}: dataFileS3Key {shown_key(key)} is not UTF-8, so no S3 key"
+            ) from None
         files.append(
             DataFile(
-                key=resolve_key(str(_require(entry, "dataFileS3Key", here)), prefix),
+                key=key,
                 item_count=count,
                 md5_base64=str(_require(entry, "md5Checksum", here)),
                 etag=entry.get("etag"),
@@ -163,17 +180,17 @@ def parse_manifest_files(text: str, where: str, prefix: str | None) -> tuple[Dat
 
 def read_manifest(s3: Any, bucket: str, summary_key: str) -> ExportManifest:
     """Read `manifest-summary.json` at `summary_key` and the `manifest-files.json` it names."""
-    where = f"s3://{bucket}/{summary_key}"
+    where = s3_uri(bucket, summary_key)
     try:
-        summary = json.loads(_get_bytes(s3, bucket, summary_key))
+        summary = json.loads(_utf8(_get_bytes(s3, bucket, summary_key), where))
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{where}: not JSON ({exc})") from None
     if not isinstance(summary, dict):
         raise ManifestError(f"{where}: expected a JSON object")
     prefix = summary.get("s3Prefix")
     files_key = resolve_key(str(_require(summary, "manifestFilesS3Key", where)), prefix)
-    files_where = f"s3://{bucket}/{files_key}"
-    files_text = _get_bytes(s3, bucket, files_key).decode("utf-8")
+    files_where = s3_uri(bucket, files_key)
+    files_text = _utf8(_get_bytes(s3, bucket, files_key), files_where)
     export_type = summary.get("exportType") or FULL_EXPORT
     if export_type not in (FULL_EXPORT, INCREMENTAL_EXPORT):
         raise ManifestError(f"{where}: unknown exportType {export_type!r}")
@@ -282,8 +299,9 @@ def download_data_files(
     dest_dir.mkdir(parents=True, exist_ok=True)
     local: dict[Path, DataFile] = {}
     for index, entry in enumerate(manifest.files):
-        # The index keeps names unique even if two exports' files share a basename.
-        path = dest_dir / f"{index:05d}-{Path(entry.key).name}"
+        # Named by position, never after the key: a key may hold anything (NUL bytes,
+        # `..`, 1,024 bytes); the index keeps names unique across exports.
+        path = dest_dir / f"{index:05d}.json.gz"
         actual = _download(s3, manifest, entry, path)
         if actual != entry.md5_base64:
             raise ExportIntegrityError(
@@ -338,7 +356,7 @@ def verify_item_counts(
             counted = items_per_file.get(str(path.resolve()), -1)
         if counted != entry.item_count:
             raise ExportIntegrityError(
-                f"s3://{bucket}/{entry.key}",
+                s3_uri(bucket, entry.key),
                 f"holds {counted} items but the manifest's itemCount is {entry.item_count}; "
                 "nothing was loaded",
             )

@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from export_pipeline.s3_uri import s3_uri
+
 _FOOTER_TAIL = 8  # 4-byte little-endian footer length + b"PAR1"
 _FIRST_READ = 64 * 1024
 # Keys that a table's `tableStatistics` may carry a row count under (AWS does not
@@ -51,7 +53,7 @@ class ExportLocation:
         return f"{self.root}/{database}/{database}.{table}/"
 
     def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{key or self.root + '/'}"
+        return s3_uri(self.bucket, key or self.root + "/")
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,11 @@ def _get_json(s3: Any, bucket: str, key: str) -> Any:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ExportFilesError(f"s3://{bucket}/{key} is missing") from None
+        raise ExportFilesError(f"{s3_uri(bucket, key)} is missing") from None
     try:
         return json.loads(body)
     except ValueError as exc:
-        raise ExportFilesError(f"s3://{bucket}/{key} is not valid JSON: {exc}") from None
+        raise ExportFilesError(f"{s3_uri(bucket, key)} is not valid JSON: {exc}") from None
 
 
 def list_keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -97,7 +99,7 @@ def read_export_info(s3: Any, location: ExportLocation) -> dict[str, Any]:
     key = f"{location.root}/export_info_{location.export_task_identifier}.json"
     info = _get_json(s3, location.bucket, key)
     if not isinstance(info, dict):
-        raise ExportFilesError(f"s3://{location.bucket}/{key}: expected a JSON object")
+        raise ExportFilesError(f"{s3_uri(location.bucket, key)}: expected a JSON object")
     return info
 
 
@@ -129,11 +131,11 @@ def read_tables_info(s3: Any, location: ExportLocation) -> dict[str, TableInfo]:
         document = _get_json(s3, location.bucket, key)
         entries = document.get("perTableStatus") if isinstance(document, dict) else None
         if not isinstance(entries, list):
-            raise ExportFilesError(f"s3://{location.bucket}/{key}: no 'perTableStatus' list")
+            raise ExportFilesError(f"{s3_uri(location.bucket, key)}: no 'perTableStatus' list")
         for entry in entries:
             target = entry.get("target")
             if not isinstance(target, str):
-                raise ExportFilesError(f"s3://{location.bucket}/{key}: an entry has no 'target'")
+                raise ExportFilesError(f"{s3_uri(location.bucket, key)}: an entry has no 'target'")
             mappings = (entry.get("schemaMetadata") or {}).get("originalTypeMappings") or []
             columns = tuple((m["columnName"], m["originalType"]) for m in mappings)
             tables[target] = TableInfo(
@@ -160,16 +162,16 @@ def _natural_key(key: str) -> list[Any]:
 def read_parquet_footer(s3: Any, bucket: str, key: str, size: int) -> pq.FileMetaData:
     """The file's Parquet metadata, from at most two ranged GETs of its end."""
     if size < 12:
-        raise ExportFilesError(f"s3://{bucket}/{key}: {size} bytes is too small for Parquet")
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: {size} bytes is too small for Parquet")
     first = min(size, _FIRST_READ)
     tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={size - first}-{size - 1}")[
         "Body"
     ].read()
     if tail[-4:] != b"PAR1":
-        raise ExportFilesError(f"s3://{bucket}/{key}: not a Parquet file (no PAR1 at the end)")
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: not a Parquet file (no PAR1 at the end)")
     (footer_length,) = struct.unpack("<I", tail[-_FOOTER_TAIL:-4])
     if footer_length + _FOOTER_TAIL + 4 > size:
-        raise ExportFilesError(f"s3://{bucket}/{key}: footer length {footer_length} is invalid")
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: footer length {footer_length} is invalid")
     if footer_length + _FOOTER_TAIL > len(tail):
         start = size - footer_length - _FOOTER_TAIL
         tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{size - 1}")[
@@ -180,7 +182,7 @@ def read_parquet_footer(s3: Any, bucket: str, key: str, size: int) -> pq.FileMet
         # A minimal file (magic + footer) is enough for the metadata parser.
         return pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
     except (pa.ArrowException, OSError) as exc:
-        raise ExportFilesError(f"s3://{bucket}/{key}: unreadable Parquet footer: {exc}") from None
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: unreadable Parquet footer: {exc}") from None
 
 
 def inspect_table_files(

@@ -73,6 +73,7 @@ from export_pipeline.rds.types import (
     map_column,
     typed_expression,
 )
+from export_pipeline.s3_uri import s3_uri
 
 EXPORTED_AT_COLUMN = "_exported_at"
 
@@ -210,7 +211,7 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
             renamed.seek(0)
             yield renamed
 
-    return ParquetSource(f"s3://{bucket}/{obj.key}", obj.num_rows, obj.size, open_object)
+    return ParquetSource(s3_uri(bucket, obj.key), obj.num_rows, obj.size, open_object)
 
 
 def _profile(
