@@ -28,7 +28,7 @@ result names it (`columns_removed`) and `warn` says so.
 
 Column names BigQuery cannot take are mapped with `naming.column_names`;
 Parquet loads match columns by name, so such a table's files are first
-rewritten with the new names (Arrow, columnar, through a temporary file) —
+rewritten with the new names (Arrow, in batches, through a temporary file) —
 the one case where the files are not passed through as they are.
 """
 
@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
@@ -65,6 +64,7 @@ from export_pipeline.rds.export_files import (
     TableInfo,
     inspect_table_files,
 )
+from export_pipeline.rds.parquet_rewrite import rewrite_renamed
 from export_pipeline.rds.types import (
     RAW_SUFFIX,
     ColumnMapping,
@@ -192,7 +192,8 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
     Without renames the stream is the GetObject body itself. With renames
     (column names BigQuery cannot take) the file is rewritten with the new
     names through a temporary file first, since Parquet loads match columns
-    by name.
+    by name: streamed in batches (`parquet_rewrite`), so memory is bounded by
+    a batch and disk by twice the file's size.
     """
 
     @contextmanager
@@ -205,9 +206,7 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
             for chunk in body.iter_chunks(1 << 20):
                 original.write(chunk)
             original.seek(0)
-            table = pq.read_table(original)
-            table = table.rename_columns([renames.get(n, n) for n in table.column_names])
-            pq.write_table(table, renamed, compression="zstd")
+            rewrite_renamed(original, renamed, renames)
             renamed.seek(0)
             yield renamed
 
