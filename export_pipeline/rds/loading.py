@@ -3,6 +3,8 @@
 Only what is specific to RDS exports lives here; the BigQuery writes are the
 shared layer's (`export_pipeline.bigquery`):
 
+0. Every file's columns must hold the Parquet type AWS writes for their
+   MySQL type (`parquet_types`), else the table fails, nothing loaded.
 1. The table's Parquet files go, unchanged, into a fresh staging table
    (`load_parquet_to_staging`) whose schema is what BigQuery's Parquet
    loader makes of AWS's types (`bigquery_schema_from_parquet`: decimals as
@@ -65,6 +67,7 @@ from export_pipeline.rds.export_files import (
     inspect_table_files,
 )
 from export_pipeline.rds.parquet_rewrite import rewrite_renamed
+from export_pipeline.rds.parquet_types import type_disagreement
 from export_pipeline.rds.types import (
     RAW_SUFFIX,
     ColumnMapping,
@@ -180,6 +183,18 @@ def _check_same_schema(files: list[ParquetObject], target: str) -> pa.Schema | N
                 f"{target}: {other.key} has schema {other.schema} but {files[0].key} has {first}"
             )
     return first
+
+
+def _check_aws_types(info: TableInfo, schema: pa.Schema, where: str) -> None:
+    """Every column holds what AWS writes for its MySQL type (`parquet_types`), or the
+    table fails before anything is loaded: a cast would change its values silently."""
+    for (name, original_type), parquet_field in zip(info.columns, schema, strict=True):
+        reason = type_disagreement(name, original_type, parquet_field.type)
+        if reason is not None:
+            raise RdsLoadError(
+                f"{info.target}: {where}: {reason}; nothing was loaded (the file is not what "
+                "the export wrote for this table: export the snapshot again)"
+            )
 
 
 def _staging_schema(columns: list[PlannedColumn]) -> list[bigquery.SchemaField]:
@@ -329,7 +344,10 @@ def load_export_table(
         files = inspect_table_files(s3, location, database, table)
     except ExportFilesError as exc:
         raise RdsLoadError(f"{info.target}: {exc}") from None
-    columns = plan_columns(info, _check_same_schema(files, info.target))
+    parquet_schema = _check_same_schema(files, info.target)
+    columns = plan_columns(info, parquet_schema)
+    if parquet_schema is not None:
+        _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key))
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
