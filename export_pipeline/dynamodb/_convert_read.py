@@ -49,6 +49,10 @@ DECOMPRESSED_CHUNK = 4 << 20
 # A full-export batch ends near this many decompressed bytes (over it by at
 # most one line), or after `batch_size` lines if that comes first.
 MAX_BATCH_BYTES = 4 << 20  # a batch in work takes about 11x this in memory (measured)
+# Pass 1's Arrow files are compressed, so that the work directory holds about the
+# size of the gzip input, not of the decoded items (LZ4: the fastest codec Arrow IPC
+# has; bench/dynamodb_convert.py measures its cost, docs/performance.md).
+INTERMEDIATE_COMPRESSION = "lz4"
 # Full-export batches go through the native parser first (if built), then Arrow's
 # JSON reader (see _convert_columnar); the tests switch these off to compare paths.
 NATIVE_ENABLED = True
@@ -333,7 +337,11 @@ class _BatchWriter:
         ipc_path = self.tmp_dir / f"{self.prefix}-{self.count:06d}.arrow"
         self.count += 1
         table = pa.Table.from_arrays(arrays, names=[str(i) for i in range(len(arrays))])
-        with pa.OSFile(str(ipc_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+        options = pa.ipc.IpcWriteOptions(compression=INTERMEDIATE_COMPRESSION)
+        with (
+            pa.OSFile(str(ipc_path), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema, options=options) as out,
+        ):
             out.write_table(table)
         return BatchInfo(str(ipc_path), rows, first_line, raw_columns)
 

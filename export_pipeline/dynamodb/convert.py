@@ -18,7 +18,7 @@ the batch (at most `batch_size` items and about 4 MB of JSON), not by file size.
 Design (why two passes): a column's type depends on every value of its
 attribute, so pass 1 (`_convert_read`) converts each batch of lines to *raw*
 typed Arrow columns (one per attribute and DynamoDB type; numbers kept as
-exact text) written to temporary Arrow IPC files, and returns per-batch type
+exact text) written to temporary Arrow IPC files (LZ4), and returns per-batch type
 statistics. Pass 2 (`_convert_write`) fixes the final schema and casts every
 batch to it, column-wise, writing Parquet (zstd, one row group per batch, up
 to `ROWS_PER_FILE` rows per file, at least one file per worker).

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from export_pipeline.dynamodb import _convert_read
@@ -170,3 +171,19 @@ def test_a_gzip_bomb_line_is_refused_within_the_memory_bound(tmp_path: Path) -> 
     # The stream holds at most one batch plus one line in flight.
     bound_kib = (_convert_read.MAX_BATCH_BYTES + 2 * MAX_LINE_BYTES) // 1024
     assert report["growth_kib"] < bound_kib, report
+
+
+@each_parser
+def test_intermediate_batches_are_written_compressed(tmp_path: Path) -> None:
+    """Pass 1's Arrow files are compressed: disk per batch well under its decoded size."""
+    from export_pipeline.dynamodb._convert_columnar import SchemaHint
+
+    lines = b"".join(_item_line(i, "same text " * 50) for i in range(2_000))
+    path = tmp_path / "repetitive.json.gz"
+    path.write_bytes(gzip.compress(lines))
+    (blob,) = _convert_read.blobs(path, batch_size=10_000)
+    info = _convert_read.convert_blob(path, 0, 0, blob, tmp_path, SchemaHint())
+    written = Path(info.ipc_path).stat().st_size
+    with pa.memory_map(info.ipc_path) as source:
+        decoded = pa.ipc.open_file(source).read_all().nbytes
+    assert decoded > 1_000_000 and written < decoded / 5, (written, decoded)
