@@ -14,6 +14,7 @@ fetched with ranged GETs: no row is downloaded or decoded for them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import struct
@@ -100,6 +101,71 @@ def read_export_info(s3: Any, location: ExportLocation) -> dict[str, Any]:
     info = _get_json(s3, location.bucket, key)
     if not isinstance(info, dict):
         raise ExportFilesError(f"{s3_uri(location.bucket, key)}: expected a JSON object")
+    return info
+
+
+# export_info field -> DescribeExportTasks field: which export, of what, written where.
+_INFO_FIELDS = {
+    "exportTaskIdentifier": "ExportTaskIdentifier",
+    "sourceArn": "SourceArn",
+    "snapshotTime": "SnapshotTime",
+    "s3Bucket": "S3Bucket",
+    "s3Prefix": "S3Prefix",
+}
+
+
+def _millisecond(value: Any) -> Any:
+    """A time (ISO text or datetime) to the millisecond, AWS's precision; others unchanged."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    return value
+
+
+def export_info_disagreement(info: dict[str, Any], task: dict[str, Any]) -> str | None:
+    """The first field of export_info that disagrees with DescribeExportTasks' `task`, or None.
+
+    A field missing from either side is not compared (AWS does not document
+    export_info's fields as required); S3 prefixes compare without slashes at the ends.
+    """
+    for field_name, api_name in _INFO_FIELDS.items():
+        stated, reported = info.get(field_name), task.get(api_name)
+        if stated is None or reported is None:
+            continue
+        if field_name == "s3Prefix":
+            same = str(stated).strip("/") == str(reported).strip("/")
+        else:
+            same = _millisecond(stated) == _millisecond(reported)
+        if not same:
+            shown = reported.isoformat() if isinstance(reported, dt.datetime) else repr(reported)
+            return (
+                f"field {field_name!r} is {stated!r} but DescribeExportTasks says {api_name} "
+                f"{shown}"
+            )
+    return None
+
+
+def checked_export_info(s3: Any, location: ExportLocation, task: dict[str, Any]) -> dict[str, Any]:
+    """export_info_<id>.json, checked against the task AWS's API describes.
+
+    Anyone allowed to write to the bucket can rewrite the file; only AWS
+    writes DescribeExportTasks' answer, which is what the load uses (the
+    snapshot time of `_exported_at`). A disagreement fails the load.
+    """
+    info = read_export_info(s3, location)
+    reason = export_info_disagreement(info, task)
+    if reason is not None:
+        key = f"{location.root}/export_info_{location.export_task_identifier}.json"
+        raise ExportFilesError(
+            f"{s3_uri(location.bucket, key)}: {reason}; the file does not describe this "
+            "export, nothing was loaded (export again, and check who can write to the bucket)"
+        )
     return info
 
 
