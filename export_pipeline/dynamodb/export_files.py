@@ -14,8 +14,9 @@ manifest that disagrees (`checked_against_api`) fails the load naming the
 file and the field.
 
 Every downloaded file is checked against its manifest MD5 while it streams to
-disk, and (after conversion) against its manifest item count, before
-anything is sent to BigQuery: a mismatch raises `ExportIntegrityError`
+disk, and against its manifest item count — while it is converted (a line
+beyond the count stops the conversion there) and after — before anything is
+sent to BigQuery: a mismatch raises `ExportIntegrityError`
 naming the file, and nothing is published.
 """
 
