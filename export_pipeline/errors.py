@@ -11,6 +11,9 @@ by exception type, so the filter is here:
   google-cloud-bigquery (default `Retry`) already retry single calls; the
   step retry covers what outlives them (a long throttling spell, a body
   that broke half-way through a download);
+- running out of memory is permanent too (`MemoryError`, and the
+  converters' `memory.OutOfMemoryError` naming the file and the limit): the
+  same file needs the same memory on the next attempt;
 - everything else (access denied, a missing table or bucket, a FAILED
   export, a timeout, a bug) becomes `Failure(allow_retries=False)`: the
   step fails at once, with the original message plus what to fix, since
@@ -220,6 +223,16 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(exc.transient, type(exc).__name__, exc.hint)
     if isinstance(exc, (Failure, DagsterError)):
         return Verdict(False, type(exc).__name__)
+    if isinstance(exc, MemoryError):
+        # The same work needs the same memory: a retry fails the same way.
+        from export_pipeline.memory import memory_limit
+
+        return Verdict(
+            False,
+            "out of memory",
+            f"the step ran out of memory (limit: {memory_limit()}): give it more memory, "
+            "or lower its parallelism (docs/performance.md gives each step's peak memory)",
+        )
     for verdict in (_aws_verdict(exc), _google_verdict(exc)):
         if verdict is not None:
             return verdict

@@ -88,6 +88,7 @@ from export_pipeline.bigquery.tables import (
 from export_pipeline.bigquery.watermark import (
     Watermark,
     WatermarkConflictError,
+    WatermarkInFutureError,
     read_watermark,
     state_table_for,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "TableId",
     "Watermark",
     "WatermarkConflictError",
+    "WatermarkInFutureError",
     "bigquery_schema_from_parquet",
     "bigquery_schema_of_files",
     "count_rows",

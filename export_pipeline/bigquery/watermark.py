@@ -77,6 +77,10 @@ class WatermarkConflictError(BigQueryPublishError):
     """The stored mark changed since the run read it (another run applied data)."""
 
 
+class WatermarkInFutureError(BigQueryPublishError):
+    """The new mark lies after BigQuery's current time: no export can have reached it."""
+
+
 @dataclass(frozen=True)
 class Watermark:
     """Data for `source_key` is in BigQuery up to `exported_to`, from export `export_arn`."""
@@ -173,6 +177,7 @@ def timestamp_literal(value: dt.datetime) -> str:
 
 
 WATERMARK_CONFLICT_MARKER = "export_pipeline watermark conflict"
+WATERMARK_FUTURE_MARKER = "export_pipeline watermark in the future"
 
 
 def _mark_row_filter(target: TableId, source_key: str) -> str:
@@ -209,14 +214,23 @@ def upsert_statement(target: TableId, watermark: Watermark) -> Statement:
     source = string_literal(watermark.source_key)
     table = string_literal(target.dotted)
     arn = string_literal(watermark.export_arn)
-    to = timestamp_literal(watermark.exported_to)
+    literal = timestamp_literal(watermark.exported_to)
+    # The mark never moves into the future, by BigQuery's clock (the one the data
+    # are read by): such a time was not reported by AWS for a finished export, and
+    # every later run would find nothing to export. ERROR() aborts the transaction.
+    future = string_literal(
+        f"{WATERMARK_FUTURE_MARKER}: the new high-water mark of {watermark.source_key} for "
+        f"{target.dotted}, {watermark.exported_to.isoformat()}, is after the current time"
+    )
+    to = f"IF({literal} > CURRENT_TIMESTAMP(), ERROR({future}), {literal})"
     return Statement(
         f"MERGE {state.sql} AS s USING (SELECT {source} AS source_key, {table} AS "
-        "target_table) AS n ON s.source_key = n.source_key AND s.target_table = n.target_table "
-        f"WHEN MATCHED THEN UPDATE SET export_arn = {arn}, exported_to = {to}, "
+        f"target_table, {to} AS exported_to) AS n ON s.source_key = n.source_key "
+        "AND s.target_table = n.target_table "
+        f"WHEN MATCHED THEN UPDATE SET export_arn = {arn}, exported_to = n.exported_to, "
         "updated_at = CURRENT_TIMESTAMP() "
         "WHEN NOT MATCHED THEN INSERT (source_key, target_table, export_arn, exported_to, "
-        f"updated_at) VALUES ({source}, {table}, {arn}, {to}, CURRENT_TIMESTAMP())"
+        f"updated_at) VALUES ({source}, {table}, {arn}, n.exported_to, CURRENT_TIMESTAMP())"
     )
 
 
@@ -254,6 +268,8 @@ def run_transaction(
             text = str(error)
             if WATERMARK_CONFLICT_MARKER in text:
                 raise WatermarkConflictError(f"{description}: {error.message}") from error
+            if WATERMARK_FUTURE_MARKER in text:
+                raise WatermarkInFutureError(f"{description}: {error.message}") from error
             if attempt < TRANSACTION_ATTEMPTS and any(
                 marker in text.lower() for marker in _CONCURRENT_UPDATE
             ):

@@ -7,9 +7,16 @@ file with its key, item count and base64 MD5). Data files are chosen from
 a table all write into one shared `AWSDynamoDB/data/` folder, so a listing
 would mix exports.
 
+What the export is — its ARN, table, type, item count and point in time (or
+incremental window) — is what DescribeExport says: only AWS writes that,
+while anyone allowed to write to the bucket can rewrite a manifest. A
+manifest that disagrees (`checked_against_api`) fails the load naming the
+file and the field.
+
 Every downloaded file is checked against its manifest MD5 while it streams to
-disk, and (after conversion) against its manifest item count, before
-anything is sent to BigQuery: a mismatch raises `ExportIntegrityError`
+disk, and against its manifest item count — while it is converted (a line
+beyond the count stops the conversion there) and after — before anything is
+sent to BigQuery: a mismatch raises `ExportIntegrityError`
 naming the file, and nothing is published.
 """
 
@@ -19,12 +26,14 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
+from export_pipeline.s3_uri import s3_uri, shown_key
 
 FULL_EXPORT = "FULL_EXPORT"
 INCREMENTAL_EXPORT = "INCREMENTAL_EXPORT"
@@ -78,7 +87,7 @@ class ExportManifest:
 
     @property
     def summary_uri(self) -> str:
-        return f"s3://{self.bucket}/{self.summary_key}"
+        return s3_uri(self.bucket, self.summary_key)
 
     @property
     def is_incremental(self) -> bool:
@@ -92,7 +101,7 @@ class ExportManifest:
         return moment
 
     def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
+        return s3_uri(self.bucket, key)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -119,7 +128,15 @@ def _get_bytes(s3: Any, bucket: str, key: str) -> bytes:
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ManifestError(f"s3://{bucket}/{key}: manifest not found") from None
+        raise ManifestError(f"{s3_uri(bucket, key)}: manifest not found") from None
+
+
+def _utf8(data: bytes, where: str) -> str:
+    """A manifest's text (AWS writes UTF-8 JSON)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{where}: not UTF-8 ({exc})") from None
 
 
 def _require(document: Mapping[str, Any], field: str, where: str) -> Any:
@@ -144,9 +161,16 @@ def parse_manifest_files(text: str, where: str, prefix: str | None) -> tuple[Dat
         count = _require(entry, "itemCount", here)
         if not isinstance(count, int) or count < 0:
             raise ManifestError(f"{here}: itemCount must be a non-negative integer, got {count!r}")
+        key = resolve_key(str(_require(entry, "dataFileS3Key", here)), prefix)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError(
+                f"{here}: dataFileS3Key {shown_key(key)} is not UTF-8, so no S3 key"
+            ) from None
         files.append(
             DataFile(
-                key=resolve_key(str(_require(entry, "dataFileS3Key", here)), prefix),
+                key=key,
                 item_count=count,
                 md5_base64=str(_require(entry, "md5Checksum", here)),
                 etag=entry.get("etag"),
@@ -157,17 +181,17 @@ def parse_manifest_files(text: str, where: str, prefix: str | None) -> tuple[Dat
 
 def read_manifest(s3: Any, bucket: str, summary_key: str) -> ExportManifest:
     """Read `manifest-summary.json` at `summary_key` and the `manifest-files.json` it names."""
-    where = f"s3://{bucket}/{summary_key}"
+    where = s3_uri(bucket, summary_key)
     try:
-        summary = json.loads(_get_bytes(s3, bucket, summary_key))
+        summary = json.loads(_utf8(_get_bytes(s3, bucket, summary_key), where))
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{where}: not JSON ({exc})") from None
     if not isinstance(summary, dict):
         raise ManifestError(f"{where}: expected a JSON object")
     prefix = summary.get("s3Prefix")
     files_key = resolve_key(str(_require(summary, "manifestFilesS3Key", where)), prefix)
-    files_where = f"s3://{bucket}/{files_key}"
-    files_text = _get_bytes(s3, bucket, files_key).decode("utf-8")
+    files_where = s3_uri(bucket, files_key)
+    files_text = _utf8(_get_bytes(s3, bucket, files_key), files_where)
     export_type = summary.get("exportType") or FULL_EXPORT
     if export_type not in (FULL_EXPORT, INCREMENTAL_EXPORT):
         raise ManifestError(f"{where}: unknown exportType {export_type!r}")
@@ -205,6 +229,62 @@ def read_manifest(s3: Any, bucket: str, summary_key: str) -> ExportManifest:
     return manifest
 
 
+def _millisecond(value: datetime) -> datetime:
+    """`value` to the millisecond (truncated): the precision AWS states export times in."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def checked_against_api(manifest: ExportManifest, description: Mapping[str, Any]) -> ExportManifest:
+    """`manifest`, its identity and times taken from DescribeExport's `description`.
+
+    Raises `ManifestError` naming the manifest and the first field that
+    disagrees with the API: exportArn, tableArn, exportType, itemCount (where
+    DescribeExport gives one), exportTime (full) or exportFromTime /
+    exportToTime (incremental). Times are compared to the millisecond, the
+    precision of both AWS's manifests and its API.
+    """
+    where = manifest.summary_uri
+    arn = description.get("ExportArn", "?")
+    spec = description.get("IncrementalExportSpecification") or {}
+    api: dict[str, tuple[Any, Any]] = {  # manifest field -> (manifest value, API value)
+        "exportArn": (manifest.export_arn, description.get("ExportArn")),
+        "tableArn": (manifest.table_arn, description.get("TableArn")),
+        "exportType": (manifest.export_type, description.get("ExportType") or FULL_EXPORT),
+    }
+    if description.get("ItemCount") is not None:
+        api["itemCount"] = (manifest.item_count, description["ItemCount"])
+    if manifest.is_incremental:
+        api["exportFromTime"] = (manifest.export_from_time, spec.get("ExportFromTime"))
+        api["exportToTime"] = (manifest.export_to_time, spec.get("ExportToTime"))
+    else:
+        api["exportTime"] = (manifest.export_time, description.get("ExportTime"))
+    times: dict[str, datetime] = {}
+    for field, (stated, reported) in api.items():
+        if reported is None:
+            raise ManifestError(
+                f"{where}: field {field!r} cannot be checked: DescribeExport of {arn} gives no "
+                f"{field[0].upper() + field[1:]}; nothing was loaded"
+            )
+        if isinstance(reported, datetime):
+            reported = times[field] = _millisecond(reported)
+            stated = _millisecond(stated) if isinstance(stated, datetime) else stated
+        if stated != reported:
+            shown = [
+                v.isoformat() if isinstance(v, datetime) else repr(v) for v in (stated, reported)
+            ]
+            raise ManifestError(
+                f"{where}: field {field!r} is {shown[0]} but DescribeExport of {arn} says "
+                f"{shown[1]}; the manifest does not describe this export, nothing was loaded "
+                "(export again, and check who can write to the export bucket)"
+            )
+    return replace(
+        manifest,
+        export_time=times.get("exportTime"),
+        export_from_time=times.get("exportFromTime"),
+        export_to_time=times.get("exportToTime"),
+    )
+
+
 def download_data_files(
     s3: Any,
     manifest: ExportManifest,
@@ -220,8 +300,9 @@ def download_data_files(
     dest_dir.mkdir(parents=True, exist_ok=True)
     local: dict[Path, DataFile] = {}
     for index, entry in enumerate(manifest.files):
-        # The index keeps names unique even if two exports' files share a basename.
-        path = dest_dir / f"{index:05d}-{Path(entry.key).name}"
+        # Named by position, never after the key: a key may hold anything (NUL bytes,
+        # `..`, 1,024 bytes); the index keeps names unique across exports.
+        path = dest_dir / f"{index:05d}.json.gz"
         actual = _download(s3, manifest, entry, path)
         if actual != entry.md5_base64:
             raise ExportIntegrityError(
@@ -276,7 +357,7 @@ def verify_item_counts(
             counted = items_per_file.get(str(path.resolve()), -1)
         if counted != entry.item_count:
             raise ExportIntegrityError(
-                f"s3://{bucket}/{entry.key}",
+                s3_uri(bucket, entry.key),
                 f"holds {counted} items but the manifest's itemCount is {entry.item_count}; "
                 "nothing was loaded",
             )

@@ -1,7 +1,8 @@
 """Loading finished DynamoDB exports into BigQuery: verify, convert, publish.
 
 Given export ARNs (one full export, or a chain of incremental ones), this
-module finds each export's manifest through DescribeExport, downloads
+module finds each export's manifest through DescribeExport (and refuses one
+that disagrees with it: the export's times and ARNs are AWS's API's), downloads
 exactly the listed data files (MD5-checked while streaming), converts them
 with `export_pipeline.dynamodb.convert`, checks the per-file item counts, and
 only then touches BigQuery:
@@ -42,6 +43,7 @@ from export_pipeline.dynamodb.export_files import (
     DataFile,
     ExportIntegrityError,
     ExportManifest,
+    checked_against_api,
     download_data_files,
     read_manifest,
     resolve_key,
@@ -53,6 +55,7 @@ from export_pipeline.dynamodb.exports import (
     table_name_from_arn,
 )
 from export_pipeline.dynamodb.run_config import LATEST
+from export_pipeline.memory import OutOfMemoryError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.s3_locations import check_readable
@@ -196,7 +199,10 @@ def load_exports(
             description.get("S3Prefix") or "",
             readable,
         )
-    manifests = [read_manifest(s3, d["S3Bucket"], manifest_key(d)) for d in descriptions]
+    manifests = [
+        checked_against_api(read_manifest(s3, d["S3Bucket"], manifest_key(d)), d)
+        for d in descriptions
+    ]
     full = [m for m in manifests if not m.is_incremental]
     if full and len(manifests) > 1:
         raise Failure(
@@ -219,9 +225,15 @@ def load_exports(
 
 @contextmanager
 def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
-    """Report a file the converter rejects by its S3 URI, not by its local copy's path."""
+    """Report a file the converter rejects (or runs out of memory on) by its S3 URI, not by
+    its local copy's path."""
     try:
         yield
+    except OutOfMemoryError as exc:
+        entry = next((e for p, e in local.items() if str(p) == exc.where), None)
+        if entry is None:
+            raise
+        raise exc.at(manifest.uri(entry.key)) from exc
     except ConversionError as exc:
         entry = next((e for p, e in local.items() if str(p) == exc.path), None)
         if entry is None:
@@ -230,6 +242,11 @@ def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile])
         raise ExportIntegrityError(
             uri, f"{str(exc).replace(exc.path, 'not readable', 1)}; nothing was loaded"
         ) from exc
+
+
+def _declared_items(local: Mapping[Path, DataFile]) -> dict[Path | str, int]:
+    """Each local copy's manifest itemCount: the converter stops at the first line beyond it."""
+    return {path: entry.item_count for path, entry in local.items()}
 
 
 def _rows(job: _Load) -> int:
@@ -247,6 +264,7 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
             list(local),
             job.work_dir / "parquet",
             max_workers=job.config.dynamodb.max_parallel_files,
+            declared_items=_declared_items(local),
         )
     job.log(
         f"{job.table}: converted {result.item_count} items in "
@@ -334,6 +352,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
             job.work_dir / "parquet",
             key_attributes=keys,
             max_workers=job.config.dynamodb.max_parallel_files,
+            declared_items=_declared_items(local),
         )
     job.log(
         f"{job.table}: converted {result.item_count} change(s) in "

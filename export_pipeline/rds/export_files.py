@@ -14,6 +14,7 @@ fetched with ranged GETs: no row is downloaded or decoded for them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import struct
@@ -22,6 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from export_pipeline.s3_uri import s3_uri
 
 _FOOTER_TAIL = 8  # 4-byte little-endian footer length + b"PAR1"
 _FIRST_READ = 64 * 1024
@@ -51,7 +54,7 @@ class ExportLocation:
         return f"{self.root}/{database}/{database}.{table}/"
 
     def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{key or self.root + '/'}"
+        return s3_uri(self.bucket, key or self.root + "/")
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,11 @@ def _get_json(s3: Any, bucket: str, key: str) -> Any:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ExportFilesError(f"s3://{bucket}/{key} is missing") from None
+        raise ExportFilesError(f"{s3_uri(bucket, key)} is missing") from None
     try:
         return json.loads(body)
     except ValueError as exc:
-        raise ExportFilesError(f"s3://{bucket}/{key} is not valid JSON: {exc}") from None
+        raise ExportFilesError(f"{s3_uri(bucket, key)} is not valid JSON: {exc}") from None
 
 
 def list_keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -97,7 +100,72 @@ def read_export_info(s3: Any, location: ExportLocation) -> dict[str, Any]:
     key = f"{location.root}/export_info_{location.export_task_identifier}.json"
     info = _get_json(s3, location.bucket, key)
     if not isinstance(info, dict):
-        raise ExportFilesError(f"s3://{location.bucket}/{key}: expected a JSON object")
+        raise ExportFilesError(f"{s3_uri(location.bucket, key)}: expected a JSON object")
+    return info
+
+
+# export_info field -> DescribeExportTasks field: which export, of what, written where.
+_INFO_FIELDS = {
+    "exportTaskIdentifier": "ExportTaskIdentifier",
+    "sourceArn": "SourceArn",
+    "snapshotTime": "SnapshotTime",
+    "s3Bucket": "S3Bucket",
+    "s3Prefix": "S3Prefix",
+}
+
+
+def _millisecond(value: Any) -> Any:
+    """A time (ISO text or datetime) to the millisecond, AWS's precision; others unchanged."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    return value
+
+
+def export_info_disagreement(info: dict[str, Any], task: dict[str, Any]) -> str | None:
+    """The first field of export_info that disagrees with DescribeExportTasks' `task`, or None.
+
+    A field missing from either side is not compared (AWS does not document
+    export_info's fields as required); S3 prefixes compare without slashes at the ends.
+    """
+    for field_name, api_name in _INFO_FIELDS.items():
+        stated, reported = info.get(field_name), task.get(api_name)
+        if stated is None or reported is None:
+            continue
+        if field_name == "s3Prefix":
+            same = str(stated).strip("/") == str(reported).strip("/")
+        else:
+            same = _millisecond(stated) == _millisecond(reported)
+        if not same:
+            shown = reported.isoformat() if isinstance(reported, dt.datetime) else repr(reported)
+            return (
+                f"field {field_name!r} is {stated!r} but DescribeExportTasks says {api_name} "
+                f"{shown}"
+            )
+    return None
+
+
+def checked_export_info(s3: Any, location: ExportLocation, task: dict[str, Any]) -> dict[str, Any]:
+    """export_info_<id>.json, checked against the task AWS's API describes.
+
+    Anyone allowed to write to the bucket can rewrite the file; only AWS
+    writes DescribeExportTasks' answer, which is what the load uses (the
+    snapshot time of `_exported_at`). A disagreement fails the load.
+    """
+    info = read_export_info(s3, location)
+    reason = export_info_disagreement(info, task)
+    if reason is not None:
+        key = f"{location.root}/export_info_{location.export_task_identifier}.json"
+        raise ExportFilesError(
+            f"{s3_uri(location.bucket, key)}: {reason}; the file does not describe this "
+            "export, nothing was loaded (export again, and check who can write to the bucket)"
+        )
     return info
 
 
@@ -129,11 +197,11 @@ def read_tables_info(s3: Any, location: ExportLocation) -> dict[str, TableInfo]:
         document = _get_json(s3, location.bucket, key)
         entries = document.get("perTableStatus") if isinstance(document, dict) else None
         if not isinstance(entries, list):
-            raise ExportFilesError(f"s3://{location.bucket}/{key}: no 'perTableStatus' list")
+            raise ExportFilesError(f"{s3_uri(location.bucket, key)}: no 'perTableStatus' list")
         for entry in entries:
             target = entry.get("target")
             if not isinstance(target, str):
-                raise ExportFilesError(f"s3://{location.bucket}/{key}: an entry has no 'target'")
+                raise ExportFilesError(f"{s3_uri(location.bucket, key)}: an entry has no 'target'")
             mappings = (entry.get("schemaMetadata") or {}).get("originalTypeMappings") or []
             columns = tuple((m["columnName"], m["originalType"]) for m in mappings)
             tables[target] = TableInfo(
@@ -160,16 +228,16 @@ def _natural_key(key: str) -> list[Any]:
 def read_parquet_footer(s3: Any, bucket: str, key: str, size: int) -> pq.FileMetaData:
     """The file's Parquet metadata, from at most two ranged GETs of its end."""
     if size < 12:
-        raise ExportFilesError(f"s3://{bucket}/{key}: {size} bytes is too small for Parquet")
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: {size} bytes is too small for Parquet")
     first = min(size, _FIRST_READ)
     tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={size - first}-{size - 1}")[
         "Body"
     ].read()
     if tail[-4:] != b"PAR1":
-        raise ExportFilesError(f"s3://{bucket}/{key}: not a Parquet file (no PAR1 at the end)")
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: not a Parquet file (no PAR1 at the end)")
     (footer_length,) = struct.unpack("<I", tail[-_FOOTER_TAIL:-4])
     if footer_length + _FOOTER_TAIL + 4 > size:
-        raise ExportFilesError(f"s3://{bucket}/{key}: footer length {footer_length} is invalid")
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: footer length {footer_length} is invalid")
     if footer_length + _FOOTER_TAIL > len(tail):
         start = size - footer_length - _FOOTER_TAIL
         tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{size - 1}")[
@@ -180,7 +248,7 @@ def read_parquet_footer(s3: Any, bucket: str, key: str, size: int) -> pq.FileMet
         # A minimal file (magic + footer) is enough for the metadata parser.
         return pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
     except (pa.ArrowException, OSError) as exc:
-        raise ExportFilesError(f"s3://{bucket}/{key}: unreadable Parquet footer: {exc}") from None
+        raise ExportFilesError(f"{s3_uri(bucket, key)}: unreadable Parquet footer: {exc}") from None
 
 
 def inspect_table_files(

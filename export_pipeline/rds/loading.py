@@ -3,6 +3,8 @@
 Only what is specific to RDS exports lives here; the BigQuery writes are the
 shared layer's (`export_pipeline.bigquery`):
 
+0. Every file's columns must hold the Parquet type AWS writes for their
+   MySQL type (`parquet_types`), else the table fails, nothing loaded.
 1. The table's Parquet files go, unchanged, into a fresh staging table
    (`load_parquet_to_staging`) whose schema is what BigQuery's Parquet
    loader makes of AWS's types (`bigquery_schema_from_parquet`: decimals as
@@ -28,7 +30,7 @@ result names it (`columns_removed`) and `warn` says so.
 
 Column names BigQuery cannot take are mapped with `naming.column_names`;
 Parquet loads match columns by name, so such a table's files are first
-rewritten with the new names (Arrow, columnar, through a temporary file) —
+rewritten with the new names (Arrow, in batches, through a temporary file) —
 the one case where the files are not passed through as they are.
 """
 
@@ -44,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
@@ -65,6 +66,8 @@ from export_pipeline.rds.export_files import (
     TableInfo,
     inspect_table_files,
 )
+from export_pipeline.rds.parquet_rewrite import rewrite_renamed
+from export_pipeline.rds.parquet_types import type_disagreement
 from export_pipeline.rds.types import (
     RAW_SUFFIX,
     ColumnMapping,
@@ -73,6 +76,7 @@ from export_pipeline.rds.types import (
     map_column,
     typed_expression,
 )
+from export_pipeline.s3_uri import s3_uri
 
 EXPORTED_AT_COLUMN = "_exported_at"
 
@@ -181,6 +185,18 @@ def _check_same_schema(files: list[ParquetObject], target: str) -> pa.Schema | N
     return first
 
 
+def _check_aws_types(info: TableInfo, schema: pa.Schema, where: str) -> None:
+    """Every column holds what AWS writes for its MySQL type (`parquet_types`), or the
+    table fails before anything is loaded: a cast would change its values silently."""
+    for (name, original_type), parquet_field in zip(info.columns, schema, strict=True):
+        reason = type_disagreement(name, original_type, parquet_field.type)
+        if reason is not None:
+            raise RdsLoadError(
+                f"{info.target}: {where}: {reason}; nothing was loaded (the file is not what "
+                "the export wrote for this table: export the snapshot again)"
+            )
+
+
 def _staging_schema(columns: list[PlannedColumn]) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(c.name, c.mapping.staging_type) for c in columns]
 
@@ -191,7 +207,8 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
     Without renames the stream is the GetObject body itself. With renames
     (column names BigQuery cannot take) the file is rewritten with the new
     names through a temporary file first, since Parquet loads match columns
-    by name.
+    by name: streamed in batches (`parquet_rewrite`), so memory is bounded by
+    a batch and disk by twice the file's size.
     """
 
     @contextmanager
@@ -204,13 +221,11 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
             for chunk in body.iter_chunks(1 << 20):
                 original.write(chunk)
             original.seek(0)
-            table = pq.read_table(original)
-            table = table.rename_columns([renames.get(n, n) for n in table.column_names])
-            pq.write_table(table, renamed, compression="zstd")
+            rewrite_renamed(original, renamed, renames)
             renamed.seek(0)
             yield renamed
 
-    return ParquetSource(f"s3://{bucket}/{obj.key}", obj.num_rows, obj.size, open_object)
+    return ParquetSource(s3_uri(bucket, obj.key), obj.num_rows, obj.size, open_object)
 
 
 def _profile(
@@ -329,7 +344,10 @@ def load_export_table(
         files = inspect_table_files(s3, location, database, table)
     except ExportFilesError as exc:
         raise RdsLoadError(f"{info.target}: {exc}") from None
-    columns = plan_columns(info, _check_same_schema(files, info.target))
+    parquet_schema = _check_same_schema(files, info.target)
+    columns = plan_columns(info, parquet_schema)
+    if parquet_schema is not None:
+        _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key))
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")

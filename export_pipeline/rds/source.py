@@ -43,7 +43,12 @@ from export_pipeline.contract import (
     pool_name,
 )
 from export_pipeline.naming import rds_table_name
-from export_pipeline.rds.export_files import ExportLocation, read_tables_info
+from export_pipeline.rds.export_files import (
+    ExportFilesError,
+    ExportLocation,
+    checked_export_info,
+    read_tables_info,
+)
 from export_pipeline.rds.exports import (
     COMPLETE,
     FAILED_STATUSES,
@@ -275,6 +280,10 @@ class RdsSource(Source):
             pipeline.aws.readable_locations(RDS_EXPORT_FOLDER),
         )
         location = ExportLocation(task["S3Bucket"], task.get("S3Prefix") or "", identifier)
+        try:
+            checked_export_info(s3_client, location, task)
+        except ExportFilesError as error:
+            raise RdsExportError(f"{target}: {error}") from None
         tables = read_tables_info(s3_client, location)
         info = tables.get(target)
         if info is None:

@@ -89,3 +89,23 @@ def test_table_id_in_watermark_sql_is_quoted() -> None:
     ):
         assert "`proj-ok-1`.`ds`.`_export_pipeline_state`" in statement.sql
         assert string_literal(mark.source_key) in statement.sql
+
+
+def test_a_mark_in_the_future_aborts_the_transaction(bigquery_client, table_id) -> None:
+    """BigQuery's own clock decides: a mark beyond CURRENT_TIMESTAMP() is never written."""
+    from export_pipeline.bigquery.watermark import (
+        WatermarkInFutureError,
+        ensure_state_table,
+        read_watermark,
+    )
+
+    target = table_id("orders")
+    bigquery_client.create_table(target.reference)
+    ensure_state_table(bigquery_client, target)
+    future = Watermark("src", "arn:e", dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
+    with pytest.raises(WatermarkInFutureError, match="2099-01-01"):
+        run_transaction(bigquery_client, [upsert_statement(target, future)], description="t")
+    assert read_watermark(bigquery_client, target, "src") is None
+    past = Watermark("src", "arn:e", dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    run_transaction(bigquery_client, [upsert_statement(target, past)], description="t")
+    assert read_watermark(bigquery_client, target, "src") == past

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from export_pipeline.dynamodb.convert import read
 from export_pipeline_tests.support.native import NOT_BUILT
 
 
@@ -16,3 +17,19 @@ def native_parser() -> None:
         pytest.fail("the native parser is off: EXPORT_PIPELINE_NATIVE_PARSER=0 is set")
     if not parse_native.AVAILABLE:
         pytest.fail(NOT_BUILT)
+
+
+@pytest.fixture(params=["native", "columnar", "per-line"])
+def conversion_path(request, monkeypatch) -> str:
+    """Run every test through each full-export path (they must agree exactly).
+
+    "native" is the default (native parser, then Arrow's reader, then per
+    line); "columnar" starts at Arrow's reader; "per-line" uses only the
+    per-line path. Only the in-process path is switched: tests that start
+    worker processes use the default there.
+    """
+    if request.param == "native":
+        request.getfixturevalue("native_parser")
+    monkeypatch.setattr(read, "NATIVE_ENABLED", request.param == "native")
+    monkeypatch.setattr(read, "COLUMNAR_ENABLED", request.param != "per-line")
+    return request.param

@@ -26,21 +26,7 @@ from export_pipeline.naming import column_names
 from export_pipeline_tests.support.aws_samples import AwsSamples
 from export_pipeline_tests.support.native import NOT_BUILT
 
-
-@pytest.fixture(autouse=True, params=["native", "columnar", "per-line"])
-def conversion_path(request, monkeypatch) -> str:
-    """Run every test through each full-export path (they must agree exactly).
-
-    "native" is the default (native parser, then Arrow's reader, then per
-    line); "columnar" starts at Arrow's reader; "per-line" uses only the
-    per-line path. Only the in-process path is switched: tests that start
-    worker processes use the default there.
-    """
-    if request.param == "native":
-        request.getfixturevalue("native_parser")
-    monkeypatch.setattr(read, "NATIVE_ENABLED", request.param == "native")
-    monkeypatch.setattr(read, "COLUMNAR_ENABLED", request.param != "per-line")
-    return request.param
+pytestmark = pytest.mark.usefixtures("conversion_path")
 
 
 def write_items(path: Path, items: list[dict], *, key: str = "Item") -> Path:

@@ -114,7 +114,8 @@ def test_item_count_mismatch_fails_naming_the_file_and_keeps_bigquery(
     assert not result.success
     message, _ = _failure(result)
     assert victim in message
-    assert f"holds {entry['itemCount'] + 1} items" in message
+    # The extra line stops the conversion as it is read (not after the whole file).
+    assert f"line {entry['itemCount'] + 1}: more than the {entry['itemCount']} item(s)" in message
     assert sorted(bigquery_rows(bigquery_client, table)) == ["a", "b"]
 
 

@@ -18,7 +18,7 @@ the batch (at most `batch_size` items and about 4 MB of JSON), not by file size.
 Design (why two passes): a column's type depends on every value of its
 attribute, so pass 1 (`read`) converts each batch of lines to *raw*
 typed Arrow columns (one per attribute and DynamoDB type; numbers kept as
-exact text) written to temporary Arrow IPC files, and returns per-batch type
+exact text) written to temporary Arrow IPC files (LZ4), and returns per-batch type
 statistics. Pass 2 (`write`) fixes the final schema and casts every
 batch to it, column-wise, writing Parquet (zstd, one row group per batch, up
 to `ROWS_PER_FILE` rows per file, at least one file per worker).
@@ -46,12 +46,14 @@ columns).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from export_pipeline.dynamodb.convert.model import (
     DEFAULT_BATCH_SIZE,
     DELETED_COLUMN,
+    MAX_ITEM_BYTES,
+    MAX_LINE_BYTES,
     WRITE_TIMESTAMP_COLUMN,
     ColumnSpec,
     ConversionError,
@@ -64,6 +66,8 @@ from export_pipeline.dynamodb.types import ColumnType, widen
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DELETED_COLUMN",
+    "MAX_ITEM_BYTES",
+    "MAX_LINE_BYTES",
     "WRITE_TIMESTAMP_COLUMN",
     "ColumnSpec",
     "ColumnType",
@@ -82,11 +86,17 @@ def convert_full_export(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_workers: int = 2,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    declared_items: Mapping[Path | str, int] | None = None,
 ) -> ConversionResult:
     """Convert full-export data files to Parquet files in `out_dir` (one schema).
 
     Zero-byte files (AWS writes them for empty partitions) hold 0 items.
-    Raises ConversionError naming the file (and line) on corrupt input.
+    Raises ConversionError naming the file (and line) on corrupt input, at
+    once for a line longer than `max_line_bytes` or, where `declared_items`
+    gives a file's manifest itemCount, for a line beyond it: both are checked
+    on the decompressed stream, so neither memory nor disk grows with a
+    hostile file before it fails.
     """
     return run_conversion(
         files,
@@ -95,6 +105,8 @@ def convert_full_export(
         key_attributes=(),
         batch_size=batch_size,
         max_workers=max_workers,
+        max_line_bytes=max_line_bytes,
+        declared_items=declared_items,
     )
 
 
@@ -110,8 +122,12 @@ def convert_incremental_export(
     key_attributes: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_workers: int = 2,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    declared_items: Mapping[Path | str, int] | None = None,
 ) -> ConversionResult:
     """Convert incremental-export data files to Parquet, one row per change line.
+
+    Bounds as for `convert_full_export`.
 
     Columns: the key attributes first, then the NewImage attributes (a delete
     has no NewImage: its row holds the Keys), then `_deleted` (BOOL, true for
@@ -126,4 +142,6 @@ def convert_incremental_export(
         key_attributes=tuple(key_attributes),
         batch_size=batch_size,
         max_workers=max_workers,
+        max_line_bytes=max_line_bytes,
+        declared_items=declared_items,
     )

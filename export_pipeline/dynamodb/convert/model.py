@@ -14,6 +14,16 @@ from export_pipeline.dynamodb.types import ColumnType
 # Items per batch at most (full-export batches also end after about 4 MB of JSON,
 # `read.MAX_BATCH_BYTES`). A worker holds about one batch.
 DEFAULT_BATCH_SIZE = 20_000
+# The longest line a data file may hold (bytes, line end excluded); a longer
+# line fails at once, naming file and line. DynamoDB items are at most 400 KB
+# (attribute names and values, UTF-8). Their DynamoDB JSON is longer: at most
+# 14 bytes per byte of item (a list of NULLs, `{"NULL":true},` per one-byte
+# element; strings of control characters take 6, base64 binary 4/3), rounded
+# up to 16. An incremental line holds two images at most (NewImage, OldImage),
+# plus Keys and Metadata (64 KiB covers both: a key is at most 2 KB + 1 KB).
+MAX_ITEM_BYTES = 400 * 1024
+JSON_EXPANSION = 16
+MAX_LINE_BYTES = 2 * JSON_EXPANSION * MAX_ITEM_BYTES + (64 << 10)
 DELETED_COLUMN = "_deleted"
 WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
 

@@ -74,6 +74,8 @@ def raw_columns(
             # (DynamoDB never writes it); full validation raises ArrowInvalid on it.
             array.validate(full=True)
         return out
+    except MemoryError:
+        raise  # not a batch to decline: run_conversion names the file and the limit
     except (NotColumnar, pa.ArrowException, cv.ValueError_, ValueError, TypeError):
         return None
 

@@ -55,6 +55,8 @@ def parse_items(
     for offset, line in enumerate(lines):
         try:
             _store_image(loads(line)["Item"], cols, row, size)
+        except MemoryError:
+            raise  # not bad input: the conversion names the file and the limit
         except Exception as exc:
             raise ConversionError(path, describe(exc), line=line_no + offset + 1) from exc
         row += 1
@@ -88,6 +90,8 @@ def parse_changes(
             elif any(key not in image for key in key_attributes):
                 image = {**keys, **image}  # the key columns always hold the key
             _store_image(image, cols, row, size)
+        except MemoryError:
+            raise  # not bad input: the conversion names the file and the limit
         except Exception as exc:
             raise ConversionError(path, describe(exc), line=line_no + offset + 1) from exc
         row += 1

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,6 +37,8 @@ from export_pipeline.dynamodb.convert import parse_lines, parse_native
 from export_pipeline.dynamodb.convert import values as cv
 from export_pipeline.dynamodb.convert.model import (
     DELETED_TAG,
+    MAX_ITEM_BYTES,
+    MAX_LINE_BYTES,
     TIMESTAMP_TAG,
     BatchInfo,
     Blob,
@@ -55,6 +58,10 @@ DECOMPRESSED_CHUNK = 4 << 20
 # A full-export batch ends near this many decompressed bytes (over it by at
 # most one line), or after `batch_size` lines if that comes first.
 MAX_BATCH_BYTES = 4 << 20  # a batch in work takes about 11x this in memory (measured)
+# Pass 1's Arrow files are compressed, so that the work directory holds about the
+# size of the gzip input, not of the decoded items (LZ4: the fastest codec Arrow IPC
+# has; bench/dynamodb_convert.py measures its cost, docs/performance.md).
+INTERMEDIATE_COMPRESSION = "lz4"
 # Full-export batches go through the native parser first (if built), then Arrow's
 # JSON reader (see parse_arrow); the tests switch these off to compare paths.
 NATIVE_ENABLED = True
@@ -90,10 +97,82 @@ def _decompressed(path: Path) -> Iterator[bytes]:
         raise ConversionError(path, "truncated gzip data (unexpected end of file)")
 
 
-def _lines(path: Path) -> Iterator[list[bytes]]:
+@dataclass(frozen=True)
+class StreamBounds:
+    """What one data file may hold, checked on its decompressed stream while it is read.
+
+    `max_line_bytes`: the longest line (without its line end). `declared_items`:
+    the file's itemCount in the manifest (None: unknown); a file may hold no
+    more lines, so its decompressed size is at most
+    `declared_items * (max_line_bytes + 1)` bytes.
+    """
+
+    max_line_bytes: int = MAX_LINE_BYTES
+    declared_items: int | None = None
+
+
+def _bounded(path: Path, bounds: StreamBounds) -> Iterator[bytes]:
+    """`_decompressed(path)`, failing at the first line over the bounds (never after the file).
+
+    A chunk is at most DECOMPRESSED_CHUNK bytes, so memory while finding out
+    is one chunk, whatever the line. Costs one `count` and one `rfind` per
+    chunk (memchr speed); a scan of every line end only when the line bound
+    is smaller than a chunk (the tests' scaled-down bounds).
+    """
+    limit = bounds.max_line_bytes
+    declared = bounds.declared_items
+    ends = 0  # line ends seen so far
+    current = 0  # bytes of the line in progress
+    for data in _decompressed(path):
+        last = data.rfind(b"\n")
+        if last < 0:
+            current += len(data)
+        else:
+            first = data.find(b"\n")
+            if current + first > limit:
+                raise _line_too_long(path, ends + 1, limit)
+            if last > first and limit < last - first:
+                _check_inner_lines(path, data, first, last, ends, limit)
+            ends += data.count(b"\n", first, last + 1)
+            current = len(data) - last - 1
+        if current > limit:
+            raise _line_too_long(path, ends + 1, limit)
+        if declared is not None and ends + (current > 0) > declared:
+            raise ConversionError(
+                path,
+                f"more than the {declared} item(s) its manifest entry declares "
+                "(itemCount); reading stopped here",
+                line=declared + 1,
+            )
+        yield data
+
+
+def _check_inner_lines(
+    path: Path, data: bytes, first: int, last: int, ends: int, limit: int
+) -> None:
+    """Raise for the first line between line ends `first` and `last` of `data` over `limit`."""
+    import numpy as np
+
+    positions = np.flatnonzero(np.frombuffer(data, np.uint8, last - first + 1, first) == 10)
+    lengths = np.diff(positions) - 1
+    over = np.flatnonzero(lengths > limit)
+    if len(over):
+        raise _line_too_long(path, ends + 2 + int(over[0]), limit)
+
+
+def _line_too_long(path: Path, line: int, limit: int) -> ConversionError:
+    return ConversionError(
+        path,
+        f"line longer than {limit} bytes: no DynamoDB item's export line is that long "
+        f"(items are at most {MAX_ITEM_BYTES} bytes); reading stopped here",
+        line=line,
+    )
+
+
+def _lines(path: Path, bounds: StreamBounds) -> Iterator[list[bytes]]:
     """Complete lines of a gzip file, in chunks (the incremental path)."""
     rest = b""
-    for data in _decompressed(path):
+    for data in _bounded(path, bounds):
         parts = (rest + data).split(b"\n")
         rest = parts.pop()
         if parts:
@@ -102,7 +181,7 @@ def _lines(path: Path) -> Iterator[list[bytes]]:
         yield [rest]
 
 
-def blobs(path: Path, batch_size: int) -> Iterator[Blob]:
+def blobs(path: Path, batch_size: int, bounds: StreamBounds | None = None) -> Iterator[Blob]:
     """The decompressed file cut into batches of whole lines, never split into lines.
 
     A batch ends near MAX_BATCH_BYTES, so that large items cannot blow up
@@ -110,11 +189,13 @@ def blobs(path: Path, batch_size: int) -> Iterator[Blob]:
     the limit falls, else at the first one after it (a batch exceeds the
     limit by at most one line). It ends sooner after `batch_size` lines.
     Cutting costs one `rfind` and one `count` per batch, at memchr speed.
+    No line is longer than `bounds.max_line_bytes` (`_bounded`), so a batch
+    is at most MAX_BATCH_BYTES + max_line_bytes.
     """
     pieces: list[bytes | memoryview] = []  # the current batch so far
     size = 0  # bytes in pieces
     first = 1
-    for data in _decompressed(path):
+    for data in _bounded(path, bounds or StreamBounds()):
         start = 0  # data[:start] is in earlier batches
         while size + len(data) - start >= MAX_BATCH_BYTES:
             limit = start + MAX_BATCH_BYTES - size
@@ -174,6 +255,8 @@ class _BatchWriter:
                 del values[rows:]
             try:
                 raw = self._raw_column(attribute, tag, values, len(arrays))
+            except MemoryError:
+                raise  # not bad input: run_conversion names the file and the limit
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException) as exc:
                 line = first_line + _first_bad_row(tag, values)
                 where = f"attribute {attribute!r}" if attribute is not None else tag
@@ -212,7 +295,11 @@ class _BatchWriter:
         ipc_path = self.tmp_dir / f"{self.prefix}-{self.count:06d}.arrow"
         self.count += 1
         table = pa.Table.from_arrays(arrays, names=[str(i) for i in range(len(arrays))])
-        with pa.OSFile(str(ipc_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+        options = pa.ipc.IpcWriteOptions(compression=INTERMEDIATE_COMPRESSION)
+        with (
+            pa.OSFile(str(ipc_path), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema, options=options) as out,
+        ):
             out.write_table(table)
         return BatchInfo(str(ipc_path), rows, first_line, raw_columns)
 
@@ -275,6 +362,8 @@ def convert_blob(
         if columns is not None:
             try:
                 return writer.flush_arrays(columns, blob.rows, blob.first_line)
+            except MemoryError:
+                raise
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
                 break  # a bad value: the per-line path reports it with its line number
     lines = blob.data.split(b"\n")
@@ -293,6 +382,7 @@ def read_share(
     tmp_dir: Path,
     batch_size: int,
     key_attributes: tuple[str, ...],
+    bounds: StreamBounds | None = None,
 ) -> ShareResult:
     """Incremental export: parse this worker's share of `path` line by line (see module doc)."""
     result = ShareResult(file_index, share)
@@ -303,7 +393,7 @@ def read_share(
         line_no = 0  # 0-based index of the next line in the file
         lines: list[bytes] = []  # this worker's current batch
         batch_first = 0
-        for chunk in _lines(path):
+        for chunk in _lines(path, bounds or StreamBounds()):
             start = 0
             while start < len(chunk):
                 batch_index = line_no // batch_size
@@ -344,6 +434,8 @@ def _change_batch(
             columns = {(None, DELETED_TAG): deleted, (None, TIMESTAMP_TAG): stamps, **images}
             try:
                 return writer.flush_arrays(columns, rows, first_line)
+            except MemoryError:
+                raise
             except (cv.ValueError_, ValueError, TypeError, pa.ArrowException):
                 pass  # a bad value: the per-line path reports it with its line number
     cols: dict[tuple, list] = {}

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -28,7 +28,10 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from export_pipeline.dynamodb import types as t
 from export_pipeline.dynamodb.convert import read as rd
@@ -45,6 +48,7 @@ from export_pipeline.dynamodb.convert.model import (
     ShareResult,
 )
 from export_pipeline.dynamodb.convert.parse_arrow import SchemaHint
+from export_pipeline.memory import OutOfMemoryError
 from export_pipeline.naming import column_names
 
 OUTPUT_PREFIX = "dynamodb-part-"
@@ -98,10 +102,14 @@ def run_conversion(
     batch_size: int,
     max_workers: int,
     progress: ProgressCallback | None = None,
+    max_line_bytes: int = rd.MAX_LINE_BYTES,
+    declared_items: Mapping[Path | str, int] | None = None,
 ) -> ConversionResult:
-    if batch_size < 1 or max_workers < 1:
-        raise ValueError("batch_size and max_workers must be at least 1")
+    if batch_size < 1 or max_workers < 1 or max_line_bytes < 1:
+        raise ValueError("batch_size, max_workers and max_line_bytes must be at least 1")
     paths = [Path(f) for f in files]
+    declared = {str(k): v for k, v in (declared_items or {}).items()}
+    bounds = [rd.StreamBounds(max_line_bytes, declared.get(str(p))) for p in paths]
     sizes: dict[str, int] = {}
     for path in paths:
         try:
@@ -129,14 +137,26 @@ def run_conversion(
             if incremental:
                 futures = [
                     pool.submit(
-                        rd.read_share, paths[i], i, s, shares, tmp_dir, batch_size, key_attributes
+                        rd.read_share,
+                        paths[i],
+                        i,
+                        s,
+                        shares,
+                        tmp_dir,
+                        batch_size,
+                        key_attributes,
+                        bounds[i],
                     )
                     for i, s in tasks
                 ]
-                done = _collect(futures, paths, sizes, tmp_dir, batch_size, progress)
+                done = _collect(
+                    futures, tasks, paths, sizes, tmp_dir, batch_size, max_workers, progress
+                )
                 batches = [(r.file_index, b) for r in done for b in r.batches]
             else:
-                batches = _read_full(paths, sizes, tmp_dir, batch_size, max_workers, pool, progress)
+                batches = _read_full(
+                    paths, bounds, sizes, tmp_dir, batch_size, max_workers, pool, progress
+                )
             items_per_file = {str(p): 0 for p in paths}
             for file_index, batch in batches:
                 items_per_file[str(paths[file_index])] += batch.rows
@@ -149,8 +169,8 @@ def run_conversion(
                 pool.submit(wr.write_batches, group, planned, output)
                 for group, output in zip(groups, outputs, strict=True)
             ]
-            for future in writes:
-                future.result()
+            for future, output in zip(writes, outputs, strict=True):
+                _result(future, output, max_workers)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -167,6 +187,7 @@ def run_conversion(
 
 def _read_full(
     paths: list[Path],
+    bounds: list[rd.StreamBounds],
     sizes: dict[str, int],
     tmp_dir: Path,
     batch_size: int,
@@ -186,20 +207,25 @@ def _read_full(
         for file_index, path in enumerate(paths):
             if sizes[str(path)] == 0:
                 continue  # AWS writes zero-byte files for empty partitions
-            for number, blob in enumerate(rd.blobs(path, batch_size)):
-                while len(in_flight) > workers:
-                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    done.extend((indexes.pop(f), f.result()) for f in finished)
-                future = pool.submit(rd.convert_blob, path, file_index, number, blob, tmp_dir, hint)
-                indexes[future] = file_index
-                in_flight.add(future)
-                items += blob.rows
-                if progress is not None and time.monotonic() - reported >= 0.5:
-                    progress(file_index, items, bytes_done)
-                    reported = time.monotonic()
+            with _out_of_memory(path, workers):
+                for number, blob in enumerate(rd.blobs(path, batch_size, bounds[file_index])):
+                    while len(in_flight) > workers:
+                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            index = indexes.pop(f)
+                            done.append((index, _result(f, paths[index], workers)))
+                    future = pool.submit(
+                        rd.convert_blob, path, file_index, number, blob, tmp_dir, hint
+                    )
+                    indexes[future] = file_index
+                    in_flight.add(future)
+                    items += blob.rows
+                    if progress is not None and time.monotonic() - reported >= 0.5:
+                        progress(file_index, items, bytes_done)
+                        reported = time.monotonic()
             bytes_done += sizes[str(path)]
         for future in in_flight:
-            done.append((indexes[future], future.result()))
+            done.append((indexes[future], _result(future, paths[indexes[future]], workers)))
     except BaseException:
         for future in in_flight:
             future.cancel()
@@ -207,6 +233,28 @@ def _read_full(
     if progress is not None:
         progress(len(paths), items, bytes_done)
     return done
+
+
+@contextmanager
+def _out_of_memory(path: Path, workers: int) -> Iterator[None]:
+    """A `MemoryError` while reading `path` (or a worker killed meanwhile, as the kernel's
+    OOM killer does) becomes a permanent `OutOfMemoryError` naming the file and the limit."""
+    try:
+        yield
+    except (MemoryError, BrokenProcessPool) as exc:
+        died = isinstance(exc, BrokenProcessPool)
+        raise OutOfMemoryError(
+            str(path),
+            "converting this file" + (" (a converter worker process was killed)" if died else ""),
+            "give the step more memory, or lower dynamodb.max_parallel_files (here "
+            f"{workers}); docs/performance.md gives the converter's peak memory per worker",
+        ) from exc
+
+
+def _result(future: Future, path: Path, workers: int) -> Any:
+    """`future.result()`, a `MemoryError` naming `path`."""
+    with _out_of_memory(path, workers):
+        return future.result()
 
 
 def _process_pool(workers: int) -> Executor:
@@ -246,15 +294,24 @@ def _group_batches(batches: list[tuple[int, BatchInfo]], workers: int) -> list[l
 
 def _collect(
     futures: list[Future],
+    tasks: list[tuple[int, int]],
     paths: list[Path],
     sizes: dict[str, int],
     tmp_dir: Path,
     batch_size: int,
+    workers: int,
     progress: ProgressCallback | None,
 ) -> list[ShareResult]:
     """Wait for pass 1; while waiting, report progress from the batches written so far."""
+
+    def results() -> list[ShareResult]:
+        return [
+            _result(future, paths[file_index], workers)
+            for future, (file_index, _share) in zip(futures, tasks, strict=True)
+        ]
+
     if progress is None:
-        return [future.result() for future in futures]
+        return results()
     stop = threading.Event()
 
     def report() -> None:
@@ -269,7 +326,7 @@ def _collect(
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
     try:
-        return [future.result() for future in futures]
+        return results()
     finally:
         stop.set()
         reporter.join()
