@@ -12,7 +12,7 @@ by exception type, so the filter is here:
   step retry covers what outlives them (a long throttling spell, a body
   that broke half-way through a download);
 - running out of memory is permanent too (`MemoryError`, and the
-  converters' `memory.OutOfMemoryError` naming the file and the limit): the
+  converters' `OutOfMemoryError` naming the file and the limit): the
   same file needs the same memory on the next attempt;
 - everything else (access denied, a missing table or bucket, a FAILED
   export, a timeout, a bug) becomes `Failure(allow_retries=False)`: the
@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy
+
+from export_pipeline.memory import memory_limit
 
 # Step retries on top of the clients' own: ~20 s, 40 s, 80 s (±jitter).
 TRANSIENT_RETRY_POLICY = RetryPolicy(
@@ -138,6 +140,30 @@ class TransientError(PipelineError):
     transient: ClassVar[bool] = True
 
 
+class OutOfMemoryError(PermanentError):
+    """A step ran out of memory on a file; permanent (a retry needs the same memory)."""
+
+    def __init__(self, where: str, doing: str, how_to_raise: str, limit: str = "") -> None:
+        self.where = where
+        self.doing = doing
+        self.how_to_raise = how_to_raise
+        self.limit = limit or memory_limit()
+        super().__init__(
+            f"{where}: out of memory {doing} (memory limit: {self.limit}); {how_to_raise}"
+        )
+
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        return self.how_to_raise
+
+    def at(self, where: str) -> OutOfMemoryError:
+        """The same error naming `where` (an S3 URI) instead of a local path."""
+        return OutOfMemoryError(where, self.doing, self.how_to_raise, self.limit)
+
+    def __reduce__(self):  # keep the fields across process boundaries
+        return (OutOfMemoryError, (self.where, self.doing, self.how_to_raise, self.limit))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether an error is worth retrying, and for permanent ones what to fix."""
@@ -225,8 +251,6 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(False, type(exc).__name__)
     if isinstance(exc, MemoryError):
         # The same work needs the same memory: a retry fails the same way.
-        from export_pipeline.memory import memory_limit
-
         return Verdict(
             False,
             "out of memory",

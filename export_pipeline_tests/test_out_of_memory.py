@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from export_pipeline.errors import classify
-from export_pipeline.memory import OutOfMemoryError, memory_limit
+from export_pipeline.errors import OutOfMemoryError, classify
+from export_pipeline.memory import memory_limit
 
 _SCRIPT = textwrap.dedent(
     """

@@ -55,7 +55,7 @@ from export_pipeline.dynamodb.exports import (
     table_name_from_arn,
 )
 from export_pipeline.dynamodb.run_config import LATEST
-from export_pipeline.memory import OutOfMemoryError
+from export_pipeline.errors import OutOfMemoryError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.s3_locations import check_readable

@@ -442,10 +442,11 @@ def _export_tasks(rds: Any, identifier: str) -> list[dict[str, Any]]:
 def _held_task_poll(aws: FaultProxy, bigquery: FaultProxy) -> Hold:
     """Export started: StartExportTask answered, the first status poll held.
 
-    The first DescribeExportTasks is the look-up for an existing task; the
-    second is the first poll after StartExportTask.
+    The first two DescribeExportTasks are the look-ups before starting (the
+    run's own task, then the snapshot's other tasks that could be adopted);
+    the third is the first poll after StartExportTask.
     """
-    return aws.hold(method="POST", body="Action=DescribeExportTasks", skip=1, name="export started")
+    return aws.hold(method="POST", body="Action=DescribeExportTasks", skip=2, name="export started")
 
 
 def test_rds_killed_at_each_stage(

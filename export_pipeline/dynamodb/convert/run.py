@@ -48,7 +48,7 @@ from export_pipeline.dynamodb.convert.model import (
     ShareResult,
 )
 from export_pipeline.dynamodb.convert.parse_arrow import SchemaHint
-from export_pipeline.memory import OutOfMemoryError
+from export_pipeline.errors import OutOfMemoryError
 from export_pipeline.naming import column_names
 
 OUTPUT_PREFIX = "dynamodb-part-"
