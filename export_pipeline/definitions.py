@@ -10,6 +10,7 @@ runs its checks, row count and freshness, after the load).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from dagster import (
@@ -21,7 +22,7 @@ from dagster import (
     multiprocess_executor,
 )
 
-from export_pipeline.config import PipelineConfig, current_config
+from export_pipeline.config import ConfigError, PipelineConfig, current_config
 from export_pipeline.contract import SOURCE_TAG
 from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
@@ -91,4 +92,18 @@ def build_definitions(config: PipelineConfig) -> Definitions:
     )
 
 
-defs = build_definitions(current_config())
+def _load_definitions() -> Definitions:
+    """The definitions of the configuration in force; a bad file stops here in one line.
+
+    A configuration mistake is the user's to fix, not a bug: the command that
+    loads this module prints the file, the field and what to do, without a
+    traceback, and exits with status 2 (as the `export-pipeline` CLI does).
+    """
+    try:
+        return build_definitions(current_config())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+defs = _load_definitions()
