@@ -3,7 +3,7 @@
 Starts `dagster-webserver` on a free loopback port (DAGSTER_HOME in a tmp
 folder, environment pointing at the session's local cloud), asks its GraphQL
 API for the asset list, and renders the asset catalog and the lineage graph in
-Debian's Chromium (`apt-get install -y chromium`; no browser download). The
+Chromium found on PATH (`apt-get install -y chromium`; no browser download). The
 lineage screenshot is checked and, with EXPORT_PIPELINE_UPDATE_DOCS=1, copied
 to docs/asset-graph.png (the README's picture) — tests do not rewrite tracked
 files otherwise.
@@ -34,8 +34,9 @@ import pytest
 from export_pipeline.config import REPO_ROOT, current_config
 from export_pipeline.definitions import build_definitions
 from export_pipeline_tests.support.local_cloud import free_ports
+from export_pipeline_tests.support.prerequisites import find_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.needs("chromium")
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")
 # The code location as pyproject.toml's [tool.dagster] names it.
 MODULE = "export_pipeline.definitions"
@@ -134,7 +135,7 @@ def _signal_group(pgid: int, signum: int) -> None:
 def _chromium(url: str, user_data_dir: Path, *action: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
-            str(CHROMIUM),
+            str(find_chromium()),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

@@ -22,6 +22,8 @@ from export_pipeline.local_cloud.rds_client import (
 )
 from export_pipeline_tests.support.rds import config_for, run_rds
 
+pytestmark = pytest.mark.needs("mariadb")
+
 DDL = """
 CREATE TABLE items (
     id INT NOT NULL PRIMARY KEY,
