@@ -27,6 +27,7 @@ from export_pipeline.contract import SOURCE_TAG
 from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.graph.completion_sensor import build_export_completion_sensor
+from export_pipeline.graph.console import LOGGER_RUN_CONFIG, console_logger
 from export_pipeline.graph.freshness import build_freshness_checks, build_freshness_sensor
 from export_pipeline.registry import configured_sources
 
@@ -58,12 +59,14 @@ def build_definitions(config: PipelineConfig) -> Definitions:
     aws_to_bigquery = define_asset_job(
         "aws_to_bigquery",
         selection=AssetSelection.all(),
+        config=LOGGER_RUN_CONFIG,
         description="Export every configured DynamoDB table and RDS snapshot and load BigQuery.",
     )
     source_jobs = [
         define_asset_job(
             f"{source.kind}_to_bigquery",
             selection=AssetSelection.tag(SOURCE_TAG, source.kind),
+            config=LOGGER_RUN_CONFIG,
             description=f"Only the {source.title}.",
         )
         for source in sources
@@ -89,6 +92,7 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         ],
         resources=build_resources(config),
         executor=STEP_EXECUTOR,
+        loggers={"console": console_logger},
     )
 
 

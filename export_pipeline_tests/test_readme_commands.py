@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,10 +54,15 @@ with get_possibly_temporary_instance_for_cli("dagster dev") as instance:
         ]
         for r in records(EventRecordsFilter(DagsterEventType.ASSET_CHECK_EVALUATION))
     ]
+    latest = {}
+    for r in records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION)):
+        m = r.event_log_entry.dagster_event.step_materialization_data.materialization
+        latest["/".join(m.asset_key.path)] = {k: str(v.value) for k, v in m.metadata.items()}
     print(json.dumps({
         "runs": [[r.job_name, r.status.value] for r in runs],
         "materialized": materialized,
         "checks": checks,
+        "metadata": latest,
     }))
 """
 
@@ -129,3 +136,51 @@ def test_the_ui_instance_holds_the_runs_materializations_and_passed_checks(
     # The instance is on disk in the checkout, and a second command adds to it.
     assert (tour.folder / ".dagster_home" / "history" / "runs.db").exists()
     assert not list(tour.folder.glob(".tmp_dagster_home_*"))
+
+
+def test_the_run_prints_a_short_account_and_a_summary(
+    first_run: subprocess.CompletedProcess[str],
+) -> None:
+    output = first_run.stderr + first_run.stdout
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert " - DEBUG - " not in output
+    assert "Telemetry" not in output
+    assert "downloaded s3://" not in output and "loaded s3://" not in output
+    assert len(lines) <= 60, "\n".join(lines)
+    summary = output[output.index("aws_to_bigquery succeeded in") :]
+    assert "exported  dynamodb/Orders/export: full_seed: 1 export, 2,000 items" in summary
+    assert re.search(
+        r"loaded\s+export-pipeline-local\.aws_raw\.dynamodb_orders: 2,000 rows", summary
+    )
+    assert re.search(
+        r"export-pipeline-local\.aws_raw\.rds_shop_orders: [\d,]+ rows \(replace\)", summary
+    )
+    assert "rds/shopdb/snapshot_export: snapshot rds:shopdb-" in summary
+    assert re.search(r"checks\s+10 passed, 0 failed", summary)
+    # One line per table load, naming the rows and the target table.
+    assert re.search(
+        r"Orders: 2,000 rows in export-pipeline-local\.aws_raw\.dynamodb_orders \(full, [\d.]+ s\)",
+        output,
+    )
+
+
+def test_both_sources_record_the_same_keys_and_a_link_that_opens_locally(
+    tour: Tour, first_run: subprocess.CompletedProcess[str]
+) -> None:
+    metadata = tour.instance_contents()["metadata"]
+    shared = {
+        "dagster/row_count",
+        "dagster/table_name",
+        "load",
+        "bigquery_table_url",
+        "duration_seconds",
+    }
+    for asset in ("bigquery/aws_raw/dynamodb_orders", "bigquery/aws_raw/rds_shop_orders"):
+        assert shared <= set(metadata[asset]), (asset, sorted(metadata[asset]))
+        link = metadata[asset]["bigquery_table_url"]
+        assert link.startswith(f"http://127.0.0.1:{tour.env[BIGQUERY_PORT_ENV]}/"), link
+        with urllib.request.urlopen(link, timeout=30) as response:
+            table = json.loads(response.read())
+        assert table["tableReference"]["tableId"] == asset.rsplit("/", 1)[1]
+    for asset in ("dynamodb/Orders/export", "rds/shopdb/snapshot_export"):
+        assert {"export_summary", "duration_seconds"} <= set(metadata[asset]), asset

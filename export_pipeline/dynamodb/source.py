@@ -28,6 +28,7 @@ from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue
 
 from export_pipeline.config import DynamoDBExportMode, DynamoDBTableConfig, PipelineConfig
 from export_pipeline.contract import (
+    EXPORT_SUMMARY_METADATA,
     Export,
     ExportRunConfig,
     ExportState,
@@ -269,6 +270,19 @@ def _windows_after(
     return []
 
 
+def _export_summary(plan: ExportPlan, exports: list[dict[str, Any]], metadata: dict) -> str:
+    """`incremental: 1 export, 57 items` (items: changed items for an incremental export)."""
+    if not exports:
+        return f"{plan.strategy.value}: nothing exported"
+    count = len(exports)
+    text = (
+        f"{plan.strategy.value}: {count} export{'s' if count > 1 else ''}, "
+        f"{metadata['item_count']:,} items"
+    )
+    status = metadata[EXPORT_STATUS_METADATA]
+    return text if status == "COMPLETED" else f"{text} ({status})"
+
+
 def _export_metadata(
     table: str,
     table_arn: str,
@@ -301,6 +315,7 @@ def _export_metadata(
         # Another run's IN_PROGRESS exports this run waited for instead of starting its own.
         "adopted_export_arns": MetadataValue.json(adopted),
     }
+    metadata[EXPORT_SUMMARY_METADATA] = _export_summary(plan, exports, metadata)
     if arns:
         metadata["export_arn"] = arns[-1]
     if exports and exports[0].get("ExportType", FULL_EXPORT) == FULL_EXPORT:
