@@ -33,10 +33,19 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-def _print_status(status: Any) -> None:
+# What `local status` says about credentials: the local servers check none.
+CREDENTIALS_NOTE = (
+    "any AWS access key and secret work (e.g. AWS_ACCESS_KEY_ID=test "
+    "AWS_SECRET_ACCESS_KEY=test); BigQuery takes anonymous credentials"
+)
+
+
+def _print_status(status: Any, region: str) -> None:
     state = "running" if status.running else "not running"
     print(f"local cloud: {state}")
     print(f"  AWS endpoint:       {status.aws_endpoint_url}  ({_service_line(status.aws)})")
+    print(f"  AWS region:         {region}")
+    print(f"  credentials:        {CREDENTIALS_NOTE}")
     print(
         f"  BigQuery endpoint:  {status.bigquery_api_endpoint}  ({_service_line(status.bigquery)})"
     )
@@ -45,6 +54,7 @@ def _print_status(status: Any) -> None:
     print(f"  demo data seeded:   {'yes' if status.seeded else 'no'}")
     print(f"  state folder:       {status.state_dir}")
     print(f"  logs:               {status.aws.log_path}, {status.bigquery.log_path}")
+    print("  query the data:     docs/local-cloud.md#look-at-the-data-yourself")
 
 
 def _service_line(service: Any) -> str:
@@ -55,7 +65,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     config = current_config()
     started = time.monotonic()
     status = local_cloud.up(local_cloud.LocalCloudSettings.from_env(), config, timeout=args.timeout)
-    _print_status(status)
+    _print_status(status, config.aws.region)
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -70,10 +80,16 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     status = local_cloud.status(local_cloud.LocalCloudSettings.from_env())
+    region = current_config().aws.region
     if args.json:
-        print(json.dumps(status.to_dict(), indent=2))
+        print(
+            json.dumps(
+                {**status.to_dict(), "aws_region": region, "credentials": CREDENTIALS_NOTE},
+                indent=2,
+            )
+        )
     else:
-        _print_status(status)
+        _print_status(status, region)
     return 0
 
 

@@ -184,3 +184,39 @@ def test_both_sources_record_the_same_keys_and_a_link_that_opens_locally(
         assert table["tableReference"]["tableId"] == asset.rsplit("/", 1)[1]
     for asset in ("dynamodb/Orders/export", "rds/shopdb/snapshot_export"):
         assert {"export_summary", "duration_seconds"} <= set(metadata[asset]), asset
+
+
+def test_status_gives_region_and_credentials(
+    tour: Tour, first_run: subprocess.CompletedProcess[str]
+) -> None:
+    text = tour.run("export-pipeline", "local", "status").stdout
+    assert re.search(r"^  AWS region:\s+eu-west-1$", text, re.M), text
+    assert "any AWS access key and secret work" in text
+    as_json = json.loads(tour.run("export-pipeline", "local", "status", "--json").stdout)
+    assert as_json["aws_region"] == "eu-west-1"
+    assert as_json["running"] is True
+
+
+def test_the_docs_way_of_querying_the_data_works(
+    tour: Tour, first_run: subprocess.CompletedProcess[str]
+) -> None:
+    """docs/local-cloud.md's Python block, run as written but for this cloud's ports."""
+    text = (REPO_ROOT / "docs" / "local-cloud.md").read_text(encoding="utf-8")
+    block = re.search(r"## Look at the data yourself.*?```python\n(.*?)```", text, re.S)
+    assert block is not None
+    code = block.group(1)
+    assert "127.0.0.1:4566" in code and "127.0.0.1:9050" in code
+    code = code.replace("127.0.0.1:4566", f"127.0.0.1:{tour.env[AWS_PORT_ENV]}")
+    code = code.replace("127.0.0.1:9050", f"127.0.0.1:{tour.env[BIGQUERY_PORT_ENV]}")
+    # No credentials in the environment: the snippet must bring its own.
+    env = {k: v for k, v in tour.env.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2000"  # Orders' ItemCount
+    assert lines[1].startswith("rds:shopdb-")
+    assert "dynamodb_orders" in lines[3] and "rds_shop_orders" in lines[3]
+    assert lines[4].startswith("{'customerId': 'c-0000', 'orderId': 'o-000000', 'total': Decimal(")
+    assert lines[-1] == "2000"  # COUNT(*) in BigQuery
