@@ -5,6 +5,8 @@
     export-pipeline local status [--json] what runs, and the endpoints to point clients at
     export-pipeline local mutate [--seed N] [--json]
                                           change the demo data like production changes
+    export-pipeline local pass-time [--minutes N]
+                                          let N minutes pass for the demo (incremental runs)
     export-pipeline dynamodb-to-parquet … convert a DynamoDB export (when installed)
 
 The local cloud's location and ports come from `LocalCloudSettings.from_env()`
@@ -110,6 +112,20 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pass_time(args: argparse.Namespace) -> int:
+    config = current_config()
+    moved = local_cloud.pass_time(
+        local_cloud.LocalCloudSettings.from_env(), config, minutes=args.minutes
+    )
+    print(
+        f"moved the demo's recorded past {moved['minutes']:g} minutes back: DynamoDB tables "
+        f"{', '.join(moved['dynamodb_tables']) or '(none)'}, "
+        f"{moved['high_water_marks_moved']} high-water mark(s) in BigQuery; the next run "
+        "plans as if the last one had been that much earlier"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="export-pipeline",
@@ -139,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("--seed", type=int, default=None, help="random seed (repeatable runs)")
     mutate.add_argument("--json", action="store_true", help="print JSON")
     mutate.set_defaults(func=_cmd_mutate)
+
+    pass_time = local_commands.add_parser(
+        "pass-time",
+        help="let N minutes pass for the demo (incremental exports need 15 min windows)",
+    )
+    pass_time.add_argument("--minutes", type=float, default=20.0, help="how many minutes (20)")
+    pass_time.set_defaults(func=_cmd_pass_time)
 
     # Subcommands whose modules sit with what they are about.
     convert_cli.register(commands)

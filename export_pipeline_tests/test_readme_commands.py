@@ -220,3 +220,24 @@ def test_the_docs_way_of_querying_the_data_works(
     assert "dynamodb_orders" in lines[3] and "rds_shop_orders" in lines[3]
     assert lines[4].startswith("{'customerId': 'c-0000', 'orderId': 'o-000000', 'total': Decimal(")
     assert lines[-1] == "2000"  # COUNT(*) in BigQuery
+
+
+def test_the_tour_shows_an_incremental_merge_with_deletes(
+    tour: Tour, first_run: subprocess.CompletedProcess[str]
+) -> None:
+    """README's tour: mutate, let 20 minutes pass, run again: Orders is MERGEd, not reloaded."""
+    assert "dynamodb/Orders/export: full_seed" in first_run.stderr
+    changes = json.loads(
+        tour.run("export-pipeline", "local", "mutate", "--seed", "11", "--json").stdout
+    )
+    orders = changes["dynamodb"]["Orders"]
+    assert orders["deleted"] > 0 and orders["created"] > 0
+    moved = tour.run("export-pipeline", "local", "pass-time", "--minutes", "20").stdout
+    assert "1 high-water mark(s)" in moved
+    second = tour.run(*JOB).stderr
+    summary = second[second.index("aws_to_bigquery succeeded in") :]
+    assert re.search(r"dynamodb/Orders/export: incremental: 1 export, [\d,]+ items", summary)
+    rows = 2000 + orders["created"] - orders["deleted"]
+    assert f"dynamodb_orders: {rows:,} rows (incremental)" in summary, summary
+    assert re.search(r"checks\s+10 passed, 0 failed", summary)
+    assert "merging" in second

@@ -14,6 +14,7 @@ from export_pipeline.local_cloud.control import (
     down,
     ensure_running,
     mutate,
+    pass_time,
     status,
     up,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "down",
     "ensure_running",
     "mutate",
+    "pass_time",
     "status",
     "up",
 ]

@@ -442,6 +442,17 @@ def mutate(
     return summary
 
 
+def pass_time(
+    settings: LocalCloudSettings, config: CloudConfiguration, *, minutes: float
+) -> dict[str, Any]:
+    """Let `minutes` pass for the demo (see `local_cloud.pass_time`)."""
+    from export_pipeline.local_cloud import pass_time as module
+
+    settings = _absolute(settings)
+    ensure_running(settings, config)
+    return module.pass_time(settings, config, minutes)
+
+
 # -- Clients -------------------------------------------------------------------
 
 
