@@ -68,6 +68,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     status = local_cloud.up(local_cloud.LocalCloudSettings.from_env(), config, timeout=args.timeout)
     _print_status(status, config.aws.region)
+    if status.started_fresh:
+        print(local_cloud.FRESH_START_LINE.format(dataset=config.bigquery.dataset))
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from export_pipeline.local_cloud._process import LocalCloudError
 from export_pipeline.local_cloud.control import (
+    FRESH_START_LINE,
     LocalCloudStatus,
     down,
     ensure_running,
@@ -21,6 +22,7 @@ from export_pipeline.local_cloud.control import (
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 __all__ = [
+    "FRESH_START_LINE",
     "LocalCloudError",
     "LocalCloudSettings",
     "LocalCloudStatus",
