@@ -71,6 +71,19 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         )
         for source in sources
     ]
+    # Reloads: the tables of a source and their checks, never its export assets, so
+    # a reload loads the export named in run config (or the latest) and starts none.
+    reload_jobs = [
+        define_asset_job(
+            f"{source.kind}_reload",
+            selection=AssetSelection.tag(SOURCE_TAG, source.kind)
+            - AssetSelection.assets(*(unit.key for unit in source.units())),
+            description=f"Only the BigQuery tables of the {source.title}, from the export "
+            "named in each table's run config (else the latest); no new export.",
+            config=LOGGER_RUN_CONFIG,
+        )
+        for source in sources
+    ]
     schedule = ScheduleDefinition(
         name="aws_to_bigquery_schedule",
         job=aws_to_bigquery,
@@ -83,7 +96,7 @@ def build_definitions(config: PipelineConfig) -> Definitions:
     return Definitions(
         assets=[asset for source in sources for asset in build_source_assets(source)],
         asset_checks=freshness,
-        jobs=[aws_to_bigquery, *source_jobs],
+        jobs=[aws_to_bigquery, *source_jobs, *reload_jobs],
         schedules=[schedule],
         sensors=[
             *(sensor for source in sources for sensor in source.sensors()),
