@@ -243,7 +243,7 @@ def test_any_accepted_dynamodb_name_yields_safe_keys_tables_and_sql(name):
     sql = TableId(config.bigquery.project, config.bigquery.dataset, table).sql
     assert sql.count("`") == 6 and "'" not in sql and " " not in sql
     export_asset, bigquery_asset = build_source_assets(DynamoDBSource(config))
-    assert export_asset.key.path == ["dynamodb", name, "export"]
+    assert export_asset.key.path == ["dynamodb", f"{name}_export"]
     assert bigquery_asset.key.path[-1] == table
 
 

@@ -25,11 +25,11 @@ DG = Path(sys.executable).with_name("dg")
 
 # What pipeline.yaml (the demo) declares, spelled out so a renaming shows here.
 EXPECTED_ASSETS = {
-    ("dynamodb", "Orders", "export"): ("dynamodb", {"dynamodb", "s3"}),
+    ("dynamodb", "Orders_export"): ("dynamodb", {"dynamodb", "s3"}),
     ("bigquery", "aws_raw", "dynamodb_orders"): ("dynamodb", {"bigquery"}),
-    ("dynamodb", "Products", "export"): ("dynamodb", {"dynamodb", "s3"}),
+    ("dynamodb", "Products_export"): ("dynamodb", {"dynamodb", "s3"}),
     ("bigquery", "aws_raw", "dynamodb_products"): ("dynamodb", {"bigquery"}),
-    ("rds", "shopdb", "snapshot_export"): ("rds", {"rds", "s3"}),
+    ("rds", "shopdb_snapshot_export"): ("rds", {"rds", "s3"}),
     ("bigquery", "aws_raw", "rds_shop_customers"): ("rds", {"bigquery"}),
     ("bigquery", "aws_raw", "rds_shop_orders"): ("rds", {"bigquery"}),
     ("bigquery", "aws_raw", "rds_shop_type_zoo"): ("rds", {"bigquery"}),

@@ -127,7 +127,7 @@ def test_the_ui_instance_holds_the_runs_materializations_and_passed_checks(
     seen = tour.instance_contents()
     assert seen["runs"] == [["aws_to_bigquery", "SUCCESS"]]
     assert "bigquery/aws_raw/dynamodb_orders" in seen["materialized"]
-    assert "rds/shopdb/snapshot_export" in seen["materialized"]
+    assert "rds/shopdb_snapshot_export" in seen["materialized"]
     assert {name for _, name, _ in seen["checks"]} == {
         "row_count_matches_export",
         "freshness_check",
@@ -150,14 +150,14 @@ def test_the_run_prints_a_short_account_and_a_summary(
     assert "downloaded s3://" not in output and "loaded s3://" not in output
     assert len(lines) <= 60, "\n".join(lines)
     summary = output[output.index("aws_to_bigquery succeeded in") :]
-    assert "exported  dynamodb/Orders/export: full_seed: 1 export, 2,000 items" in summary
+    assert "exported  dynamodb/Orders_export: full_seed: 1 export, 2,000 items" in summary
     assert re.search(
         r"loaded\s+export-pipeline-local\.aws_raw\.dynamodb_orders: 2,000 rows", summary
     )
     assert re.search(
         r"export-pipeline-local\.aws_raw\.rds_shop_orders: [\d,]+ rows \(replace\)", summary
     )
-    assert "rds/shopdb/snapshot_export: snapshot rds:shopdb-" in summary
+    assert "rds/shopdb_snapshot_export: snapshot rds:shopdb-" in summary
     assert re.search(r"checks\s+10 passed, 0 failed", summary)
     # One line per table load, naming the rows and the target table.
     assert re.search(
@@ -184,7 +184,7 @@ def test_both_sources_record_the_same_keys_and_a_link_that_opens_locally(
         with urllib.request.urlopen(link, timeout=30) as response:
             table = json.loads(response.read())
         assert table["tableReference"]["tableId"] == asset.rsplit("/", 1)[1]
-    for asset in ("dynamodb/Orders/export", "rds/shopdb/snapshot_export"):
+    for asset in ("dynamodb/Orders_export", "rds/shopdb_snapshot_export"):
         assert {"export_summary", "duration_seconds"} <= set(metadata[asset]), asset
 
 
@@ -230,7 +230,7 @@ def test_the_documented_rds_reload_loads_only_the_table(
     """docs/rds.md's reload: the table asset alone, from a named export; no export starts."""
     import boto3
 
-    task = tour.instance_contents()["metadata"]["rds/shopdb/snapshot_export"][
+    task = tour.instance_contents()["metadata"]["rds/shopdb_snapshot_export"][
         "export_task_identifier"
     ]
     rds = boto3.client(
@@ -267,7 +267,7 @@ def test_the_tour_shows_an_incremental_merge_with_deletes(
     tour: Tour, first_run: subprocess.CompletedProcess[str]
 ) -> None:
     """README's tour: mutate, let 20 minutes pass, run again: Orders is MERGEd, not reloaded."""
-    assert "dynamodb/Orders/export: full_seed" in first_run.stderr
+    assert "dynamodb/Orders_export: full_seed" in first_run.stderr
     changes = json.loads(
         tour.run("export-pipeline", "local", "mutate", "--seed", "11", "--json").stdout
     )
@@ -278,7 +278,7 @@ def test_the_tour_shows_an_incremental_merge_with_deletes(
     # The DynamoDB job is enough here (the README runs aws_to_bigquery, which includes it).
     second = tour.run(*JOB[:-1], "dynamodb_to_bigquery").stderr
     summary = second[second.index("dynamodb_to_bigquery succeeded in") :]
-    assert re.search(r"dynamodb/Orders/export: incremental: 1 export, [\d,]+ items", summary)
+    assert re.search(r"dynamodb/Orders_export: incremental: 1 export, [\d,]+ items", summary)
     rows = 2000 + orders["created"] - orders["deleted"]
     assert f"dynamodb_orders: {rows:,} rows (incremental)" in summary, summary
     assert re.search(r"checks\s+4 passed, 0 failed", summary)

@@ -1,7 +1,7 @@
 """DynamoDB as a source: point-in-time exports to S3, loaded into BigQuery.
 
 One `ExportUnit` per configured table: its export asset
-(`["dynamodb", <table>, "export"]`) runs a point-in-time export (a full
+(`["dynamodb", "<table>_export"]`) runs a point-in-time export (a full
 export, or in incremental mode the chain of windows since BigQuery's
 high-water mark), or, when another run's export of exactly that is still
 IN_PROGRESS, waits for that one instead of paying for a second
@@ -70,7 +70,7 @@ ADOPTED_TAG_PREFIX = "export_pipeline/adopted_exports/"
 
 
 def export_asset_key(table: str) -> AssetKey:
-    return AssetKey(["dynamodb", table, "export"])
+    return AssetKey(["dynamodb", f"{table}_export"])
 
 
 def table_asset_key(config: PipelineConfig, table: str) -> AssetKey:

@@ -1,7 +1,7 @@
 """RDS (MySQL) as a source: snapshot exports to S3 as Parquet, loaded into BigQuery.
 
 One `ExportUnit` per configured instance or Aurora cluster: its export
-asset (`["rds", <identifier>, "snapshot_export"]`) exports the newest
+asset (`["rds", "<identifier>_snapshot_export"]`) exports the newest
 snapshot (or one named in run config), reusing an export already running or
 complete for the same snapshot and scope; one table asset per exported
 table (`["bigquery", <dataset>, "rds_<db>_<table>"]`) loads that table's
@@ -75,7 +75,7 @@ def export_pool(source: RdsInstanceConfig) -> str:
 
 
 def export_asset_key(source: RdsInstanceConfig) -> AssetKey:
-    return AssetKey(["rds", source.identifier, "snapshot_export"])
+    return AssetKey(["rds", f"{source.identifier}_snapshot_export"])
 
 
 def table_asset_key(config: PipelineConfig, database: str, table: str) -> AssetKey:

@@ -163,7 +163,7 @@ def test_mariadb_backed_instance_round_trip(
     [export] = [
         e
         for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey(["rds", identifier, "snapshot_export"])
+        if e.asset_key == AssetKey(["rds", f"{identifier}_snapshot_export"])
     ]
     assert export.materialization.metadata["export_reused"].value is False
     got = {
