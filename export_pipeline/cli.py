@@ -5,6 +5,8 @@
     export-pipeline local status [--json] what runs, and the endpoints to point clients at
     export-pipeline local mutate [--seed N] [--json]
                                           change the demo data like production changes
+    export-pipeline local pass-time [--minutes N]
+                                          let N minutes pass for the demo (incremental runs)
     export-pipeline dynamodb-to-parquet … convert a DynamoDB export (when installed)
 
 The local cloud's location and ports come from `LocalCloudSettings.from_env()`
@@ -33,10 +35,19 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-def _print_status(status: Any) -> None:
+# What `local status` says about credentials: the local servers check none.
+CREDENTIALS_NOTE = (
+    "any AWS access key and secret work (e.g. AWS_ACCESS_KEY_ID=test "
+    "AWS_SECRET_ACCESS_KEY=test); BigQuery takes anonymous credentials"
+)
+
+
+def _print_status(status: Any, region: str) -> None:
     state = "running" if status.running else "not running"
     print(f"local cloud: {state}")
     print(f"  AWS endpoint:       {status.aws_endpoint_url}  ({_service_line(status.aws)})")
+    print(f"  AWS region:         {region}")
+    print(f"  credentials:        {CREDENTIALS_NOTE}")
     print(
         f"  BigQuery endpoint:  {status.bigquery_api_endpoint}  ({_service_line(status.bigquery)})"
     )
@@ -45,6 +56,7 @@ def _print_status(status: Any) -> None:
     print(f"  demo data seeded:   {'yes' if status.seeded else 'no'}")
     print(f"  state folder:       {status.state_dir}")
     print(f"  logs:               {status.aws.log_path}, {status.bigquery.log_path}")
+    print("  query the data:     docs/local-cloud.md#look-at-the-data-yourself")
 
 
 def _service_line(service: Any) -> str:
@@ -55,7 +67,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     config = current_config()
     started = time.monotonic()
     status = local_cloud.up(local_cloud.LocalCloudSettings.from_env(), config, timeout=args.timeout)
-    _print_status(status)
+    _print_status(status, config.aws.region)
+    if status.started_fresh:
+        print(local_cloud.FRESH_START_LINE.format(dataset=config.bigquery.dataset))
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -70,10 +84,16 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     status = local_cloud.status(local_cloud.LocalCloudSettings.from_env())
+    region = current_config().aws.region
     if args.json:
-        print(json.dumps(status.to_dict(), indent=2))
+        print(
+            json.dumps(
+                {**status.to_dict(), "aws_region": region, "credentials": CREDENTIALS_NOTE},
+                indent=2,
+            )
+        )
     else:
-        _print_status(status)
+        _print_status(status, region)
     return 0
 
 
@@ -91,6 +111,20 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
                 print(f"  {key}: {rendered}")
         else:
             print(f"  {changes}")
+    return 0
+
+
+def _cmd_pass_time(args: argparse.Namespace) -> int:
+    config = current_config()
+    moved = local_cloud.pass_time(
+        local_cloud.LocalCloudSettings.from_env(), config, minutes=args.minutes
+    )
+    print(
+        f"moved the demo's recorded past {moved['minutes']:g} minutes back: DynamoDB tables "
+        f"{', '.join(moved['dynamodb_tables']) or '(none)'}, "
+        f"{moved['high_water_marks_moved']} high-water mark(s) in BigQuery; the next run "
+        "plans as if the last one had been that much earlier"
+    )
     return 0
 
 
@@ -123,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     mutate.add_argument("--seed", type=int, default=None, help="random seed (repeatable runs)")
     mutate.add_argument("--json", action="store_true", help="print JSON")
     mutate.set_defaults(func=_cmd_mutate)
+
+    pass_time = local_commands.add_parser(
+        "pass-time",
+        help="let N minutes pass for the demo (incremental exports need 15 min windows)",
+    )
+    pass_time.add_argument("--minutes", type=float, default=20.0, help="how many minutes (20)")
+    pass_time.set_defaults(func=_cmd_pass_time)
 
     # Subcommands whose modules sit with what they are about.
     convert_cli.register(commands)

@@ -8,6 +8,7 @@ naming the file, the field and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from enum import StrEnum
@@ -361,16 +362,70 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
+def _item_label(item: object, index: int) -> str:
+    """`[Orders]` for a list entry with a valid name or identifier, else `[<index>]`."""
+    if isinstance(item, dict):
+        for key, valid in (("name", _DYNAMODB_TABLE_NAME), ("identifier", _RDS_IDENTIFIER)):
+            label = item.get(key)
+            if isinstance(label, str) and valid.fullmatch(label):
+                return f"[{label}]"
+    return f"[{index}]"
+
+
+def _where(raw: object, loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """The field's path, naming list entries by their name, and the model that holds it."""
+    parts: list[str] = []
+    node: object = raw
+    model: type[BaseModel] | None = PipelineConfig
+    for step in loc:
+        if isinstance(step, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}{_item_label(_at(node, step), step)}"]
+            node = _at(node, step)
+            continue
+        parts.append(str(step))
+        node = node.get(step) if isinstance(node, dict) else None
+        model = _field_model(model, str(step))
+    return ".".join(parts) or "(top level)", model
+
+
+def _at(node: object, index: int) -> object:
+    return node[index] if isinstance(node, list) and 0 <= index < len(node) else None
+
+
+def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    """The model of field `name` of `model` (or of its list entries), if it is one."""
+    if model is None or name not in model.model_fields:
+        return None
+    annotation = model.model_fields[name].annotation
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _unknown_field_message(name: str, model: type[BaseModel] | None) -> str:
+    """'unknown field', the nearest valid key when one is close, and the valid keys."""
+    valid = [f for f in (model.model_fields if model else {}) if f != "source_path"]
+    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    return f"unknown field; {hint}(valid here: {', '.join(valid)})"
+
+
+def _format_validation_error(path: Path, raw: object, error: ValidationError) -> str:
+    """One line per problem: the file, the field (list entries by name), what to do."""
+    lines = []
     for problem in error.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        loc = tuple(problem["loc"])
         message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            message = "unknown field (check its spelling and indentation)"
-        elif problem["type"] == "missing":
-            message = "required field is missing"
-        lines.append(f"  {where}: {message}")
+        if problem["type"] == "extra_forbidden" and loc:
+            parent, model = _where(raw, loc[:-1])
+            where = f"{parent}.{loc[-1]}" if loc[:-1] else str(loc[-1])
+            message = _unknown_field_message(str(loc[-1]), model)
+        else:
+            where, _ = _where(raw, loc)
+            if problem["type"] == "missing":
+                message = "required field is missing"
+        lines.append(f"{path}: {where}: {message}")
     return "\n".join(lines)
 
 
@@ -385,7 +440,7 @@ def parse_config(text: str, path: Path) -> PipelineConfig:
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from None
+        raise ConfigError(_format_validation_error(path, raw, exc)) from None
     return config.model_copy(update={"source_path": str(path)})
 
 

@@ -43,6 +43,15 @@ WAIT_MODE_METADATA = "wait_mode"
 # The BigQuery table a table asset writes (Dagster's own metadata names).
 ROW_COUNT_METADATA = "dagster/row_count"
 TABLE_NAME_METADATA = "dagster/table_name"
+# Metadata every source records under the same names, for the same things.
+# Export assets: one line saying what was exported (also the run summary's line).
+EXPORT_SUMMARY_METADATA = "export_summary"
+# Table assets: how the table was written (full, incremental, replace, up_to_date).
+LOAD_METADATA = "load"
+# Table assets: a link that opens the table (`TableId.link`).
+BIGQUERY_TABLE_URL_METADATA = "bigquery_table_url"
+# Export and table assets: seconds the step took.
+DURATION_METADATA = "duration_seconds"
 
 
 def pool_name(*parts: str) -> str:

@@ -10,6 +10,7 @@ runs its checks, row count and freshness, after the load).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from dagster import (
@@ -21,11 +22,12 @@ from dagster import (
     multiprocess_executor,
 )
 
-from export_pipeline.config import PipelineConfig, current_config
+from export_pipeline.config import ConfigError, PipelineConfig, current_config
 from export_pipeline.contract import SOURCE_TAG
 from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.graph.completion_sensor import build_export_completion_sensor
+from export_pipeline.graph.console import LOGGER_RUN_CONFIG, console_logger
 from export_pipeline.graph.freshness import build_freshness_checks, build_freshness_sensor
 from export_pipeline.registry import configured_sources
 
@@ -57,13 +59,28 @@ def build_definitions(config: PipelineConfig) -> Definitions:
     aws_to_bigquery = define_asset_job(
         "aws_to_bigquery",
         selection=AssetSelection.all(),
+        config=LOGGER_RUN_CONFIG,
         description="Export every configured DynamoDB table and RDS snapshot and load BigQuery.",
     )
     source_jobs = [
         define_asset_job(
             f"{source.kind}_to_bigquery",
             selection=AssetSelection.tag(SOURCE_TAG, source.kind),
+            config=LOGGER_RUN_CONFIG,
             description=f"Only the {source.title}.",
+        )
+        for source in sources
+    ]
+    # Reloads: the tables of a source and their checks, never its export assets, so
+    # a reload loads the export named in run config (or the latest) and starts none.
+    reload_jobs = [
+        define_asset_job(
+            f"{source.kind}_reload",
+            selection=AssetSelection.tag(SOURCE_TAG, source.kind)
+            - AssetSelection.assets(*(unit.key for unit in source.units())),
+            description=f"Only the BigQuery tables of the {source.title}, from the export "
+            "named in each table's run config (else the latest); no new export.",
+            config=LOGGER_RUN_CONFIG,
         )
         for source in sources
     ]
@@ -79,7 +96,7 @@ def build_definitions(config: PipelineConfig) -> Definitions:
     return Definitions(
         assets=[asset for source in sources for asset in build_source_assets(source)],
         asset_checks=freshness,
-        jobs=[aws_to_bigquery, *source_jobs],
+        jobs=[aws_to_bigquery, *source_jobs, *reload_jobs],
         schedules=[schedule],
         sensors=[
             *(sensor for source in sources for sensor in source.sensors()),
@@ -88,7 +105,22 @@ def build_definitions(config: PipelineConfig) -> Definitions:
         ],
         resources=build_resources(config),
         executor=STEP_EXECUTOR,
+        loggers={"console": console_logger},
     )
 
 
-defs = build_definitions(current_config())
+def _load_definitions() -> Definitions:
+    """The definitions of the configuration in force; a bad file stops here in one line.
+
+    A configuration mistake is the user's to fix, not a bug: the command that
+    loads this module prints the file, the field and what to do, without a
+    traceback, and exits with status 2 (as the `export-pipeline` CLI does).
+    """
+    try:
+        return build_definitions(current_config())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+defs = _load_definitions()

@@ -45,8 +45,30 @@ from export_pipeline.local_cloud.settings import (
 )
 from export_pipeline_tests.support.aws_samples import AwsSamples, write_aws_samples
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
+from export_pipeline_tests.support.prerequisites import missing_lines
 
 TEST_EXPORT_SECONDS = "0.5"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(name): the test needs a program or server from the machine: chromium, "
+        "mariadb or postgresql (support/prerequisites.py); checked once before any test runs",
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop the run, before any test, when a selected test's prerequisite is missing."""
+    needed = [
+        name
+        for item in session.items
+        for marker in item.iter_markers("needs")
+        for name in marker.args
+    ]
+    lines = missing_lines(needed)
+    if lines:
+        pytest.exit("\n".join(lines), returncode=pytest.ExitCode.TESTS_FAILED)
 
 
 def _point_environment_at(settings: LocalCloudSettings) -> None:

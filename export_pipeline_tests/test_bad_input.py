@@ -68,7 +68,7 @@ def _rejected(raw: dict[str, Any], field: str, *hints: str) -> str:
         _load(raw)
     message = str(raised.value)
     assert str(PATH) in message
-    assert re.search(rf"^\s+{re.escape(field)}: ", message, re.M), message
+    assert re.search(rf"^{re.escape(str(PATH))}: {re.escape(field)}: ", message, re.M), message
     for hint in hints:
         assert hint in message, message
     return message
@@ -77,7 +77,7 @@ def _rejected(raw: dict[str, Any], field: str, *hints: str) -> str:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_dynamodb_table_names_are_refused(name):
     raw = _with(dynamodb={"tables": [{"name": name}]})
-    _rejected(raw, "dynamodb.tables.0.name", "expected a DynamoDB table name", repr(name))
+    _rejected(raw, "dynamodb.tables[0].name", "expected a DynamoDB table name", repr(name))
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_hostile_dynamodb_table_names_are_refused(name):
 )
 def test_hostile_rds_table_names_are_refused(entry):
     raw = _with(rds={"instances": [{**RDS_SOURCE, "export_only": [entry]}]})
-    _rejected(raw, "rds.instances.0.export_only", "database.table", repr(entry))
+    _rejected(raw, "rds.instances[shopdb].export_only", "database.table", repr(entry))
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_hostile_names_elsewhere_are_refused(section, field, value, hint):
 
 def test_hostile_rds_identifier_is_refused():
     raw = _with(rds={"instances": [{**RDS_SOURCE, "identifier": "shop db"}]})
-    _rejected(raw, "rds.instances.0.identifier", "RDS identifier")
+    _rejected(raw, "rds.instances[0].identifier", "RDS identifier")
 
 
 @pytest.mark.parametrize(
@@ -132,11 +132,11 @@ def test_hostile_rds_identifier_is_refused():
         (_with(dynamo={"tables": []}), "dynamo", "unknown field"),
         (
             _with(dynamodb={"tables": [{"name": "Orders", "nmae": "x"}]}),
-            "dynamodb.tables.0.nmae",
+            "dynamodb.tables[Orders].nmae",
             "unknown field",
         ),
         (_with(dynamodb={"tables": "Orders"}), "dynamodb.tables", "valid list"),
-        (_with(dynamodb={"tables": [42]}), "dynamodb.tables.0", "valid dictionary"),
+        (_with(dynamodb={"tables": [42]}), "dynamodb.tables[0]", "valid dictionary"),
         (
             _with(dynamodb={"export_timeout_minutes": "soon"}),
             "dynamodb.export_timeout_minutes",
@@ -145,12 +145,12 @@ def test_hostile_rds_identifier_is_refused():
         (_with(dynamodb={"max_parallel_files": 0}), "dynamodb.max_parallel_files", "greater than"),
         (
             _with(dynamodb={"tables": [{"name": "Orders", "mode": "sometimes"}]}),
-            "dynamodb.tables.0.mode",
+            "dynamodb.tables[Orders].mode",
             "'full'",
         ),
         (
             _with(rds={"instances": [{**RDS_SOURCE, "kind": "aurora"}]}),
-            "rds.instances.0.kind",
+            "rds.instances[shopdb].kind",
             "'instance'",
         ),
         ({"aws": BASE["aws"]}, "bigquery", "required field is missing"),
@@ -197,11 +197,11 @@ NEWLINE_FIELDS = [
     ("aws", "export_prefix", "aws.export_prefix"),
     ("bigquery", "project", "bigquery.project"),
     ("bigquery", "dataset", "bigquery.dataset"),
-    ("dynamodb", "name", "dynamodb.tables.0.name"),
-    ("rds", "identifier", "rds.instances.0.identifier"),
-    ("rds", "export_only", "rds.instances.0.export_only"),
-    ("rds", "iam_role_arn", "rds.instances.0.iam_role_arn"),
-    ("rds", "kms_key_id", "rds.instances.0.kms_key_id"),
+    ("dynamodb", "name", "dynamodb.tables[0].name"),
+    ("rds", "identifier", "rds.instances[0].identifier"),
+    ("rds", "export_only", "rds.instances[shopdb].export_only"),
+    ("rds", "iam_role_arn", "rds.instances[shopdb].iam_role_arn"),
+    ("rds", "kms_key_id", "rds.instances[shopdb].kms_key_id"),
 ]
 
 
@@ -243,7 +243,7 @@ def test_any_accepted_dynamodb_name_yields_safe_keys_tables_and_sql(name):
     sql = TableId(config.bigquery.project, config.bigquery.dataset, table).sql
     assert sql.count("`") == 6 and "'" not in sql and " " not in sql
     export_asset, bigquery_asset = build_source_assets(DynamoDBSource(config))
-    assert export_asset.key.path == ["dynamodb", name, "export"]
+    assert export_asset.key.path == ["dynamodb", f"{name}_export"]
     assert bigquery_asset.key.path[-1] == table
 
 

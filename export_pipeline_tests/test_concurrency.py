@@ -141,8 +141,8 @@ def test_every_bigquery_table_has_a_pool_of_its_own(pipeline_config):
     assert all(pools.values()) and len(set(pools.values())) == len(pools)
     assert pools["bigquery/aws_raw/dynamodb_orders"] == "bigquery_aws_raw_dynamodb_orders"
     assert pools["bigquery/aws_raw/rds_shop_orders"] == "bigquery_aws_raw_rds_shop_orders"
-    assert pools["dynamodb/Orders/export"] == "dynamodb_export_Orders"
-    assert pools["rds/shopdb/snapshot_export"] == "rds_export_shopdb"
+    assert pools["dynamodb/Orders_export"] == "dynamodb_export_Orders"
+    assert pools["rds/shopdb_snapshot_export"] == "rds_export_shopdb"
 
 
 def test_pools_set_creates_every_pool_of_the_graph_once(tmp_path, pipeline_config):

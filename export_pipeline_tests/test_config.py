@@ -72,10 +72,10 @@ def test_environment_variable_overrides_file(monkeypatch: pytest.MonkeyPatch) ->
         ),
         (
             {"dynamodb": {"tables": [{"name": "Orders", "mode": "sometimes"}]}},
-            "dynamodb.tables.0.mode",
+            "dynamodb.tables[Orders].mode",
             "full",
         ),
-        ({"dynamodb": {"tables": [{"name": "x`; DROP"}]}}, "dynamodb.tables.0.name", "table name"),
+        ({"dynamodb": {"tables": [{"name": "x`; DROP"}]}}, "dynamodb.tables[0].name", "table name"),
         ({"dynamodb": {"tables": [{"name": "Orders"}, {"name": "Orders"}]}}, "dynamodb", "twice"),
         ({"schedule": {"cron": "every day"}}, "schedule.cron", "cron"),
         ({"schedule": {"timezone": "Mars/Olympus"}}, "schedule.timezone", "IANA"),
@@ -114,7 +114,7 @@ RDS = {
 )
 def test_invalid_rds_instances(patch, field) -> None:
     raw = {**MINIMAL, "rds": {"instances": [{**RDS, **patch}]}}
-    with pytest.raises(ConfigError, match=rf"rds\.instances\.0\.{field}"):
+    with pytest.raises(ConfigError, match=rf"rds\.instances\[[^]]+\]\.{field}"):
         _parse(raw)
 
 
@@ -138,3 +138,63 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     config = current_config()
     assert config.dynamodb.tables[0].mode is DynamoDBExportMode.INCREMENTAL
     assert config.source_path == str(path)
+
+
+def _demo_with_typo(tmp_path: Path) -> Path:
+    """The shipped pipeline.yaml with `mode:` of table Orders misspelt `mod:`."""
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    assert "      mode: incremental" in text
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text(text.replace("      mode: incremental", "      mod: incremental", 1))
+    return bad
+
+
+def test_a_misspelt_key_names_the_table_and_suggests_the_key(tmp_path: Path) -> None:
+    bad = _demo_with_typo(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_config(bad)
+    assert str(error.value) == (
+        f"{bad}: dynamodb.tables[Orders].mod: unknown field; did you mean 'mode'? "
+        "(valid here: name, mode, wait)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "line"),
+    [
+        ({"dynamo": {}}, "dynamo: unknown field; did you mean 'dynamodb'?"),
+        ({"bigquery": {"project": "my-project-1", "datset": "x"}}, "did you mean 'dataset'?"),
+        ({"schedule": {"zzz": 1}}, "schedule.zzz: unknown field; (valid here: cron, timezone)"),
+    ],
+)
+def test_unknown_keys_suggest_the_nearest_valid_one(raw: dict, line: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        _parse({**MINIMAL, **raw})
+    assert line in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_the_job_command_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """`dagster job execute` (a real subprocess) stops at the configuration, in one line."""
+    import os
+    import subprocess
+    import sys
+
+    bad = _demo_with_typo(tmp_path)
+    env = {**os.environ, "EXPORT_PIPELINE_CONFIG": str(bad)}
+    dagster = str(Path(sys.executable).parent / "dagster")
+    result = subprocess.run(
+        [dagster, "job", "execute", "-m", "export_pipeline", "-j", "aws_to_bigquery"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {bad}: dynamodb.tables[Orders].mod: unknown field; "
+        "did you mean 'mode'? (valid here: name, mode, wait)"
+    ]
+    assert "Traceback" not in result.stderr + result.stdout

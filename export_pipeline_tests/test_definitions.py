@@ -25,11 +25,11 @@ DG = Path(sys.executable).with_name("dg")
 
 # What pipeline.yaml (the demo) declares, spelled out so a renaming shows here.
 EXPECTED_ASSETS = {
-    ("dynamodb", "Orders", "export"): ("dynamodb", {"dynamodb", "s3"}),
+    ("dynamodb", "Orders_export"): ("dynamodb", {"dynamodb", "s3"}),
     ("bigquery", "aws_raw", "dynamodb_orders"): ("dynamodb", {"bigquery"}),
-    ("dynamodb", "Products", "export"): ("dynamodb", {"dynamodb", "s3"}),
+    ("dynamodb", "Products_export"): ("dynamodb", {"dynamodb", "s3"}),
     ("bigquery", "aws_raw", "dynamodb_products"): ("dynamodb", {"bigquery"}),
-    ("rds", "shopdb", "snapshot_export"): ("rds", {"rds", "s3"}),
+    ("rds", "shopdb_snapshot_export"): ("rds", {"rds", "s3"}),
     ("bigquery", "aws_raw", "rds_shop_customers"): ("rds", {"bigquery"}),
     ("bigquery", "aws_raw", "rds_shop_orders"): ("rds", {"bigquery"}),
     ("bigquery", "aws_raw", "rds_shop_type_zoo"): ("rds", {"bigquery"}),
@@ -174,3 +174,16 @@ def test_steps_run_in_a_preloaded_forkserver_and_max_concurrent_stays_settable(
     validate_run_config(job, {"execution": {"config": {"max_concurrent": 3}}})
     with pytest.raises(DagsterInvalidConfigError, match="max_concurent"):
         validate_run_config(job, {"execution": {"config": {"max_concurent": 3}}})
+
+
+@pytest.mark.parametrize("kind", ["dynamodb", "rds"])
+def test_reload_jobs_select_the_tables_and_their_checks_never_an_export(
+    defs: Definitions, kind: str
+) -> None:
+    job = defs.resolve_job_def(f"{kind}_reload")
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert selected and all(key.startswith("bigquery/") for key in selected)
+    full = defs.resolve_job_def(f"{kind}_to_bigquery")
+    everything = {key.to_user_string() for key in full.asset_layer.selected_asset_keys}
+    assert selected == {key for key in everything if key.startswith("bigquery/")}
+    assert any(name.startswith("freshness_check") for name in job.graph.node_dict)

@@ -25,6 +25,8 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from export_pipeline.config import REPO_ROOT
 
+pytestmark = pytest.mark.needs("postgresql")
+
 DEPLOYED = REPO_ROOT / "deploy" / "dagster.yaml"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 

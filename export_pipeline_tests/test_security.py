@@ -133,7 +133,7 @@ def test_a_failing_materialization_leaks_no_secret(
         rds_instances=[clean.rds],
     )
     instance = DagsterInstance.ephemeral()
-    export_op = f"rds__{clean.rds.identifier}__snapshot_export"
+    export_op = f"rds__{clean.rds.identifier}_snapshot_export"
     result = _runs.run(
         config,
         instance=instance,

@@ -249,8 +249,9 @@ def test_requested_run_exports_exactly_the_named_snapshot(
     named = first.run_requests[0].tags[SNAPSHOT_TAG]
     take_automated_snapshot(aws_clients.rds, instance_id)
 
+    # The sensor targets an asset selection: its runs are of Dagster's implicit asset job.
     defs = build_definitions(config)
-    job = defs.resolve_job_def("rds_to_bigquery")
+    job = defs.resolve_implicit_global_asset_job_def()
     (request,) = first.run_requests
     validate_run_config(job, request.run_config)
     export_only = job.get_subset(asset_selection={export_asset_key(source)})

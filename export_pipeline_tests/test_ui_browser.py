@@ -1,9 +1,10 @@
 """The Dagster UI shows the pipeline: a real webserver, driven by headless Chromium.
 
-Starts `dagster-webserver` on a free loopback port (DAGSTER_HOME in a tmp
-folder, environment pointing at the session's local cloud), asks its GraphQL
+Runs the README's first command (`dagster job execute … aws_to_bigquery`, on a
+private cloud) into a DAGSTER_HOME in a tmp folder, then starts
+`dagster-webserver` on a free loopback port on that home, asks its GraphQL
 API for the asset list, and renders the asset catalog and the lineage graph in
-Debian's Chromium (`apt-get install -y chromium`; no browser download). The
+Chromium found on PATH (`apt-get install -y chromium`; no browser download). The
 lineage screenshot is checked and, with EXPORT_PIPELINE_UPDATE_DOCS=1, copied
 to docs/asset-graph.png (the README's picture) — tests do not rewrite tracked
 files otherwise.
@@ -33,9 +34,16 @@ import pytest
 
 from export_pipeline.config import REPO_ROOT, current_config
 from export_pipeline.definitions import build_definitions
-from export_pipeline_tests.support.local_cloud import free_ports
+from export_pipeline.local_cloud.settings import (
+    AWS_PORT_ENV,
+    BIGQUERY_GRPC_PORT_ENV,
+    BIGQUERY_PORT_ENV,
+    STATE_DIR_ENV,
+)
+from export_pipeline_tests.support.local_cloud import free_ports, fresh_local_cloud_settings
+from export_pipeline_tests.support.prerequisites import find_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.needs("chromium")
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")
 # The code location as pyproject.toml's [tool.dagster] names it.
 MODULE = "export_pipeline.definitions"
@@ -78,10 +86,54 @@ def _expected() -> dict[str, str]:
     }
 
 
+def _run_the_readme_job(home: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The README's first command into `home`, on a private cloud it starts and this stops.
+
+    So the UI shows what a new user sees after that command: every asset
+    materialized, every check passed (and the docs' picture shows it too).
+    """
+    settings = fresh_local_cloud_settings(tmp_path_factory.mktemp("ui_cloud"))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        STATE_DIR_ENV: str(settings.state_dir),
+        AWS_PORT_ENV: str(settings.aws_port),
+        BIGQUERY_PORT_ENV: str(settings.bigquery_port),
+        BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+    }
+    bin_dir = Path(sys.executable).parent
+    try:
+        result = subprocess.run(
+            [
+                str(bin_dir / "dagster"),
+                "job",
+                "execute",
+                "-m",
+                "export_pipeline",
+                "-j",
+                "aws_to_bigquery",
+            ],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=480,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+    finally:
+        subprocess.run(
+            [str(bin_dir / "export-pipeline"), "local", "down"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+
+
 @pytest.fixture(scope="module")
 def webserver(local_cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    _run_the_readme_job(home, tmp_path_factory)
     (port,) = free_ports(1)
     log = home / "webserver.log"
     # os.environ holds the local cloud's EXPORT_PIPELINE_LOCAL_* (set by `local_cloud`).
@@ -134,7 +186,7 @@ def _signal_group(pgid: int, signum: int) -> None:
 def _chromium(url: str, user_data_dir: Path, *action: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
-            str(CHROMIUM),
+            str(find_chromium()),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -218,9 +270,14 @@ def test_lineage_page_renders_the_graph(webserver: Webserver, tmp_path: Path) ->
     text = _visible_text(dom.stdout.decode("utf-8", "replace"))
     assert "Global asset lineage" in text
     assert not ERROR_TEXT.search(text), ERROR_TEXT.search(text)
-    # One node per asset, labelled with the last part of its key ("export" twice).
+    # One node per asset, labelled with the last part of its key, each a different name.
     nodes = Counter(re.findall(r" (\w+) Latest event ", text))
     assert nodes == Counter(key.rsplit("/", 1)[-1] for key in expected), text[:3000]
+    assert max(nodes.values()) == 1, nodes
+    # After the README's command: every asset materialized, every table's 2 checks passed.
+    assert "Never materialized" not in text, text[:3000]
+    tables = [key for key in expected if key.startswith("bigquery/")]
+    assert text.count("2 / 2 Passed") == len(tables), text[:3000]
 
     picture = tmp_path / "asset-graph.png"
     shot = _chromium(url, tmp_path / "chromium", f"--screenshot={picture}")

@@ -31,6 +31,7 @@ from google.api_core.exceptions import NotFound
 
 from export_pipeline import bigquery as core
 from export_pipeline.config import DynamoDBExportMode, PipelineConfig
+from export_pipeline.contract import LOAD_METADATA
 from export_pipeline.dynamodb import bigquery_tables as bq
 from export_pipeline.dynamodb.convert import (
     ConversionError,
@@ -148,7 +149,9 @@ def _download_all(
 ) -> dict[Path, DataFile]:
     local: dict[Path, DataFile] = {}
     for index, manifest in enumerate(manifests):
-        local.update(download_data_files(s3, manifest, work_dir / "raw" / f"{index:03d}", log=log))
+        local.update(download_data_files(s3, manifest, work_dir / "raw" / f"{index:03d}"))
+    size = sum(path.stat().st_size for path in local)
+    log(f"downloaded {len(local)} data file(s), {size:,} bytes, MD5 checked against the manifest")
     return local
 
 
@@ -430,13 +433,11 @@ def _outcome(
                 for f in schema
             ]
         ),
-        "bigquery_console_url": MetadataValue.url(job.target.console_url),
-        "load": how,
+        LOAD_METADATA: how,
         "export_arns": MetadataValue.json([m.export_arn for m in manifests]),
         "bytes_moved": (result.bytes_read if result is not None else 0) + staged_bytes,
         "bytes_downloaded_from_s3": result.bytes_read if result is not None else 0,
         "bytes_uploaded_to_bigquery": staged_bytes,
-        "load_duration_seconds": round(time.monotonic() - job.started, 3),
     }
     if manifests:
         metadata["export_arn"] = manifests[-1].export_arn

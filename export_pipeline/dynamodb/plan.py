@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from export_pipeline.durations import readable
+
 MIN_WINDOW = timedelta(minutes=15)
 MAX_WINDOW = timedelta(hours=24)
 
@@ -88,20 +90,21 @@ def plan_incremental(
         if mark_from_full_export:
             return ExportPlan(
                 ExportStrategy.FULL_FALLBACK,
-                f"only {gap} since the full export that set the high-water mark: a widened "
-                "window would start before it and could miss items created before it and "
+                f"only {readable(gap)} since the full export that set the high-water mark: "
+                "a widened window would start before it and could miss items created before it and "
                 "deleted since, so a full export again",
             )
         if start < earliest_restorable:
             return ExportPlan(
                 ExportStrategy.FULL_FALLBACK,
-                f"only {gap} since the high-water mark and widening the window back to "
+                f"only {readable(gap)} since the high-water mark and widening the window back to "
                 f"{start.isoformat()} leaves the PITR window: full export",
             )
         return ExportPlan(
             ExportStrategy.INCREMENTAL_WIDENED,
-            f"only {gap} since the high-water mark {watermark.isoformat()}: window widened "
-            f"back to 15 minutes from {start.isoformat()} (changes re-applied are harmless)",
+            f"only {readable(gap)} since the high-water mark {watermark.isoformat()}: "
+            f"window widened back to 15 minutes from {start.isoformat()} "
+            "(changes re-applied are harmless)",
             [(start, now)],
         )
     count = math.ceil(gap / MAX_WINDOW)
@@ -113,7 +116,7 @@ def plan_incremental(
         end = now if index == count - 1 else start + step
         windows.append((start, end))
         start = end
-    reason = f"{gap} since the high-water mark {watermark.isoformat()}: " + (
+    reason = f"{readable(gap)} since the high-water mark {watermark.isoformat()}: " + (
         "one incremental window" if count == 1 else f"catching up in {count} chained windows"
     )
     return ExportPlan(ExportStrategy.INCREMENTAL, reason, windows)

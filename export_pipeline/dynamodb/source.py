@@ -1,7 +1,7 @@
 """DynamoDB as a source: point-in-time exports to S3, loaded into BigQuery.
 
 One `ExportUnit` per configured table: its export asset
-(`["dynamodb", <table>, "export"]`) runs a point-in-time export (a full
+(`["dynamodb", "<table>_export"]`) runs a point-in-time export (a full
 export, or in incremental mode the chain of windows since BigQuery's
 high-water mark), or, when another run's export of exactly that is still
 IN_PROGRESS, waits for that one instead of paying for a second
@@ -28,6 +28,7 @@ from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue
 
 from export_pipeline.config import DynamoDBExportMode, DynamoDBTableConfig, PipelineConfig
 from export_pipeline.contract import (
+    EXPORT_SUMMARY_METADATA,
     Export,
     ExportRunConfig,
     ExportState,
@@ -70,7 +71,7 @@ ADOPTED_TAG_PREFIX = "export_pipeline/adopted_exports/"
 
 
 def export_asset_key(table: str) -> AssetKey:
-    return AssetKey(["dynamodb", table, "export"])
+    return AssetKey(["dynamodb", f"{table}_export"])
 
 
 def table_asset_key(config: PipelineConfig, table: str) -> AssetKey:
@@ -270,6 +271,19 @@ def _windows_after(
     return []
 
 
+def _export_summary(plan: ExportPlan, exports: list[dict[str, Any]], metadata: dict) -> str:
+    """`incremental: 1 export, 57 items` (items: changed items for an incremental export)."""
+    if not exports:
+        return f"{plan.strategy.value}: nothing exported"
+    count = len(exports)
+    text = (
+        f"{plan.strategy.value}: {count} export{'s' if count > 1 else ''}, "
+        f"{metadata['item_count']:,} items"
+    )
+    status = metadata[EXPORT_STATUS_METADATA]
+    return text if status == "COMPLETED" else f"{text} ({status})"
+
+
 def _export_metadata(
     table: str,
     table_arn: str,
@@ -302,6 +316,7 @@ def _export_metadata(
         # Another run's IN_PROGRESS exports this run waited for instead of starting its own.
         "adopted_export_arns": MetadataValue.json(adopted),
     }
+    metadata[EXPORT_SUMMARY_METADATA] = _export_summary(plan, exports, metadata)
     if arns:
         metadata["export_arn"] = arns[-1]
     if exports and exports[0].get("ExportType", FULL_EXPORT) == FULL_EXPORT:

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 from export_pipeline.local_cloud._process import LocalCloudError
 from export_pipeline.local_cloud.control import (
+    FRESH_START_LINE,
     LocalCloudStatus,
     down,
     ensure_running,
     mutate,
+    pass_time,
     status,
     up,
 )
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 __all__ = [
+    "FRESH_START_LINE",
     "LocalCloudError",
     "LocalCloudSettings",
     "LocalCloudStatus",
     "down",
     "ensure_running",
     "mutate",
+    "pass_time",
     "status",
     "up",
 ]

@@ -66,6 +66,12 @@ BIGQUERY = "bigquery"
 DEMO_MODULES: dict[str, ModuleType] = {"dynamodb": demo_dynamodb, "rds": demo_rds}
 
 DEFAULT_START_TIMEOUT = 90.0
+# What `up` (and a run that starts the cloud) says when the demo starts afresh.
+FRESH_START_LINE = (
+    "local cloud started with fresh demo data: DynamoDB tables and RDS databases reseeded, "
+    "BigQuery dataset {dataset} emptied (the local cloud keeps no data across "
+    "`export-pipeline local down` or a crash)"
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ class LocalCloudStatus:
     aws: ServiceStatus
     bigquery: ServiceStatus
     seeded: bool  # the demo data is in the running AWS server
+    # This call started the AWS server and seeded it: every source holds fresh demo
+    # data and the BigQuery dataset was emptied (FRESH_START_LINE says so).
+    started_fresh: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -362,7 +371,7 @@ def _up_locked(
         _stop_started(settings, started)
         raise
     _create_datasets(settings, config, empty_first=seeded_now)
-    return status(settings)
+    return replace(status(settings), started_fresh=seeded_now)
 
 
 def _stop_started(settings: LocalCloudSettings, started: dict[str, ProcessRecord | None]) -> None:
@@ -440,6 +449,17 @@ def mutate(
     for kind, module in DEMO_MODULES.items():
         summary[kind] = module.mutate(clients, config, settings, seed)
     return summary
+
+
+def pass_time(
+    settings: LocalCloudSettings, config: CloudConfiguration, *, minutes: float
+) -> dict[str, Any]:
+    """Let `minutes` pass for the demo (see `local_cloud.pass_time`)."""
+    from export_pipeline.local_cloud import pass_time as module
+
+    settings = _absolute(settings)
+    ensure_running(settings, config)
+    return module.pass_time(settings, config, minutes)
 
 
 # -- Clients -------------------------------------------------------------------

@@ -26,6 +26,8 @@ from export_pipeline.local_cloud.rds_store import Column, Store
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 DATABASE = "shop"
+# The tables `seed_store` creates (and a fresh AWS server re-creates).
+DEMO_TABLES = ("customers", "orders", "type_zoo")
 CUSTOMER_COUNT = 1200
 ORDER_COUNT = 3000
 EXPORT_SERVICE = "export.rds.amazonaws.com"
@@ -399,13 +401,23 @@ def _exists(call: Any, not_found: type[Exception]) -> bool:
         return False
 
 
+def _source_exists(rds: Any, instance: RdsSource) -> bool:
+    ident = instance.identifier
+    if instance.kind == "instance":
+        return _exists(
+            lambda: rds.describe_db_instances(DBInstanceIdentifier=ident),
+            rds.exceptions.DBInstanceNotFoundFault,
+        )
+    return _exists(
+        lambda: rds.describe_db_clusters(DBClusterIdentifier=ident),
+        rds.exceptions.DBClusterNotFoundFault,
+    )
+
+
 def _ensure_source(rds: Any, instance: RdsSource) -> None:
     ident = instance.identifier
     if instance.kind == "instance":
-        if _exists(
-            lambda: rds.describe_db_instances(DBInstanceIdentifier=ident),
-            rds.exceptions.DBInstanceNotFoundFault,
-        ):
+        if _source_exists(rds, instance):
             return
         rds.create_db_instance(
             DBInstanceIdentifier=ident,
@@ -419,10 +431,7 @@ def _ensure_source(rds: Any, instance: RdsSource) -> None:
             StorageEncrypted=True,
         )
     else:
-        if _exists(
-            lambda: rds.describe_db_clusters(DBClusterIdentifier=ident),
-            rds.exceptions.DBClusterNotFoundFault,
-        ):
+        if _source_exists(rds, instance):
             return
         rds.create_db_cluster(
             DBClusterIdentifier=ident,
@@ -451,10 +460,13 @@ def _snapshot_count(rds: Any, instance: RdsSource) -> int:
 def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSettings) -> None:
     """Make the configured RDS sources exist with the shop demo data (idempotent).
 
-    The live database is filled before the instance is created, so the
-    automated snapshot taken at creation already holds the data (as on AWS,
-    where the first backup follows creation). When the instance already existed
-    and the data had to be (re)created, a fresh automated snapshot is taken.
+    A new AWS server holds no RDS instance (its state is in memory, like the
+    DynamoDB tables): the instance's database then starts again from the demo
+    data too, so after `down` or a crash every source is fresh and none keeps
+    earlier `mutate` changes. The live database is filled before the instance
+    is created, so the automated snapshot taken at creation already holds the
+    data (as on AWS, where the first backup follows creation); only when the
+    instance already existed and data had to be added is another one taken.
     """
     for instance in config.rds.instances:
         _ensure_role(clients.iam, instance.iam_role_arn)
@@ -462,9 +474,14 @@ def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSe
         store = live_store(
             settings.state_dir, config.aws.region, instance.identifier, instance.kind
         )
+        existed = _source_exists(clients.rds, instance)
+        if not existed:
+            for table in DEMO_TABLES:
+                if store.has_table(DATABASE, table):
+                    store.drop_table(DATABASE, table)
         added = seed_store(store)
         _ensure_source(clients.rds, instance)
-        if added or _snapshot_count(clients.rds, instance) == 0:
+        if (existed and added) or _snapshot_count(clients.rds, instance) == 0:
             take_automated_snapshot(clients.rds, instance.identifier, instance.kind)
 
 

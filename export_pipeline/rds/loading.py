@@ -361,7 +361,6 @@ def load_export_table(
             labels={"source": "rds"},
             timeout=None,
             parallel_uploads=parallel_uploads,
-            on_loaded=lambda f: log(f"{info.target}: loaded {f.name} ({f.size} bytes)"),
         )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()

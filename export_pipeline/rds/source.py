@@ -1,7 +1,7 @@
 """RDS (MySQL) as a source: snapshot exports to S3 as Parquet, loaded into BigQuery.
 
 One `ExportUnit` per configured instance or Aurora cluster: its export
-asset (`["rds", <identifier>, "snapshot_export"]`) exports the newest
+asset (`["rds", "<identifier>_snapshot_export"]`) exports the newest
 snapshot (or one named in run config), reusing an export already running or
 complete for the same snapshot and scope; one table asset per exported
 table (`["bigquery", <dataset>, "rds_<db>_<table>"]`) loads that table's
@@ -30,6 +30,8 @@ from dagster import (
 from export_pipeline.bigquery.tables import TableId, require_dataset
 from export_pipeline.config import PipelineConfig, RdsInstanceConfig
 from export_pipeline.contract import (
+    EXPORT_SUMMARY_METADATA,
+    LOAD_METADATA,
     Export,
     ExportRunConfig,
     ExportState,
@@ -79,7 +81,7 @@ def export_pool(source: RdsInstanceConfig) -> str:
 
 
 def export_asset_key(source: RdsInstanceConfig) -> AssetKey:
-    return AssetKey(["rds", source.identifier, "snapshot_export"])
+    return AssetKey(["rds", f"{source.identifier}_snapshot_export"])
 
 
 def table_asset_key(config: PipelineConfig, database: str, table: str) -> AssetKey:
@@ -321,7 +323,7 @@ class RdsSource(Source):
             metadata={
                 "dagster/row_count": result.row_count,
                 "dagster/table_name": table_ref,
-                "bigquery_console": MetadataValue.url(table_id.console_url),
+                LOAD_METADATA: "replace",
                 "dagster/column_schema": TableSchema(
                     columns=[
                         TableColumn(f.name, f.field_type, description=f.description)
@@ -339,7 +341,6 @@ class RdsSource(Source):
                 "renamed_columns": MetadataValue.json(result.renamed_columns),
                 "columns_removed": MetadataValue.json(result.columns_removed),
                 "upload_seconds": round(result.upload_seconds, 3),
-                "load_seconds": round(result.total_seconds, 3),
             },
             check_passed=result.row_count == result.expected_row_count,
             check_description=f"BigQuery has {result.row_count} rows; the export wrote "
@@ -392,6 +393,11 @@ def _export_metadata(
         "skipped_tables": MetadataValue.json(skipped),
         "total_extracted_gb": float(task.get("TotalExtractedDataInGB") or 0),
     }
+    metadata[EXPORT_SUMMARY_METADATA] = (
+        f"snapshot {snapshot.identifier}: export {identifier}"
+        f"{' (reused)' if not started else ''}, {len(source.export_only)} tables"
+        + ("" if task.get("Status", "") == "COMPLETE" else f" ({task.get('Status', '')})")
+    )
     if task.get("WarningMessage"):
         metadata["warning_message"] = MetadataValue.text(task["WarningMessage"])
     return metadata

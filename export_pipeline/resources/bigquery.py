@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 from dagster_gcp import BigQueryResource as _DagsterBigQueryResource
 from google.cloud import bigquery
 from pydantic import Field
+
+from export_pipeline.bigquery.tables import TableId
 
 
 class BigQueryResource(_DagsterBigQueryResource):
@@ -33,6 +36,19 @@ class BigQueryResource(_DagsterBigQueryResource):
         a client, and the loaders need the project and location it holds.
         """
         return self
+
+    def table_url(self, dotted_table: str) -> str:
+        """A link that opens `project.dataset.table` where this resource's client talks.
+
+        Google's API: the table in the Cloud console. Another endpoint (the
+        local cloud's): the table's REST resource there, which a browser shows
+        as JSON (the console cannot open a table that is not in Google Cloud).
+        """
+        table = TableId.parse(dotted_table)
+        if self.api_endpoint is None:
+            return table.console_url
+        p, d, t = (quote(x, safe="") for x in (table.project, table.dataset, table.table))
+        return f"{self.api_endpoint.rstrip('/')}/bigquery/v2/projects/{p}/datasets/{d}/tables/{t}"
 
     @contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:

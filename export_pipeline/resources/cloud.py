@@ -34,9 +34,11 @@ class LocalCloudResource(CloudResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         from export_pipeline.config import current_config
-        from export_pipeline.local_cloud.api import ensure_running
+        from export_pipeline.local_cloud.api import FRESH_START_LINE, ensure_running
 
-        ensure_running(self.settings(), current_config())
+        config = current_config()
+        if ensure_running(self.settings(), config).started_fresh:
+            context.log.info(FRESH_START_LINE.format(dataset=config.bigquery.dataset))
 
     def settings(self):  # -> LocalCloudSettings (import kept lazy: the extra may be absent)
         from pathlib import Path

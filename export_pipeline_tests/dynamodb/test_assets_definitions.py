@@ -23,12 +23,12 @@ def test_two_assets_per_table_with_keys_kinds_tags_and_owners() -> None:
     definitions = build_source_assets(DynamoDBSource(_config()))
     specs = {spec.key: spec for d in definitions for spec in d.specs}
     assert set(specs) == {
-        AssetKey(["dynamodb", "Orders", "export"]),
+        AssetKey(["dynamodb", "Orders_export"]),
         AssetKey(["bigquery", "aws_raw", "dynamodb_orders"]),
-        AssetKey(["dynamodb", "Product.Catalog", "export"]),
+        AssetKey(["dynamodb", "Product.Catalog_export"]),
         AssetKey(["bigquery", "aws_raw", "dynamodb_product_catalog"]),
     }
-    export = specs[AssetKey(["dynamodb", "Orders", "export"])]
+    export = specs[AssetKey(["dynamodb", "Orders_export"])]
     table = specs[AssetKey(["bigquery", "aws_raw", "dynamodb_orders"])]
     assert export.kinds == {"dynamodb", "s3"} and table.kinds == {"bigquery"}
     for spec in specs.values():

@@ -126,7 +126,7 @@ def test_rds_table_load_survives_transient_faults(
     _bigquery_faults(bigquery_proxy, local_cloud.bigquery_project)
 
     # export_attempt 2: a fresh export task, so StartExportTask and the polling run under faults.
-    snapshot_export = f"rds__{clean.rds.identifier}__snapshot_export"
+    snapshot_export = f"rds__{clean.rds.identifier}_snapshot_export"
     result = _runs.run(
         config,
         aws=aws_proxy,

@@ -30,6 +30,7 @@ from export_pipeline.config import PipelineConfig, load_config
 from export_pipeline.local_cloud import _process, control
 from export_pipeline.local_cloud._process import LocalCloudError, ProcessRecord
 from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.rds_client import live_store
 from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
@@ -209,6 +210,12 @@ bigquery:
   dataset: small_raw
 dynamodb:
   tables: [{name: Products, mode: full}]
+rds:
+  instances:
+    - identifier: shopdb
+      export_only: [shop.orders]
+      iam_role_arn: arn:aws:iam::123456789012:role/export-pipeline-rds-export
+      kms_key_id: alias/export-pipeline-local
 """
 
 
@@ -248,6 +255,13 @@ def test_concurrent_ensure_running_then_mutate_down_up(
         first, second = (json.loads(out) for out, _ in outputs)
         assert first["running"] and second["running"]
         assert first["seeded"] and second["seeded"]
+        # Exactly one of the two started (and seeded) the cloud; the demo instance
+        # has one automated snapshot, taken at its creation.
+        assert sorted([first["started_fresh"], second["started_fresh"]]) == [False, True]
+        seeded_snapshots = AwsClients.for_config(settings, config).rds.describe_db_snapshots(
+            DBInstanceIdentifier="shopdb"
+        )["DBSnapshots"]
+        assert len(seeded_snapshots) == 1, seeded_snapshots
         assert first["aws"]["pid"] == second["aws"]["pid"]
         assert first["bigquery"]["pid"] == second["bigquery"]["pid"]
         status = control.status(settings)
@@ -260,12 +274,15 @@ def test_concurrent_ensure_running_then_mutate_down_up(
         # `local mutate` changes the demo data through the demo modules.
         clients = AwsClients.for_config(settings, config)
         before = clients.dynamodb.scan(TableName="Products", Select="COUNT")["Count"]
+        store = live_store(settings.state_dir, config.aws.region, "shopdb")
+        seeded_orders = store.read_all("shop", "orders")
         result = _cli(settings, "local", "mutate", "--seed", "7", "--json", env=env)
         assert result.returncode == 0, result.stderr
         changes = json.loads(result.stdout)["dynamodb"]["Products"]
         after = clients.dynamodb.scan(TableName="Products", Select="COUNT")["Count"]
         assert changes["created"] > 0
         assert after == before + changes["created"] - changes["deleted"]
+        assert store.read_all("shop", "orders") != seeded_orders  # mutate changed RDS too
 
         # A BigQuery table, which must go when AWS restarts from fresh demo data.
         client = control.bigquery_client(settings)
@@ -288,8 +305,14 @@ def test_concurrent_ensure_running_then_mutate_down_up(
 
         # up again: new processes, AWS re-seeded (in-memory state), and the BigQuery
         # dataset emptied with it, so that the two halves of the cloud agree.
+        # Every source starts from the demo data again (RDS too), and `up` says so.
+        result = _cli(settings, "local", "up", env=env)
+        assert result.returncode == 0, result.stderr
+        fresh = control.FRESH_START_LINE.format(dataset=config.bigquery.dataset)
+        assert result.stdout.count(fresh) == 1, result.stdout
+        assert store.read_all("shop", "orders") == seeded_orders
         again = control.up(settings, config)
-        assert again.running and again.seeded
+        assert again.running and again.seeded and not again.started_fresh
         assert again.aws.pid not in _pids(status)
         client = control.bigquery_client(settings)
         with pytest.raises(NotFound):

@@ -718,6 +718,7 @@ def mariadb_database() -> Iterator[str]:
         conn.close()
 
 
+@pytest.mark.needs("mariadb")
 def test_mariadb_backed_instance(cloud: Cloud, mariadb_database: str) -> None:
     db = mariadb_database
     conn = pymysql.connect(host="127.0.0.1", user="root", charset="utf8mb4", autocommit=True)

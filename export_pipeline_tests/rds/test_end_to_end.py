@@ -24,7 +24,7 @@ from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.rds_client import live_store
 from export_pipeline_tests.support.rds import config_for, run_rds
 
-EXPORT_KEY = AssetKey(["rds", "shopdb", "snapshot_export"])
+EXPORT_KEY = AssetKey(["rds", "shopdb_snapshot_export"])
 
 
 def _metadata(result, key: AssetKey) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def test_new_snapshot_after_changes_makes_bigquery_match_the_source(
     source = config.rds.instances[0]
     instance = DagsterInstance.ephemeral()
     first = run_rds(config, instance)
-    export_key = AssetKey(["rds", source.identifier, "snapshot_export"])
+    export_key = AssetKey(["rds", f"{source.identifier}_snapshot_export"])
     first_id = _metadata(first, export_key)["export_task_identifier"]
 
     summary = demo_rds.mutate(clients, config, local_cloud, seed=7)[source.identifier]

@@ -96,7 +96,7 @@ def test_skipped_table_fails_its_asset_only_and_awkward_names_are_mapped(
     config, _ = private_source
     source = config.rds.instances[0]
     result = run_rds(config, DagsterInstance.ephemeral(), raise_on_error=False)
-    export_key = AssetKey(["rds", source.identifier, "snapshot_export"])
+    export_key = AssetKey(["rds", f"{source.identifier}_snapshot_export"])
     [export] = [e for e in result.get_asset_materialization_events() if e.asset_key == export_key]
     assert export.materialization.metadata["skipped_tables"].value == ["app.bad"]
     # The bad table's asset fails naming it; the good one loads.
@@ -133,7 +133,7 @@ def test_rerun_reuses_a_running_export(private_source):
     config, clients = private_source
     identifier, arn = _identifier_for(config, clients)
     _start(config, clients, identifier, arn)  # "another run" started it a moment ago
-    export_key = AssetKey(["rds", config.rds.instances[0].identifier, "snapshot_export"])
+    export_key = AssetKey(["rds", f"{config.rds.instances[0].identifier}_snapshot_export"])
     result = run_rds(config, DagsterInstance.ephemeral(), selection=[export_key])
     [event] = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
@@ -162,7 +162,7 @@ def test_canceled_export_is_a_clear_error_and_a_new_attempt_retries(private_sour
     assert "retry hint here" in str(raised.value)
     assert len(sleeps) <= 3  # stops as soon as CANCELING/CANCELED is seen
 
-    export_key = AssetKey(["rds", config.rds.instances[0].identifier, "snapshot_export"])
+    export_key = AssetKey(["rds", f"{config.rds.instances[0].identifier}_snapshot_export"])
     failed = run_rds(
         config, DagsterInstance.ephemeral(), selection=[export_key], raise_on_error=False
     )
@@ -281,7 +281,7 @@ def test_aurora_cluster_and_the_choice_of_snapshot(local_cloud, pipeline_config,
         find_snapshot(clients.rds, cluster, "no-such-snapshot")
 
     # Run config names the (older) automated snapshot explicitly.
-    export_key = AssetKey(["rds", cluster.identifier, "snapshot_export"])
+    export_key = AssetKey(["rds", f"{cluster.identifier}_snapshot_export"])
     result = run_rds(
         config,
         DagsterInstance.ephemeral(),

@@ -124,7 +124,7 @@ def tasks_of_snapshot(config, clients) -> list[dict]:
 
 
 def export_metadata(result, config) -> dict:
-    key = AssetKey(["rds", config.rds.instances[0].identifier, "snapshot_export"])
+    key = AssetKey(["rds", f"{config.rds.instances[0].identifier}_snapshot_export"])
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 

@@ -22,6 +22,8 @@ from export_pipeline.local_cloud.rds_client import (
 )
 from export_pipeline_tests.support.rds import config_for, run_rds
 
+pytestmark = pytest.mark.needs("mariadb")
+
 DDL = """
 CREATE TABLE items (
     id INT NOT NULL PRIMARY KEY,
@@ -161,7 +163,7 @@ def test_mariadb_backed_instance_round_trip(
     [export] = [
         e
         for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey(["rds", identifier, "snapshot_export"])
+        if e.asset_key == AssetKey(["rds", f"{identifier}_snapshot_export"])
     ]
     assert export.materialization.metadata["export_reused"].value is False
     got = {
