@@ -7,7 +7,7 @@ Public API (stable; DDB-pipeline codes against it):
 - `convert_incremental_export(files, out_dir, key_attributes=[...])` — incremental
   data files (`{"Metadata":..,"Keys":..,"NewImage":..,"OldImage":..}` per line) ->
   one row per change: the key attributes, the NewImage attributes (for a delete,
-  the Keys), plus `_deleted` BOOL and `_write_timestamp_micros` INT64.
+  the Keys), plus `_export_pipeline_deleted` BOOL and `_write_timestamp_micros` INT64.
 - `ConversionResult`, `ColumnSpec`, `ConversionError`, and `widen`/`ColumnType`
   (re-exported from `export_pipeline.dynamodb.types`) for schema reconciliation.
 
@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_pipeline.dynamodb.column_names import RecordedColumns
 from export_pipeline.dynamodb.types import ColumnType, widen
 
 __all__ = [
@@ -62,7 +63,11 @@ __all__ = [
 # Items per batch at most (full-export batches also end after about 4 MB of JSON,
 # `_convert_read.MAX_BATCH_BYTES`). A worker holds about one batch.
 DEFAULT_BATCH_SIZE = 20_000
-DELETED_COLUMN = "_deleted"
+# The converter's own columns. `_write_timestamp_micros` is kept in BigQuery
+# rows (tables carry it since incremental mode began); the delete flag only
+# lives in staging tables, under the pipeline's internal prefix, so that an
+# attribute may be called `_deleted` (Amplify/AppSync tables have one).
+DELETED_COLUMN = "_export_pipeline_deleted"
 WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
 
 
@@ -122,8 +127,12 @@ def convert_full_export(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_workers: int = 2,
+    recorded: RecordedColumns | None = None,
 ) -> ConversionResult:
     """Convert full-export data files to Parquet files in `out_dir` (one schema).
+
+    `recorded`: the target table's columns (`column_names.recorded_columns`);
+    attributes it holds keep their columns and at least their types.
 
     Zero-byte files (AWS writes them for empty partitions) hold 0 items.
     Raises ConversionError naming the file (and line) on corrupt input.
@@ -137,6 +146,7 @@ def convert_full_export(
         key_attributes=(),
         batch_size=batch_size,
         max_workers=max_workers,
+        recorded=recorded,
     )
 
 
@@ -154,11 +164,12 @@ def convert_incremental_export(
     key_attributes: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_workers: int = 2,
+    recorded: RecordedColumns | None = None,
 ) -> ConversionResult:
     """Convert incremental-export data files to Parquet, one row per change line.
 
     Columns: the key attributes first, then the NewImage attributes (a delete
-    has no NewImage: its row holds the Keys), then `_deleted` (BOOL, true for
+    has no NewImage: its row holds the Keys), then `_export_pipeline_deleted` (BOOL, true for
     a delete) and `_write_timestamp_micros` (INT64, Metadata.WriteTimestampMicros).
     """
     from export_pipeline.dynamodb._convert_run import run_conversion
@@ -172,4 +183,5 @@ def convert_incremental_export(
         key_attributes=tuple(key_attributes),
         batch_size=batch_size,
         max_workers=max_workers,
+        recorded=recorded,
     )

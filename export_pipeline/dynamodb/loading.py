@@ -209,6 +209,7 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
             list(local),
             job.work_dir / "parquet",
             max_workers=job.config.dynamodb.max_parallel_files,
+            recorded=bq.recorded(job.client, job.target),
         )
     job.log(
         f"{job.table}: converted {result.item_count} items in "
@@ -296,6 +297,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
             job.work_dir / "parquet",
             key_attributes=keys,
             max_workers=job.config.dynamodb.max_parallel_files,
+            recorded=bq.recorded(job.client, job.target),
         )
     job.log(
         f"{job.table}: converted {result.item_count} change(s) in "

@@ -9,12 +9,12 @@ read from the column descriptions).
 from __future__ import annotations
 
 import base64
-import json
 import re
 from datetime import timedelta
 from typing import Any
 
 from dagster import DagsterInstance
+from google.cloud.bigquery import SchemaField
 
 from export_pipeline import bigquery as core
 from export_pipeline.dynamodb.column_names import attribute_of_description
@@ -76,8 +76,14 @@ def columns_of(bigquery_client: Any, table: str) -> dict[str, list[str]]:
     return out
 
 
+def json_columns(bigquery_client: Any, table: str) -> set[str]:
+    """Names of the table's JSON columns (the client returns their values parsed)."""
+    schema = bigquery_client.get_table(table_id(table)).schema
+    return {f.name for f in schema if f.field_type == "JSON"}
+
+
 def json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    return value
 
 
 def test_case_only_twins_keep_their_columns_when_a_window_holds_one(
@@ -152,6 +158,7 @@ def test_bytes_widened_to_json_are_base64(aws_clients, bigquery_client, unique_n
         TableName=table, Item={"pk": {"S": "b"}, "blob": {"S": "text"}, "blobs": {"S": "t"}}
     )
     run_incremental(config, instance)
+    assert {"blob", "blobs"} <= json_columns(bigquery_client, table)
     rows = bigquery_rows(bigquery_client, table)
     text = base64.b64encode(raw).decode()
     assert json_value(rows["a"]["blob"]) == text
@@ -172,6 +179,7 @@ def test_wide_numbers_in_a_set_stay_exact_in_json(aws_clients, bigquery_client, 
         Item={"pk": {"S": "b"}, "ns": {"S": "s"}, "n": {"S": "s"}, "m": {"S": "s"}},
     )
     run_incremental(config, instance)
+    assert {"ns", "n", "m"} <= json_columns(bigquery_client, table)
     row = bigquery_rows(bigquery_client, table)["a"]
     # As a full export writes a number inside JSON: exact text beyond 2^53, else a number.
     assert sorted(json_value(row["ns"]), key=str) == sorted([WIDE, 7], key=str)
@@ -205,3 +213,35 @@ def test_naming_is_injective_case_insensitively():
     folded = [c.lower() for c in mapped.values()]
     assert len(set(folded)) == len(names), mapped
     assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c) for c in mapped.values())
+
+
+def test_table_loaded_before_keeps_its_columns(aws_clients, bigquery_client, unique_name):
+    """A table whose columns were named by the earlier rule (hash on any change) keeps them."""
+    table = f"upgrade-{unique_name}"
+    config, instance = seed(
+        aws_clients, bigquery_client, table, [{"pk": {"S": "a"}, "order-date": {"S": "d1"}}]
+    )
+    # Make the table what the earlier code wrote: `order_date_54fe33`, same description.
+    target = table_id(table)
+    before = bigquery_client.get_table(target)
+    descriptions = {f.name: f.description for f in before.schema}
+    descriptions["order_date_54fe33"] = descriptions.pop("order_date")
+    bigquery_client.query(
+        f"CREATE OR REPLACE TABLE `{target}` AS SELECT * EXCEPT (order_date), "
+        f"order_date AS order_date_54fe33 FROM `{target}`"
+    ).result()
+    legacy = bigquery_client.get_table(target)
+    legacy.schema = [
+        SchemaField(f.name, f.field_type, f.mode, description=descriptions[f.name])
+        for f in legacy.schema
+    ]
+    bigquery_client.update_table(legacy, ["schema"])
+    aws_clients.dynamodb.put_item(
+        TableName=table, Item={"pk": {"S": "b"}, "order-date": {"S": "d2"}}
+    )
+    run_incremental(config, instance)
+    assert columns_of(bigquery_client, table)["order-date"] == ["order_date_54fe33"]
+    names = {f.name for f in bigquery_client.get_table(target).schema}
+    assert "order_date" not in names
+    rows = bigquery_rows(bigquery_client, table)
+    assert rows["a"]["order_date_54fe33"] == "d1" and rows["b"]["order_date_54fe33"] == "d2"
