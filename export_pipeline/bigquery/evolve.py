@@ -154,6 +154,10 @@ def null_sql(field: SchemaField) -> str:
     their rows do not have (`SelectColumn.absent`).
     """
     if field.mode == "REPEATED":
+        if standard_type(field.field_type) == "NUMERIC":
+            # Spelled out for the reason `sql.cast_to` gives: bqemulator 1.4.0
+            # makes a bare ARRAY<NUMERIC> DECIMAL(18,3)[] and rounds later rows.
+            return "CAST([] AS ARRAY<NUMERIC(38, 9)>)"
         return f"CAST([] AS {column_type(field)})"
     typed = cast_to("NULL", field)  # NUMERIC spelled NUMERIC(38, 9): see `sql.cast_to`
     return typed if typed != "NULL" else f"CAST(NULL AS {column_type(field)})"

@@ -315,6 +315,12 @@ def _plan(
     plan = []
     for attribute in order:
         column_type = wr.combine(tags[attribute])
+        column = recorded.get(attribute)
+        if column is not None:
+            # Never narrower than the table's column: its rows then need no
+            # conversion when merged (the column is only ever widened).
+            existing = t.ColumnType.from_bigquery(column.bq_type, column.mode)
+            column_type = t.widen(existing, column_type)
         spec = ColumnSpec(
             name=names[attribute],
             source_name=attribute,

@@ -123,9 +123,7 @@ def widened_field(existing: SchemaField, wanted: SchemaField) -> SchemaField:
     kinds.add(_kind(standard_type(wanted.field_type), new_tags))
     kinds.discard("null")
     if len(kinds) > 1:
-        return SchemaField(
-            existing.name, "JSON", mode="NULLABLE", description=existing.description
-        )
+        return SchemaField(existing.name, "JSON", mode="NULLABLE", description=existing.description)
     return wider
 
 
