@@ -309,6 +309,15 @@ def reconcile_schema(
         wider = widen(current, field)
         if not same_type(wider, current) or wider.mode != current.mode:
             widenings.append(wider)
-    if widenings or additions:
-        _rewrite(client, target, table, widenings, additions, job_labels, convert)
+    to_json = [f for f in widenings if standard_type(f.field_type) == "JSON"]
+    rest = [f for f in widenings if standard_type(f.field_type) != "JSON"]
+    if to_json and (rest or additions):
+        # Conversions to JSON get a rewrite of their own: in bqemulator 1.4.0
+        # a query holding TO_JSON or an ARRAY subquery makes every
+        # `CAST(… AS NUMERIC(38, 9))` of that query DECIMAL(18,3), so they
+        # never share one with the NUMERIC casts of other columns.
+        table = _rewrite(client, target, table, to_json, [], job_labels, convert)
+        to_json = []
+    if to_json or rest or additions:
+        _rewrite(client, target, table, [*to_json, *rest], additions, job_labels, convert)
     return list(client.get_table(target.reference).schema)
