@@ -41,7 +41,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionError,
     ConversionResult,
 )
-from export_pipeline.naming import PIPELINE_COLUMNS, assign_columns
+from export_pipeline.naming import PIPELINE_COLUMNS, assign_columns, readable_column_name
 
 OUTPUT_PREFIX = "dynamodb-part-"
 # Below this much compressed input, starting worker processes costs more than it saves.
@@ -303,24 +303,26 @@ def _plan(
         for raw in batch.columns:
             if raw.attribute is not None:
                 see(raw.attribute, raw.tag, raw.number_kind)
-    for attribute in list(tags):
-        column = recorded.get(attribute)
-        if column is not None:
-            for tag in column.tags:
-                see(attribute, tag, recorded_number_kind(tag, column.bq_type))
+    existing = recorded.resolve(list(tags), lambda a: readable_column_name(a, _RESERVED))
+    for attribute, column in existing.items():
+        for tag in column.tags:
+            see(attribute, tag, recorded_number_kind(tag, column.bq_type))
     names = assign_columns(
-        list(tags), recorded.names(list(tags)), recorded.taken, reserved=_RESERVED
+        list(tags),
+        {a: c.name for a, c in existing.items()},
+        recorded.taken,
+        reserved=_RESERVED,
     )
     order = list(key_attributes) + sorted(a for a in tags if a not in key_attributes)
     plan = []
     for attribute in order:
         column_type = wr.combine(tags[attribute])
-        column = recorded.get(attribute)
+        column = existing.get(attribute)
         if column is not None:
             # Never narrower than the table's column: its rows then need no
             # conversion when merged (the column is only ever widened).
-            existing = t.ColumnType.from_bigquery(column.bq_type, column.mode)
-            column_type = t.widen(existing, column_type)
+            current = t.ColumnType.from_bigquery(column.bq_type, column.mode)
+            column_type = t.widen(current, column_type)
         spec = ColumnSpec(
             name=names[attribute],
             source_name=attribute,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # BigQuery allows 1,024 characters; keep room for the types.
@@ -110,17 +110,33 @@ class RecordedColumns:
 
     by_identity: Mapping[str, RecordedColumn] = field(default_factory=dict)
     taken: frozenset[str] = frozenset()  # every column name of the table, lower-cased
+    # Columns whose description records no attribute (written by hand, or
+    # whose description was lost), by exact name.
+    unclaimed: Mapping[str, RecordedColumn] = field(default_factory=dict)
 
     def get(self, attribute: str) -> RecordedColumn | None:
         return self.by_identity.get(identity(attribute))
 
-    def names(self, attributes: Sequence[str]) -> dict[str, str]:
-        """attribute -> recorded column, for the attributes the table already has."""
+    def resolve(
+        self, attributes: Sequence[str], readable: Callable[[str], str]
+    ) -> dict[str, RecordedColumn]:
+        """attribute -> its column, for the attributes the table already has.
+
+        An attribute not recorded adopts a column without a record that
+        bears exactly its readable name (`readable(attribute)`), so a column
+        whose description was lost is not duplicated.
+        """
         out = {}
         for attribute in attributes:
             recorded = self.get(attribute)
             if recorded is not None:
-                out[attribute] = recorded.name
+                out[attribute] = recorded
+        used = {c.name for c in out.values()}
+        for attribute in sorted(set(attributes) - set(out)):
+            adopted = self.unclaimed.get(readable(attribute))
+            if adopted is not None and adopted.name not in used:
+                out[attribute] = adopted
+                used.add(adopted.name)
         return out
 
 
@@ -129,11 +145,11 @@ def recorded_columns(schema: Iterable, internal: Iterable[str] = ()) -> Recorded
 
     Columns named in `internal` (the pipeline's own) never hold an attribute.
     When two columns claim one attribute (possible only in tables written
-    before the mapping was recorded), the one without a hash suffix, else
-    the first, is kept.
+    before the mapping was recorded), the first is kept.
     """
     internal_names = {n.lower() for n in internal}
     by_identity: dict[str, RecordedColumn] = {}
+    unclaimed: dict[str, RecordedColumn] = {}
     taken = set()
     for column in schema:
         taken.add(column.name.lower())
@@ -141,6 +157,10 @@ def recorded_columns(schema: Iterable, internal: Iterable[str] = ()) -> Recorded
             continue
         parsed = _parse(column.description or "")
         if parsed is None:
+            mode = column.mode or "NULLABLE"
+            unclaimed[column.name] = RecordedColumn(
+                column.name, column.field_type, mode, frozenset()
+            )
             continue
         text = parsed[0]
         if text.startswith("sha256:"):
@@ -158,4 +178,4 @@ def recorded_columns(schema: Iterable, internal: Iterable[str] = ()) -> Recorded
             column.mode or "NULLABLE",
             tags_of_description(column.description or ""),
         )
-    return RecordedColumns(by_identity, frozenset(taken))
+    return RecordedColumns(by_identity, frozenset(taken), unclaimed)

@@ -245,3 +245,31 @@ def test_table_loaded_before_keeps_its_columns(aws_clients, bigquery_client, uni
     assert "order_date" not in names
     rows = bigquery_rows(bigquery_client, table)
     assert rows["a"]["order_date_54fe33"] == "d1" and rows["b"]["order_date_54fe33"] == "d2"
+
+
+def test_recorded_columns_read_back_from_descriptions():
+    from export_pipeline.dynamodb.column_names import describe, recorded_columns
+    from export_pipeline.naming import readable_column_name
+
+    long_name = "x" * 2000
+    schema = [
+        SchemaField("pk", "STRING"),  # description lost: adopted by `pk`, not duplicated
+        SchemaField("Name", "STRING", description=describe("Name", ["S"])),
+        SchemaField("name_6ae999", "JSON", description=describe("name", ["N", "S"])),
+        SchemaField("odd", "STRING", description=describe('it\'s "odd"\n', ["S"])),
+        SchemaField("long", "BYTES", description=describe(long_name, ["B"])),
+        SchemaField("_exported_at", "TIMESTAMP", description="Time of the export"),
+    ]
+    recorded = recorded_columns(schema, internal=["_exported_at"])
+    assert len(describe(long_name, ["B"])) < 1024
+    attributes = ["pk", "Name", "name", 'it\'s "odd"\n', long_name, "new"]
+    got = recorded.resolve(attributes, readable_column_name)
+    assert {a: c.name for a, c in got.items()} == {
+        "pk": "pk",
+        "Name": "Name",
+        "name": "name_6ae999",
+        'it\'s "odd"\n': "odd",
+        long_name: "long",
+    }
+    assert got["name"].tags == {"N", "S"}
+    assert recorded.taken == {"pk", "name", "name_6ae999", "odd", "long", "_exported_at"}
