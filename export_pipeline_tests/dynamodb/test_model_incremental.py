@@ -7,9 +7,10 @@ attribute names (case-only twins, `_deleted`, the pipeline's own column
 names, names that need sanitising) and values (wide numbers, bytes, nested
 sets). After a full seed, each run is one of: a plain incremental window, a
 widened window (run again within 15 minutes), a catch-up over two chained
-windows; after each, every BigQuery row is compared with the scan under the
-documented mapping (the column recorded for each attribute, its value as a
-full export of that column's type writes it).
+windows, a reseed (PITR turned off and on breaks the chain); after each,
+every BigQuery row is compared with the scan under the documented mapping
+(the column recorded for each attribute, its value as a full export of that
+column's type writes it).
 
 Profiles: the normal suite runs `MODEL_SEEDS` seeds of `MODEL_RUNS` runs.
 By hand, a longer one:
@@ -47,7 +48,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
 from export_pipeline_tests.dynamodb.test_column_stability import columns_of, move_mark_back
 
 MODEL_SEEDS = int(os.environ.get("EXPORT_PIPELINE_MODEL_SEEDS", "1"))
-MODEL_RUNS = int(os.environ.get("EXPORT_PIPELINE_MODEL_RUNS", "3"))
+MODEL_RUNS = int(os.environ.get("EXPORT_PIPELINE_MODEL_RUNS", "4"))
 REPLAY = os.environ.get("EXPORT_PIPELINE_MODEL_SEED")
 OPERATIONS_PER_RUN = 8
 PIPELINE_COLUMNS = {"_exported_at", "_write_timestamp_micros"}
@@ -342,14 +343,22 @@ def test_bigquery_equals_a_scan_after_every_run(seed, aws_clients, bigquery_clie
         assert not problems, f"seed {seed}, after {history}:\n" + "\n".join(problems[:20])
 
     load("full_seed")
-    plans = ["incremental", "incremental_widened", "catch_up"]
+    plans = ["incremental", "incremental_widened", "catch_up", "full_fallback"]
     for number in range(MODEL_RUNS):
         plan = plans[number % len(plans)]
         if plan == "incremental":
             move_mark_back(aws_clients, bigquery_client, table, timedelta(hours=1))
         elif plan == "catch_up":
             move_mark_back(aws_clients, bigquery_client, table, timedelta(hours=30))
+        elif plan == "full_fallback":  # PITR off and on: the chain breaks, a reseed follows
+            for enabled in (False, True):
+                ddb.update_continuous_backups(
+                    TableName=table,
+                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": enabled},
+                )
         for _ in range(OPERATIONS_PER_RUN):
             history.append(_write(ddb, table, rng, keys))
         history.append(f"run {plan}")
         load("incremental" if plan == "catch_up" else plan)
+        if plan == "full_fallback":  # give the new PITR history room for the next windows
+            shift_history(ddb.meta.endpoint_url, table, 40 * 3600, REGION)
