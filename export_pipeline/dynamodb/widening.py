@@ -17,9 +17,12 @@ exactly what the converter produces for the same DynamoDB value:
 - NUMERIC to STRING: the canonical decimal text (`1.5`, never `1.500000000`).
 
 Every form is plain GoogleSQL that BigQuery and bqemulator 1.4.0 evaluate
-alike (TO_BASE64, REGEXP_*, CAST, TO_JSON of scalars, PARSE_JSON of text we
-build): the emulator's TO_JSON of BYTES and of wide integers differs from
-BigQuery's documentation, so neither is ever used.
+alike (TO_BASE64, REGEXP_*, CAST, TO_JSON of strings, integers within 2^53,
+doubles and BOOL, PARSE_JSON of text built here). The emulator's TO_JSON of
+BYTES gives escape text where BigQuery documents base64, so bytes always go
+through TO_BASE64; and TO_JSON in a query makes the emulator round that
+query's NUMERIC(38, 9) casts, which is why `bigquery.evolve` rewrites
+conversions to JSON on their own (docs/local-cloud.md).
 """
 
 from __future__ import annotations
