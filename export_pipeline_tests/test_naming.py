@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from export_pipeline.naming import (
+    assign_columns,
     column_names,
     dynamodb_table_name,
     quote_identifier,
@@ -48,6 +49,58 @@ def test_any_names_map_to_unique_valid_columns(names: list[str]) -> None:
     assert set(mapped) == set(names)
     assert all(VALID_COLUMN.match(v) for v in mapped.values())
     assert len({v.lower() for v in mapped.values()}) == len(mapped)
+
+
+RESERVED = ("_exported_at", "_write_timestamp_micros", "_export_pipeline_deleted")
+
+
+def test_assigned_columns_are_readable_and_suffixed_only_on_collision() -> None:
+    mapped = assign_columns(["order-date", "2fa", "héllo", "_deleted"], {}, reserved=RESERVED)
+    assert mapped == {
+        "order-date": "order_date",
+        "2fa": "_2fa",
+        "héllo": "hello",
+        "_deleted": "_deleted",
+    }
+    pipeline = assign_columns(
+        ["_exported_at", "_EXPORT_PIPELINE_x", "__export_pipeline_y"], {}, reserved=RESERVED
+    )
+    assert pipeline == {
+        "_exported_at": "src_exported_at",
+        "_EXPORT_PIPELINE_x": "src_EXPORT_PIPELINE_x",
+        "__export_pipeline_y": "src__export_pipeline_y",
+    }
+    twins = assign_columns(["name", "Name", "order_date", "order-date"], {}, reserved=RESERVED)
+    assert twins["Name"] == "Name" and twins["order_date"] == "order_date"
+    assert re.fullmatch(r"name_[0-9a-f]{6}", twins["name"])
+    assert re.fullmatch(r"order_date_[0-9a-f]{6}", twins["order-date"])
+
+
+def test_recorded_columns_are_kept_whatever_a_later_window_holds() -> None:
+    recorded = {"Name": "Name", "name": "name_6ae999"}
+    assert assign_columns(["name"], recorded, taken=["Name", "name_6ae999"]) == {
+        "name": "name_6ae999"
+    }
+    # A new attribute never takes a column of the table, even one it would read as.
+    assert assign_columns(["NAME"], recorded, taken=["Name", "name_6ae999"])["NAME"] != "NAME"
+
+
+_names = st.lists(st.text(min_size=1, max_size=60), min_size=1, max_size=12, unique=True)
+
+
+@given(_names, _names, st.randoms(use_true_random=False))
+def test_assignment_is_injective_stable_and_order_free(first, later, rng) -> None:
+    """Two loads: the second keeps every column of the first and never reuses a taken name."""
+    mapped = assign_columns(first, {}, reserved=RESERVED)
+    shuffled = list(first)
+    rng.shuffle(shuffled)
+    assert assign_columns(shuffled, {}, reserved=RESERVED) == mapped
+    both = assign_columns([*later, *first], mapped, taken=mapped.values(), reserved=RESERVED)
+    assert {n: both[n] for n in first} == mapped
+    folded = [c.lower() for c in both.values()]
+    assert len(set(folded)) == len(folded)
+    assert not set(folded) & {r.lower() for r in RESERVED}
+    assert all(VALID_COLUMN.match(c) for c in both.values())
 
 
 def test_table_names() -> None:

@@ -34,7 +34,7 @@ never makes a JSON column there (see `restore_declared_types`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
@@ -62,6 +62,13 @@ _TEXT_LIKE = frozenset(
 
 # Metadata calls give up after 2 minutes instead of the client's default 10.
 METADATA_RETRY = bigquery.DEFAULT_RETRY.with_deadline(120)
+
+
+# How a source decides a column's wider type, and writes one value in it:
+# `widened_field` and `convert_sql` unless the source brings its own rules
+# (DynamoDB does: `export_pipeline.dynamodb.widening`).
+Widen = Callable[[SchemaField, SchemaField], SchemaField]
+Convert = Callable[[str, SchemaField, SchemaField], str]
 
 
 class SchemaEvolutionError(BigQueryPublishError):
@@ -147,6 +154,10 @@ def null_sql(field: SchemaField) -> str:
     their rows do not have (`SelectColumn.absent`).
     """
     if field.mode == "REPEATED":
+        if standard_type(field.field_type) == "NUMERIC":
+            # Spelled out for the reason `sql.cast_to` gives: bqemulator 1.4.0
+            # makes a bare ARRAY<NUMERIC> DECIMAL(18,3)[] and rounds later rows.
+            return "CAST([] AS ARRAY<NUMERIC(38, 9)>)"
         return f"CAST([] AS {column_type(field)})"
     typed = cast_to("NULL", field)  # NUMERIC spelled NUMERIC(38, 9): see `sql.cast_to`
     return typed if typed != "NULL" else f"CAST(NULL AS {column_type(field)})"
@@ -159,6 +170,7 @@ def _rewrite(
     widen: Sequence[SchemaField],
     add: Sequence[SchemaField],
     job_labels: dict[str, str] | None,
+    convert: Convert = convert_sql,
 ) -> bigquery.Table:
     """One CTAS over `target` itself: columns widened, columns appended, values kept.
 
@@ -177,7 +189,7 @@ def _rewrite(
             field if change is None else _with(field, change.field_type, change.mode, change.fields)
         )
         column = quote_identifier(field.name)
-        selects.append(f"{convert_sql(column, field, new)} AS {column}")
+        selects.append(f"{convert(column, field, new)} AS {column}")
         new_schema.append(new)
     for field in add:
         selects.append(f"{null_sql(field)} AS {quote_identifier(field.name)}")
@@ -276,12 +288,15 @@ def reconcile_schema(
     desired: Sequence[SchemaField],
     *,
     job_labels: dict[str, str] | None = None,
+    widen: Widen = widened_field,
+    convert: Convert = convert_sql,
 ) -> list[SchemaField]:
     """Make `target` able to hold rows of `desired` losslessly; return its resulting schema.
 
-    Missing columns are added, narrower ones widened (see `widened_field`),
-    wider existing ones kept (the caller converts its values with
-    `convert_sql`). Existing columns not in `desired` are kept.
+    Missing columns are added, narrower ones widened (`widen`, by default
+    `widened_field`; values rewritten with `convert`, by default
+    `convert_sql`), wider existing ones kept (the caller converts its
+    values with the same `convert`). Existing columns not in `desired` are kept.
     """
     table = client.get_table(target.reference)
     existing = _by_name(table.schema)
@@ -291,9 +306,18 @@ def reconcile_schema(
         current = existing.get(field.name.lower())
         if current is None:
             continue
-        wider = widened_field(current, field)
+        wider = widen(current, field)
         if not same_type(wider, current) or wider.mode != current.mode:
             widenings.append(wider)
-    if widenings or additions:
-        _rewrite(client, target, table, widenings, additions, job_labels)
+    to_json = [f for f in widenings if standard_type(f.field_type) == "JSON"]
+    rest = [f for f in widenings if standard_type(f.field_type) != "JSON"]
+    if to_json and (rest or additions):
+        # Conversions to JSON get a rewrite of their own: in bqemulator 1.4.0
+        # a query holding TO_JSON or an ARRAY subquery makes every
+        # `CAST(… AS NUMERIC(38, 9))` of that query DECIMAL(18,3), so they
+        # never share one with the NUMERIC casts of other columns.
+        table = _rewrite(client, target, table, to_json, [], job_labels, convert)
+        to_json = []
+    if to_json or rest or additions:
+        _rewrite(client, target, table, [*to_json, *rest], additions, job_labels, convert)
     return list(client.get_table(target.reference).schema)

@@ -46,11 +46,14 @@ from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from export_pipeline.bigquery.evolve import (
+    Convert,
+    Widen,
     apply_metadata,
     convert_sql,
     null_sql,
     reconcile_schema,
     restore_declared_types,
+    widened_field,
 )
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
@@ -222,14 +225,14 @@ def _ensure_target(
 
 
 def _converted_selects(
-    columns: Sequence[SelectColumn], effective: Sequence[SchemaField]
+    columns: Sequence[SelectColumn], effective: Sequence[SchemaField], convert: Convert
 ) -> list[tuple[str, str]]:
     """(quoted target column, SQL converting the column's expression to the target's type)."""
     by_name = {f.name.lower(): f for f in effective}
     out = []
     for c in columns:
         target_field = by_name[c.name.lower()]
-        sql = convert_sql(c.typed_sql, c.schema_field, target_field)
+        sql = convert(c.typed_sql, c.schema_field, target_field)
         out.append((quote_identifier(target_field.name), sql))
     return out
 
@@ -246,6 +249,8 @@ def replace_table(
     expected_previous: Watermark | None = None,
     job_labels: Mapping[str, str] | None = None,
     drop_staging: bool = True,
+    widen: Widen = widened_field,
+    convert: Convert = convert_sql,
 ) -> PublishResult:
     """Atomically make `target` hold exactly `SELECT select_columns FROM staging`.
 
@@ -280,8 +285,10 @@ def replace_table(
             target,
             [c.schema_field for c in select_columns],
             job_labels=dict(job_labels or {}),
+            widen=widen,
+            convert=convert,
         )
-        pairs = _converted_selects(select_columns, effective)
+        pairs = _converted_selects(select_columns, effective, convert)
         insert = Statement(
             f"INSERT INTO {target.sql} ({', '.join(name for name, _ in pairs)}) "
             f"SELECT {', '.join(sql for _, sql in pairs)} FROM {staging.sql}"
@@ -319,6 +326,8 @@ def merge_changes(
     labels: Mapping[str, str] | None = None,
     job_labels: Mapping[str, str] | None = None,
     drop_staging: bool = True,
+    widen: Widen = widened_field,
+    convert: Convert = convert_sql,
 ) -> PublishResult:
     """Apply the change rows in `staging` to `target` and move the mark, in one transaction.
 
@@ -344,9 +353,14 @@ def merge_changes(
     ensure_state_table(client, target)
     _ensure_target(client, target, columns, table_description, labels)
     effective = reconcile_schema(
-        client, target, [c.schema_field for c in columns], job_labels=dict(job_labels or {})
+        client,
+        target,
+        [c.schema_field for c in columns],
+        job_labels=dict(job_labels or {}),
+        widen=widen,
+        convert=convert,
     )
-    pairs = _converted_selects(columns, effective)
+    pairs = _converted_selects(columns, effective, convert)
     keys = [quote_identifier(names[k.lower()].name) for k in key_columns]
     deleted = f"COALESCE({quote_identifier(deleted_column)}, FALSE)" if deleted_column else "FALSE"
     partition = ", ".join(f"({names[k.lower()].expression})" for k in key_columns)

@@ -22,6 +22,8 @@ from google.cloud.bigquery import SchemaField
 
 from export_pipeline import bigquery as core
 from export_pipeline.bigquery.watermark import timestamp_literal
+from export_pipeline.dynamodb import widening
+from export_pipeline.dynamodb.column_names import RecordedColumns, recorded_columns
 from export_pipeline.dynamodb.convert import (
     DELETED_COLUMN,
     WRITE_TIMESTAMP_COLUMN,
@@ -34,6 +36,8 @@ EXPORTED_AT = "_exported_at"
 EXPORTED_AT_DESCRIPTION = (
     "Time of the DynamoDB export this row was loaded from (the data are as of this time)."
 )
+# The columns the loader keeps in DynamoDB tables besides the attributes.
+PIPELINE_COLUMNS = (EXPORTED_AT, WRITE_TIMESTAMP_COLUMN)
 
 
 def schema_field(column: ColumnSpec) -> SchemaField:
@@ -91,6 +95,8 @@ def replace_table(
         table_description=description,
         watermark=watermark,
         expected_previous=expected_previous,
+        widen=widening.widened_field,
+        convert=widening.convert_sql,
     )
     return staged
 
@@ -125,7 +131,9 @@ def merge_changes(
     data = [c for c in result.columns if c.name != DELETED_COLUMN]
     desired = [schema_field(c) for c in data]
     desired.append(_exported_at(exported_at).schema_field)
-    schema = core.reconcile_schema(client, target, desired)
+    schema = core.reconcile_schema(
+        client, target, desired, widen=widening.widened_field, convert=widening.convert_sql
+    )
     keys = key_columns(result, key_attributes)
     _add_implied_deletes(client, target, staged.table, keys, window_start)
     from_staging = {c.name.lower(): c for c in data}
@@ -136,9 +144,8 @@ def merge_changes(
             columns.append(_exported_at(exported_at))
         elif name in from_staging:
             spec = from_staging[name]
-            columns.append(
-                core.SelectColumn.passthrough(schema_field(spec), field.description or None)
-            )
+            # The description records the attribute and every type the column was typed for.
+            columns.append(core.SelectColumn.passthrough(schema_field(spec), spec.description))
         else:  # an attribute this image does not have: NULL (or empty array)
             columns.append(core.SelectColumn.absent(field))
     core.merge_changes(
@@ -152,6 +159,8 @@ def merge_changes(
         watermark=watermark,
         expected_previous=expected_previous,
         table_description=description,
+        widen=widening.widened_field,
+        convert=widening.convert_sql,
     )
     return staged
 
@@ -192,6 +201,15 @@ def distinct_key_count(client: bigquery.Client, target: core.TableId, keys: list
         ).result()
     )
     return int(rows[0]["n"])
+
+
+def recorded(client: bigquery.Client, target: core.TableId) -> RecordedColumns:
+    """The target's attribute -> column mapping and taken names (empty before the first load).
+
+    Read before every conversion, so that full, incremental and reseed loads
+    all map an attribute to the column it was given first.
+    """
+    return recorded_columns(table_schema(client, target), internal=PIPELINE_COLUMNS)
 
 
 def table_schema(client: bigquery.Client, target: core.TableId) -> list[Any]:

@@ -268,6 +268,7 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
             job.work_dir / "parquet",
             max_workers=job.config.dynamodb.max_parallel_files,
             declared_items=_declared_items(local),
+            recorded=bq.recorded(job.client, job.target),
         )
     job.log(
         f"{job.table}: converted {result.item_count} items in "
@@ -356,6 +357,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
             key_attributes=keys,
             max_workers=job.config.dynamodb.max_parallel_files,
             declared_items=_declared_items(local),
+            recorded=bq.recorded(job.client, job.target),
         )
     job.log(
         f"{job.table}: converted {result.item_count} change(s) in "

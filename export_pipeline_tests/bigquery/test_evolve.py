@@ -184,3 +184,27 @@ def test_merge_widens_a_column_and_keeps_old_values(bigquery_client, table_id, w
     got = {r["pk"]: r["n"] for r in rows(bigquery_client, f"SELECT * FROM {target.sql}")}
     assert got == {"a": Decimal(7), "b": Decimal(big)}
     assert read_watermark(bigquery_client, target, source) == mark2
+
+
+def test_widening_to_json_and_adding_numeric_keeps_numeric_exact(bigquery_client, table_id) -> None:
+    """A column widened to JSON and a NUMERIC (and ARRAY<NUMERIC>) column added in one
+    reconcile: the new columns still hold 38 digits (in bqemulator 1.4.0 a TO_JSON in
+    the rewrite would have made them DECIMAL(18,3); see `reconcile_schema`)."""
+    target = table_id("t")
+    bigquery_client.create_table(bigquery.Table(target.reference, schema=[_f("BOOL")]))
+    bigquery_client.query(f"INSERT INTO {target.sql} (c) VALUES (TRUE)").result()
+    reconcile_schema(
+        bigquery_client,
+        target,
+        [_f("JSON"), SchemaField("n", "NUMERIC"), SchemaField("ns", "NUMERIC", mode="REPEATED")],
+    )
+    wide = "12345678901234567890.123456789"
+    bigquery_client.query(
+        f"INSERT INTO {target.sql} (c, n, ns) SELECT JSON 'false', "
+        f"CAST('{wide}' AS NUMERIC(38, 9)), [CAST('{wide}' AS NUMERIC(38, 9))]"
+    ).result()
+    got = rows(bigquery_client, f"SELECT c, n, ns FROM {target.sql} ORDER BY n NULLS FIRST")
+    assert got == [
+        {"c": True, "n": None, "ns": []},
+        {"c": False, "n": Decimal(wide), "ns": [Decimal(wide)]},
+    ]

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from export_pipeline.dynamodb.convert import (
+    DELETED_COLUMN,
     ConversionError,
     ConversionResult,
     convert_full_export,
@@ -22,7 +23,7 @@ from export_pipeline.dynamodb.convert import (
     read,
     run,
 )
-from export_pipeline.naming import column_names
+from export_pipeline.naming import assign_columns
 from export_pipeline_tests.support.aws_samples import AwsSamples
 from export_pipeline_tests.support.native import NOT_BUILT
 
@@ -226,8 +227,13 @@ def test_column_names_collisions_keep_source_names(tmp_path: Path) -> None:
     names = ["Name", "name", "a-b", "a_b", "1st", "_TABLE_x", "ünï"]
     item = {n: {"S": n} for n in names}
     result = convert_full_export([write_items(tmp_path / "in.json.gz", [item])], tmp_path / "o")
-    expected = column_names(names)
+    expected = assign_columns(names, {}, reserved=("_exported_at",))
     assert {c.source_name: c.name for c in result.columns} == expected
+    # Readable; a suffix only where two would collide (the valid name keeps its spelling).
+    assert expected["Name"] == "Name" and expected["name"].startswith("name_")
+    assert expected["a_b"] == "a_b" and expected["a-b"].startswith("a_b_")
+    readable = (expected["1st"], expected["_TABLE_x"], expected["ünï"])
+    assert readable == ("_1st", "src_TABLE_x", "uni")
     assert len({c.name.lower() for c in result.columns}) == len(names)
     (row,) = rows(result)
     assert {source: row[bq] for source, bq in expected.items()} == {n: n for n in names}
@@ -297,7 +303,7 @@ def test_incremental_export_sample(tmp_path: Path, aws_samples: AwsSamples) -> N
     result = convert_incremental_export(files, tmp_path / "o", key_attributes=["orderId"])
     assert result.item_count == 3
     assert result.columns[0].name == "orderId"
-    assert [c.name for c in result.columns][-2:] == ["_deleted", "_write_timestamp_micros"]
+    assert [c.name for c in result.columns][-2:] == [DELETED_COLUMN, "_write_timestamp_micros"]
     assert [c.source_name for c in result.columns][-2:] == [None, None]
     got = {r["orderId"]: r for r in rows(result)}
     assert got["o-1002"] == {
@@ -305,27 +311,35 @@ def test_incremental_export_sample(tmp_path: Path, aws_samples: AwsSamples) -> N
         "customer": "c-2",
         "total": 7,
         "paid": True,
-        "_deleted": False,
+        DELETED_COLUMN: False,
         "_write_timestamp_micros": 1764117000000000,
     }
-    assert got["o-1003"]["_deleted"] is True and got["o-1003"]["customer"] is None
+    assert got["o-1003"][DELETED_COLUMN] is True and got["o-1003"]["customer"] is None
     assert got["o-1003"]["_write_timestamp_micros"] == 1764117300000000
-    assert got["o-1004"]["_deleted"] is False and got["o-1004"]["total"] == 42
+    assert got["o-1004"][DELETED_COLUMN] is False and got["o-1004"]["total"] == 42
 
 
 def test_incremental_attribute_named_like_converter_column(tmp_path: Path) -> None:
     line = {
         "Metadata": {"WriteTimestampMicros": {"N": "5"}},
         "Keys": {"id": {"S": "k"}},
-        "NewImage": {"id": {"S": "k"}, "_deleted": {"S": "mine"}},
+        "NewImage": {
+            "id": {"S": "k"},
+            "_deleted": {"S": "mine"},
+            "_write_timestamp_micros": {"S": "also mine"},
+        },
     }
     path = tmp_path / "in.json.gz"
     path.write_bytes(gzip.compress(orjson.dumps(line) + b"\n"))
     result = convert_incremental_export([path], tmp_path / "o", key_attributes=["id"])
-    mine = column(result, "_deleted").name
-    assert mine != "_deleted"
+    # `_deleted` is free (the converter's flag has the internal prefix); the
+    # converter's own `_write_timestamp_micros` is not.
+    assert column(result, "_deleted").name == "_deleted"
+    mine = column(result, "_write_timestamp_micros").name
+    assert mine == "src_write_timestamp_micros"
     (row,) = rows(result)
-    assert row[mine] == "mine" and row["_deleted"] is False
+    assert row["_deleted"] == "mine" and row[DELETED_COLUMN] is False
+    assert row[mine] == "also mine" and row["_write_timestamp_micros"] == 5
 
 
 def test_incremental_missing_key_names_file_and_line(tmp_path: Path) -> None:
@@ -432,7 +446,7 @@ def test_incremental_worker_processes_match_single_worker(tmp_path: Path, monkey
     )
     assert one.columns == two.columns
     assert rows(one) == rows(two) and len(rows(two)) == 400
-    assert [r["_deleted"] for r in rows(two)] == [i % 3 == 0 for i in range(400)]
+    assert [r[DELETED_COLUMN] for r in rows(two)] == [i % 3 == 0 for i in range(400)]
 
 
 def test_batches_cut_by_bytes_keep_line_numbers(tmp_path: Path, monkeypatch) -> None:
@@ -646,7 +660,7 @@ def test_incremental_paths_agree_on_varied_changes(tmp_path: Path, monkeypatch) 
         ),
     )
     assert results["native"] == results["per-line"]
-    deleted = [row["_deleted"] for row in results["native"][1]]
+    deleted = [row[DELETED_COLUMN] for row in results["native"][1]]
     assert 0 < sum(deleted) < len(deleted)
 
 
@@ -764,7 +778,7 @@ def test_columnar_path_applies_and_matches_per_line(tmp_path: Path, monkeypatch)
     by_pk = {row["pk"]: row for row in got}
     assert by_pk["a"]["when"] == "2024-01-01T10:00:00"  # not re-formatted as a timestamp
     assert by_pk["a"]["m"]["quote"] == 'say "hi" \\ \n\t\u0001'
-    assert by_pk["a"]["m"]["nums"] == [0, 0.1, "1" * 38, 1e-130]
+    assert by_pk["a"]["m"]["nums"] == [0, 0.1, "1" * 38, "1E-130"]
     assert by_pk["a"]["m"]["empty_map"] == {} and by_pk["a"]["m"]["empty_list"] == []
     assert by_pk["a"]["m"]['odd "key"\n'] == "v"
     assert by_pk["a"]["l"] == [{"k": "12345678901234567890"}, [False]]

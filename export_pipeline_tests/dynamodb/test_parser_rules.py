@@ -15,7 +15,6 @@ import json
 import re
 import tempfile
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -164,11 +163,13 @@ def plain(typed: dict) -> object:
         return {key: plain(member) for key, member in value.items()}
     if tag == "L":
         return [plain(member) for member in value]
-    if tag == "N":
-        exact = Decimal(value)
-        if exact == exact.to_integral_value() and abs(exact) <= 2**53:
-            return int(exact)
-        return float(value) if Decimal(repr(float(value))) == exact else value
+    if tag == "N":  # by the text's shape: integers within 2^53, short plain decimals
+        if re.fullmatch(r"-?[0-9]+", value):
+            return int(value) if abs(int(value)) <= 2**53 else value
+        significant = value.lstrip("-").replace(".", "").lstrip("0")
+        if re.fullmatch(r"-?[0-9]+\.[0-9]+", value) and len(significant) <= 15:
+            return float(value)
+        return value
     if tag == "NULL":
         return None
     return value  # S, B (base64 text), BOOL

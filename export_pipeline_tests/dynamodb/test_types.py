@@ -107,8 +107,10 @@ def test_number_kind_holds_value_exactly(value: Decimal) -> None:
         ("0.1", 0.1),  # its own shortest float text: BigQuery keeps it exactly
         ("0.10000000000000000001", "0.10000000000000000001"),
         ("1" * 38, "1" * 38),
-        ("1E-130", 1e-130),
-        ("1E+20", 1e20),
+        ("1E-130", "1E-130"),  # exponent forms keep their text (SQL applies the same rule)
+        ("1E+20", "1E+20"),
+        ("0.30000000000000004", "0.30000000000000004"),  # 17 digits: text
+        ("0.000123456789012345", 0.000123456789012345),  # 15 significant digits
         ("12345678901234567890.123", "12345678901234567890.123"),
     ],
 )

@@ -7,7 +7,7 @@ The converter's public API (the rest of the subpackage is private to it):
 - `convert_incremental_export(files, out_dir, key_attributes=[...])` — incremental
   data files (`{"Metadata":..,"Keys":..,"NewImage":..,"OldImage":..}` per line) ->
   one row per change: the key attributes, the NewImage attributes (for a delete,
-  the Keys), plus `_deleted` BOOL and `_write_timestamp_micros` INT64.
+  the Keys), plus `_export_pipeline_deleted` BOOL and `_write_timestamp_micros` INT64.
 - `ConversionResult`, `ColumnSpec`, `ConversionError`, and `widen`/`ColumnType`
   (re-exported from `export_pipeline.dynamodb.types`) for schema reconciliation.
 
@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from export_pipeline.dynamodb.column_names import RecordedColumns
 from export_pipeline.dynamodb.convert.model import (
     DEFAULT_BATCH_SIZE,
     DELETED_COLUMN,
@@ -88,8 +89,12 @@ def convert_full_export(
     max_workers: int = 2,
     max_line_bytes: int = MAX_LINE_BYTES,
     declared_items: Mapping[Path | str, int] | None = None,
+    recorded: RecordedColumns | None = None,
 ) -> ConversionResult:
     """Convert full-export data files to Parquet files in `out_dir` (one schema).
+
+    `recorded`: the target table's columns (`column_names.recorded_columns`);
+    attributes it holds keep their columns and at least their types.
 
     Zero-byte files (AWS writes them for empty partitions) hold 0 items.
     Raises ConversionError naming the file (and line) on corrupt input, at
@@ -107,6 +112,7 @@ def convert_full_export(
         max_workers=max_workers,
         max_line_bytes=max_line_bytes,
         declared_items=declared_items,
+        recorded=recorded,
     )
 
 
@@ -124,13 +130,14 @@ def convert_incremental_export(
     max_workers: int = 2,
     max_line_bytes: int = MAX_LINE_BYTES,
     declared_items: Mapping[Path | str, int] | None = None,
+    recorded: RecordedColumns | None = None,
 ) -> ConversionResult:
     """Convert incremental-export data files to Parquet, one row per change line.
 
     Bounds as for `convert_full_export`.
 
     Columns: the key attributes first, then the NewImage attributes (a delete
-    has no NewImage: its row holds the Keys), then `_deleted` (BOOL, true for
+    has no NewImage: its row holds the Keys), then `_export_pipeline_deleted` (BOOL, true for
     a delete) and `_write_timestamp_micros` (INT64, Metadata.WriteTimestampMicros).
     """
     if not key_attributes:
@@ -144,4 +151,5 @@ def convert_incremental_export(
         max_workers=max_workers,
         max_line_bytes=max_line_bytes,
         declared_items=declared_items,
+        recorded=recorded,
     )

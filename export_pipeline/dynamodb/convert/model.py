@@ -24,7 +24,11 @@ DEFAULT_BATCH_SIZE = 20_000
 MAX_ITEM_BYTES = 400 * 1024
 JSON_EXPANSION = 16
 MAX_LINE_BYTES = 2 * JSON_EXPANSION * MAX_ITEM_BYTES + (64 << 10)
-DELETED_COLUMN = "_deleted"
+# The converter's own columns. `_write_timestamp_micros` is kept in BigQuery
+# rows (tables carry it since incremental mode began); the delete flag only
+# lives in staging tables, under the pipeline's internal prefix, so that an
+# attribute may be called `_deleted` (Amplify/AppSync tables have one).
+DELETED_COLUMN = "_export_pipeline_deleted"
 WRITE_TIMESTAMP_COLUMN = "_write_timestamp_micros"
 
 

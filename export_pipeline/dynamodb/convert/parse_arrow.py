@@ -317,9 +317,10 @@ def _numbers(texts: pa.Array) -> pa.Array:
     """JSON numbers where exact, else per `json_number`.
 
     Kept as they are: plain integers up to 15 digits (not "-0"), and decimals
-    without exponent that equal float64's shortest text of themselves (so they
-    round-trip exactly, and orjson would write them the same). Everything else
-    is decided one by one, exactly as the per-line path does.
+    without exponent of at most 15 digits that equal float64's shortest text
+    of themselves (so they round-trip exactly, and orjson would write them the
+    same). Everything else is decided one by one, exactly as the per-line
+    path does.
     """
     shapes = cv.NumberShapes(texts)
     plain_values = shapes.json_integer()
@@ -327,7 +328,7 @@ def _numbers(texts: pa.Array) -> pa.Array:
         plain_values |= ~cv.valid_values(texts)
     if plain_values.all():
         return texts
-    decimals = shapes.plain_decimal()
+    decimals = shapes.plain_decimal() & (shapes.int_digits + shapes.frac_digits <= 15)
     if decimals.any():
         try:
             shortest = pc.cast(pc.cast(texts, pa.float64()), _STRING)

@@ -12,7 +12,6 @@ worker starts without re-importing pyarrow.
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib.abc
 import math
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from export_pipeline.dynamodb import types as t
+from export_pipeline.dynamodb.column_names import RecordedColumns, describe
 from export_pipeline.dynamodb.convert import read as rd
 from export_pipeline.dynamodb.convert import write as wr
 from export_pipeline.dynamodb.convert.model import (
@@ -49,7 +49,7 @@ from export_pipeline.dynamodb.convert.model import (
 )
 from export_pipeline.dynamodb.convert.parse_arrow import SchemaHint
 from export_pipeline.errors import OutOfMemoryError
-from export_pipeline.naming import column_names
+from export_pipeline.naming import PIPELINE_COLUMNS, assign_columns, readable_column_name
 
 OUTPUT_PREFIX = "dynamodb-part-"
 # Below this much compressed input, starting worker processes costs more than it saves.
@@ -104,6 +104,7 @@ def run_conversion(
     progress: ProgressCallback | None = None,
     max_line_bytes: int = rd.MAX_LINE_BYTES,
     declared_items: Mapping[Path | str, int] | None = None,
+    recorded: RecordedColumns | None = None,
 ) -> ConversionResult:
     if batch_size < 1 or max_workers < 1 or max_line_bytes < 1:
         raise ValueError("batch_size, max_workers and max_line_bytes must be at least 1")
@@ -160,7 +161,9 @@ def run_conversion(
             items_per_file = {str(p): 0 for p in paths}
             for file_index, batch in batches:
                 items_per_file[str(paths[file_index])] += batch.rows
-            plan = _plan([b for _i, b in batches], incremental, key_attributes)
+            plan = _plan(
+                [b for _i, b in batches], incremental, key_attributes, recorded or RecordedColumns()
+            )
             batches.sort(key=lambda entry: (entry[0], entry[1].first_line))
             groups = _group_batches(batches, max_workers)
             outputs = [out_dir / f"{OUTPUT_PREFIX}{n:05d}.parquet" for n in range(len(groups))]
@@ -333,33 +336,58 @@ def _collect(
 
 
 def _plan(
-    batches: list[BatchInfo], incremental: bool, key_attributes: tuple[str, ...]
+    batches: list[BatchInfo],
+    incremental: bool,
+    key_attributes: tuple[str, ...],
+    recorded: RecordedColumns,
 ) -> list[tuple[wr.PlannedColumn, ColumnSpec]]:
-    """Final columns, in a stable order: keys, other attributes by name, converter columns."""
+    """Final columns, in a stable order: keys, other attributes by name, converter columns.
+
+    An attribute the target table already holds keeps its column
+    (`recorded`), and its type is decided over the DynamoDB types that
+    column was typed for as well as this export's: the type a full export
+    of every value the column has held would get, so full, incremental and
+    reseed loads agree on what a value is (`"1"` and `1` stay apart).
+    """
     tags: dict[str, dict[str, str | None]] = {key: {} for key in key_attributes}
     rank = {t.INT64: 0, t.NUMERIC: 1, t.STRING: 2}
+
+    def see(attribute: str, tag: str, kind: str | None) -> None:
+        seen = tags.setdefault(attribute, {})
+        old = seen.get(tag)
+        if old is None or (kind is not None and rank[kind] > rank[old]):
+            seen[tag] = kind
+
     for batch in batches:
         for raw in batch.columns:
-            if raw.attribute is None:
-                continue
-            seen = tags.setdefault(raw.attribute, {})
-            old = seen.get(raw.tag)
-            new = raw.number_kind
-            if old is None or (new is not None and rank[new] > rank[old]):
-                seen[raw.tag] = new
-    names = _bigquery_names(list(tags), incremental)
+            if raw.attribute is not None:
+                see(raw.attribute, raw.tag, raw.number_kind)
+    existing = recorded.resolve(list(tags), lambda a: readable_column_name(a, _RESERVED))
+    for attribute, column in existing.items():
+        for tag in column.tags:
+            see(attribute, tag, recorded_number_kind(tag, column.bq_type))
+    names = assign_columns(
+        list(tags),
+        {a: c.name for a, c in existing.items()},
+        recorded.taken,
+        reserved=_RESERVED,
+    )
     order = list(key_attributes) + sorted(a for a in tags if a not in key_attributes)
     plan = []
     for attribute in order:
         column_type = wr.combine(tags[attribute])
-        seen_tags = ", ".join(sorted(tags[attribute])) or "none"
-        role = "key attribute" if attribute in key_attributes else "attribute"
+        column = existing.get(attribute)
+        if column is not None:
+            # Never narrower than the table's column: its rows then need no
+            # conversion when merged (the column is only ever widened).
+            current = t.ColumnType.from_bigquery(column.bq_type, column.mode)
+            column_type = t.widen(current, column_type)
         spec = ColumnSpec(
             name=names[attribute],
             source_name=attribute,
             bq_type=column_type.bq_type,
             mode=column_type.mode,
-            description=f"DynamoDB {role} {attribute!r} (DynamoDB types: {seen_tags})",
+            description=describe(attribute, tags[attribute], key=attribute in key_attributes),
         )
         plan.append((wr.PlannedColumn(names[attribute], attribute, None, column_type), spec))
     if incremental:
@@ -382,13 +410,13 @@ def _plan(
     return plan
 
 
-def _bigquery_names(attributes: list[str], incremental: bool) -> dict[str, str]:
-    """`naming.column_names`, plus: never reuse a name the converter adds itself."""
-    names = column_names(attributes)
-    if incremental:
-        reserved = {DELETED_COLUMN, WRITE_TIMESTAMP_COLUMN}
-        for attribute, name in names.items():
-            if name.lower() in reserved:
-                suffix = hashlib.sha1(attribute.encode("utf-8")).hexdigest()[:6]
-                names[attribute] = f"{name}_{suffix}"
-    return names
+# Columns the loader adds to DynamoDB tables; no attribute is given these names.
+_RESERVED = (*PIPELINE_COLUMNS, WRITE_TIMESTAMP_COLUMN, DELETED_COLUMN)
+
+
+def recorded_number_kind(tag: str, bq_type: str) -> str | None:
+    """The number kind a recorded N/NS column stands for: its BigQuery type, if a number type."""
+    if tag not in ("N", "NS"):
+        return None
+    kind = {"INTEGER": t.INT64, "INT64": t.INT64, "NUMERIC": t.NUMERIC, "STRING": t.STRING}
+    return kind.get(bq_type.upper(), t.INT64)

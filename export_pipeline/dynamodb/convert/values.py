@@ -28,14 +28,18 @@ class ValueError_(ValueError):
 
 
 def json_number(text: str) -> int | float | str:
-    """A DynamoDB number for JSON text: exact JSON number, or the exact text as a string.
+    """A DynamoDB number for JSON text: a JSON number where exact, else the exact text.
 
-    Integers within +-2^53 stay integers. Any other number stays a JSON
-    number only when float64 reproduces it exactly: the shortest float text
-    has the same decimal value. (BigQuery stores JSON numbers as INT64 or
-    FLOAT64 and, in its default exact mode, accepts a number only if that
-    holds.) Everything else (0.1000000000000000000001, 38-digit integers)
-    is kept as a JSON string holding the exact text.
+    Decided on the text's shape alone, so that SQL can apply the same rule
+    when BigQuery widens a number column to JSON
+    (`export_pipeline.dynamodb.widening`):
+
+    - an integer (`-?[0-9]+`) within +-2^53 -> a JSON integer;
+    - a plain decimal (`-?[0-9]+.[0-9]+`) of at most 15 significant digits
+      (after leading zeros) -> a JSON number (float64 holds every such
+      decimal closely enough that its shortest text is the decimal itself);
+    - anything else (wider integers, more digits, exponents) -> a JSON string
+      holding the exact text.
     """
     if type(text) is not str:
         raise ValueError_(f"N value must be a string, got {type(text).__name__}")
@@ -43,30 +47,29 @@ def json_number(text: str) -> int | float | str:
         digits = text[1:] if text[:1] == "-" else text
         if digits.isdigit():
             return int(text)
-    try:
-        as_float = float(text)
-    except ValueError:
-        raise ValueError_(f"invalid number {text!r}") from None
-    if (
-        repr(as_float) == text
-        and text[-1].isdigit()
-        and (not as_float or 1e-130 < abs(as_float) < 1e125)
-    ):
-        return as_float  # the common decimal: its own shortest float text
-    try:
-        value = t.dynamodb_decimal(text)
-    except ValueError as exc:
-        raise ValueError_(f"invalid number {text!r}: {exc}") from None
-    if value == value.to_integral_value():
-        integer = int(value)
+    if _INTEGER.fullmatch(text):
+        integer = int(text)
         if -t.JSON_SAFE_INTEGER <= integer <= t.JSON_SAFE_INTEGER:
             return integer
-        if Decimal(repr(float(integer))) == value:
-            return float(integer)  # e.g. 1E+20: float64 holds it exactly
+        _check_range(text)
         return text
-    if Decimal(repr(as_float)) == value:
-        return as_float
+    if _DECIMAL.fullmatch(text) and len(_NOT_DIGIT.sub("", text).lstrip("0")) <= 15:
+        _check_range(text)
+        return float(text)
+    _check_range(text)
     return text
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
+def _check_range(text: str) -> None:
+    try:
+        t.dynamodb_decimal(text)
+    except ValueError as exc:
+        raise ValueError_(f"invalid number {text!r}: {exc}") from None
 
 
 def _check_base64(text: object) -> str:
