@@ -1,4 +1,4 @@
-"""Loading one exported MySQL table into BigQuery, lossless and atomically.
+"""Loading one exported RDS table into BigQuery, lossless and atomically.
 
 Only what is specific to RDS exports lives here; the BigQuery writes are the
 shared layer's (`export_pipeline.bigquery`):
@@ -58,6 +58,7 @@ from export_pipeline.bigquery.staging import (
 )
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 from export_pipeline.naming import PIPELINE_COLUMNS, column_names, quote_identifier
+from export_pipeline.rds.engine import MYSQL, ColumnMapping, Engine
 from export_pipeline.rds.export_files import (
     ExportFilesError,
     ExportLocation,
@@ -65,14 +66,7 @@ from export_pipeline.rds.export_files import (
     TableInfo,
     inspect_table_files,
 )
-from export_pipeline.rds.types import (
-    RAW_SUFFIX,
-    ColumnMapping,
-    Conversion,
-    MySQLType,
-    map_column,
-    typed_expression,
-)
+from export_pipeline.rds.types import RAW_SUFFIX
 
 EXPORTED_AT_COLUMN = "_exported_at"
 
@@ -108,8 +102,10 @@ class TableLoadResult:
     columns_removed: list[str] = field(default_factory=list)
 
 
-def plan_columns(info: TableInfo, parquet_schema: pa.Schema | None) -> list[PlannedColumn]:
-    """Final columns in table order, with BigQuery names and conversions."""
+def plan_columns(
+    info: TableInfo, parquet_schema: pa.Schema | None, engine: Engine = MYSQL
+) -> list[PlannedColumn]:
+    """Final columns in table order, with BigQuery names and the engine's conversions."""
     if not info.columns:
         raise RdsLoadError(f"{info.target}: the export lists no columns (originalTypeMappings)")
     source_names = [name for name, _ in info.columns]
@@ -132,12 +128,12 @@ def plan_columns(info: TableInfo, parquet_schema: pa.Schema | None) -> list[Plan
         staged = (
             staged_types[index]
             if staged_types is not None
-            else expected_staging_type(original_type)
+            else engine.expected_staging_type(original_type)
         )
         planned.append(
             PlannedColumn(
                 name=names[source],
-                mapping=map_column(source, original_type, staged),
+                mapping=engine.map_column(source, original_type, staged),
                 raw_name=names[raw_sources[source]],
             )
         )
@@ -149,24 +145,6 @@ def _raw_source_name(name: str, taken: list[str]) -> str:
     while candidate in taken:
         candidate += "_"
     return candidate
-
-
-def expected_staging_type(original_type: str) -> str:
-    """The staging type AWS's Parquet mapping gives a MySQL type.
-
-    Only needed for a table the export wrote no Parquet file for (nothing to
-    read a schema from): DATE, TIME and JSON are text, CHAR unannotated bytes,
-    DATETIME a UTC TIMESTAMP_MICROS; everything else loads as its final type.
-    """
-    probe = map_column("c", original_type, "STRING")
-    if probe.target_type in ("DATE", "TIME", "JSON"):
-        return "STRING"
-    if probe.conversion is Conversion.AS_LOADED and probe.target_type == "STRING":
-        base = MySQLType.parse(original_type).base
-        return "BYTES" if base in ("char", "nchar", "national char", "character") else "STRING"
-    if probe.target_type == "DATETIME":
-        return "TIMESTAMP"
-    return probe.target_type
 
 
 def _check_same_schema(files: list[ParquetObject], target: str) -> pa.Schema | None:
@@ -214,7 +192,7 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
 
 
 def _profile(
-    client: bigquery.Client, staging_sql: str, columns: list[PlannedColumn]
+    client: bigquery.Client, staging_sql: str, columns: list[PlannedColumn], engine: Engine
 ) -> dict[str, int]:
     """Per fallible column, how many non-NULL values its typed form cannot hold."""
     fallible = [c for c in columns if c.mapping.fallible]
@@ -223,14 +201,17 @@ def _profile(
     selects = []
     for index, column in enumerate(fallible):
         source = quote_identifier(column.name)
-        typed = typed_expression(column.mapping, source)
+        typed = engine.typed_expression(column.mapping, source)
         selects.append(f"COUNTIF({source} IS NOT NULL AND ({typed}) IS NULL) AS c{index}")
     row = next(iter(client.query(f"SELECT {', '.join(selects)} FROM {staging_sql}").result()))
     return {column.name: int(row[f"c{index}"] or 0) for index, column in enumerate(fallible)}
 
 
 def final_select(
-    columns: list[PlannedColumn], unrepresentable: dict[str, int], exported_at: dt.datetime
+    columns: list[PlannedColumn],
+    unrepresentable: dict[str, int],
+    exported_at: dt.datetime,
+    engine: Engine = MYSQL,
 ) -> list[SelectColumn]:
     """The final table's columns: typed expressions over staging, with descriptions.
 
@@ -244,22 +225,22 @@ def final_select(
     for column in columns:
         source = quote_identifier(column.name)
         mapping = column.mapping
-        description = f"MySQL `{mapping.source_name}` {mapping.mysql_type}"
+        description = f"{engine.name} `{mapping.source_name}` {mapping.original_type}"
         bad = unrepresentable.get(column.name, 0)
-        if mapping.conversion is Conversion.TIME_TEXT and bad:
-            # Some value is outside a BigQuery TIME: keep the whole column as MySQL's text.
+        if mapping.whole_column_text and bad:
+            # Some value does not fit the typed column: keep the whole column as exact text.
             selects.append(
                 SelectColumn(
                     column.name,
                     source,
                     "STRING",
-                    description=f"{description}; text because {bad} value(s) lie outside "
-                    "00:00:00-23:59:59.999999",
+                    description=f"{description}; text because {bad} value(s) do not fit "
+                    f"{mapping.target_type}",
                     typed=True,
                 )
             )
             continue
-        typed = typed_expression(mapping, source)
+        typed = engine.typed_expression(mapping, source)
         selects.append(
             SelectColumn(
                 column.name, typed, mapping.target_type, description=description, typed=True
@@ -317,6 +298,7 @@ def load_export_table(
     log: Callable[[str], None] = lambda _m: None,
     warn: Callable[[str], None] | None = None,
     parallel_uploads: int = 1,
+    engine: Engine = MYSQL,
 ) -> TableLoadResult:
     """Load `info.target` from the export into `table_ref` (project.dataset.table).
 
@@ -324,12 +306,11 @@ def load_export_table(
     """
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
     started = time.monotonic()
-    database, table = info.target.split(".", 1)
     try:
-        files = inspect_table_files(s3, location, database, table)
+        files = inspect_table_files(s3, location, *info.target.split("."))
     except ExportFilesError as exc:
         raise RdsLoadError(f"{info.target}: {exc}") from None
-    columns = plan_columns(info, _check_same_schema(files, info.target))
+    columns = plan_columns(info, _check_same_schema(files, info.target), engine)
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
@@ -347,8 +328,8 @@ def load_export_table(
         )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()
-        unrepresentable = _profile(client, staging.sql, columns)
-        selects = final_select(columns, unrepresentable, exported_at)
+        unrepresentable = _profile(client, staging.sql, columns, engine)
+        selects = final_select(columns, unrepresentable, exported_at, engine)
         removed = removed_columns(_columns_of(client, target), [c.name for c in selects])
         published = replace_table(
             client,
