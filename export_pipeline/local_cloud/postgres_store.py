@@ -394,8 +394,13 @@ def _copy(connect: Any, databases: list[str], target: Path, batch_size: int) -> 
                     store.create_table(database, schema, name, columns, persistence)
                     if persistence != "p":
                         continue  # never exported: AWS skips it
+                    # format('%s', …) is the type's output function: char(n) keeps its
+                    # padding there, where a cast to text would strip it.
                     selects = ", ".join(
-                        _quote(c.name) if c.storage != "text" else f"{_quote(c.name)}::text"
+                        _quote(c.name)
+                        if c.storage != "text"
+                        else f"CASE WHEN {_quote(c.name)} IS NOT NULL "
+                        f"THEN format('%s', {_quote(c.name)}) END"
                         for c in columns
                     )
                     with conn.cursor(name=f"read_{oid}") as rows:

@@ -237,7 +237,7 @@ def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
     if conversion is Conversion.DATE_TEXT:
         return _guarded(c, _DATE, f"SAFE.PARSE_DATE('%Y-%m-%d', {c})")
     if conversion is Conversion.DATETIME_TEXT:
-        return _guarded(c, _DATETIME, f"SAFE.PARSE_DATETIME('%Y-%m-%d %H:%M:%E*S', {c})")
+        return _guarded(c, _DATETIME, f"SAFE_CAST({c} AS DATETIME)")
     if conversion is Conversion.TIMESTAMP_TEXT:
         return _guarded(c, _TIMESTAMP, f"TIMESTAMP({c})")
     if conversion is Conversion.TIME_TEXT:
