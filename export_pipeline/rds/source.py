@@ -209,7 +209,10 @@ class RdsSource(Source):
             )
         return Export(
             ids=export.ids,
-            metadata=_export_metadata(identifier, source, snapshot, task, started, skipped),
+            metadata={
+                **export.metadata,
+                **_export_metadata(identifier, source, snapshot, task, started, skipped),
+            },
             details=export.details,
         )
 
