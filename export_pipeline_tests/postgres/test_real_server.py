@@ -19,7 +19,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from export_pipeline.config import RdsInstanceConfig
-from export_pipeline.local_cloud.rds_client import create_postgres_source
+from export_pipeline.local_cloud.rds_client import create_postgres_source, take_automated_snapshot
 from export_pipeline.postgres.source import PostgresSource
 from export_pipeline_tests.support.bigquery import rows
 from export_pipeline_tests.support.rds import config_for, run_rds
@@ -209,3 +209,53 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
     )
     assert [(r["id"], r["amount"]) for r in orders] == [(1, Decimal("10.50")), (2, Decimal("-3"))]
     assert orders[0]["placed"] == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def test_schema_drift_between_snapshots(
+    local_cloud, aws_clients, bigquery_client, pipeline_config, pg_database, pg_dataset
+) -> None:
+    """A column added, one dropped and one retyped on the server: the next load mirrors it."""
+    identifier = "pg-" + uuid.uuid4().hex[:8]
+    create_postgres_source(
+        aws_clients.rds,
+        identifier,
+        source_url=f"postgresql://postgres@127.0.0.1:5432/{pg_database}",
+    )
+    base = pipeline_config.rds.instances[0]
+    source = RdsInstanceConfig(
+        identifier=identifier,
+        export_only=[f"{pg_database}.sales.orders"],
+        iam_role_arn=base.iam_role_arn,
+        kms_key_id=base.kms_key_id,
+    )
+    config = config_for(pipeline_config, pg_dataset, [source])
+    table = f"{local_cloud.bigquery_project}.{pg_dataset}.rds_{pg_database}_sales_orders"
+    run_rds(config, DagsterInstance.ephemeral(), source=PostgresSource)
+    first = {f.name: f.field_type for f in bigquery_client.get_table(table).schema}
+    assert first["amount"] == "NUMERIC" and "note" not in first
+
+    connection = _connect(pg_database)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE sales.orders ADD COLUMN note text; "
+            "ALTER TABLE sales.orders DROP COLUMN placed; "
+            "ALTER TABLE sales.orders ALTER COLUMN amount TYPE numeric(50,10); "
+            "UPDATE sales.orders SET note = 'n' || id"
+        )
+    connection.close()
+    take_automated_snapshot(aws_clients.rds, identifier)
+    second = run_rds(config, DagsterInstance.ephemeral(), source=PostgresSource)
+    schema = {f.name: f.field_type for f in bigquery_client.get_table(table).schema}
+    assert "placed" not in schema and schema["note"] == "STRING"
+    assert schema["amount"] == "STRING"  # numeric(50,10) is beyond NUMERIC: exact text
+    found = rows(bigquery_client, f"SELECT id, amount, note FROM `{table}` ORDER BY id")
+    assert [(r["amount"], r["note"]) for r in found] == [
+        ("10.5000000000", "n1"),
+        ("-3.0000000000", "n2"),
+    ]
+    [event] = [
+        e
+        for e in second.get_asset_materialization_events()
+        if e.asset_key.path[-1] == f"rds_{pg_database}_sales_orders"
+    ]
+    assert event.materialization.metadata["columns_removed"].value == ["placed"]
