@@ -11,4 +11,5 @@ POSTGRES = Engine(
     map_column=types.map_column,
     typed_expression=types.typed_expression,
     expected_staging_type=types.expected_staging_type,
+    fits_expression=types.fits_expression,
 )

@@ -220,6 +220,25 @@ def _guarded(column_sql: str, pattern: str, typed: str) -> str:
     return f"IF(REGEXP_CONTAINS({column_sql}, r'{pattern}'), {typed}, NULL)"
 
 
+# Conversions whose pattern guard alone decides: every text it admits parses.
+_GUARD_DECIDES = {
+    Conversion.NUMERIC_TEXT: _NUMBER,
+    Conversion.MONEY_TEXT: _MONEY,
+    Conversion.TIME_TEXT: _TIME_OF_DAY,
+}
+
+
+def fits_expression(mapping: ColumnMapping, column_sql: str) -> str | None:
+    """The pattern guard, where it alone decides whether the typed value exists.
+
+    Counting misfits with it instead of parsing every value is the same count
+    (the guard admits only texts that parse) and much cheaper where parsing
+    is costly (NUMERIC from text, in bqemulator). None: count the typed value.
+    """
+    pattern = _GUARD_DECIDES.get(mapping.conversion)
+    return f"REGEXP_CONTAINS({column_sql}, r'{pattern}')" if pattern else None
+
+
 def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
     """SQL for the typed value; NULL where the value cannot be represented.
 

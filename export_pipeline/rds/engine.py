@@ -60,10 +60,18 @@ class Engine:
     map_column: Callable[[str, str, str], Any]  # (name, originalType, staging type) → mapping
     typed_expression: Callable[[Any, str], str]  # (mapping, staging column SQL) → typed SQL
     expected_staging_type: Callable[[str], str]  # originalType → staging type without Parquet
+    # (mapping, staging column SQL) → a condition true exactly where the typed value
+    # is not NULL, cheaper to count than the typed value itself; None: test that.
+    fits_expression: Callable[[Any, str], str | None] | None = None
 
     @property
     def aws_engines(self) -> frozenset[str]:
         return ENGINE_FAMILIES[self.family]
+
+    def fits(self, mapping: Any, column_sql: str) -> str:
+        """SQL true where a non-NULL staging value has a typed value (for counting misfits)."""
+        cheaper = self.fits_expression(mapping, column_sql) if self.fits_expression else None
+        return cheaper or f"({self.typed_expression(mapping, column_sql)}) IS NOT NULL"
 
 
 MYSQL = Engine(

@@ -201,8 +201,8 @@ def _profile(
     selects = []
     for index, column in enumerate(fallible):
         source = quote_identifier(column.name)
-        typed = engine.typed_expression(column.mapping, source)
-        selects.append(f"COUNTIF({source} IS NOT NULL AND ({typed}) IS NULL) AS c{index}")
+        fits = engine.fits(column.mapping, source)
+        selects.append(f"COUNTIF({source} IS NOT NULL AND NOT ({fits})) AS c{index}")
     row = next(iter(client.query(f"SELECT {', '.join(selects)} FROM {staging_sql}").result()))
     return {column.name: int(row[f"c{index}"] or 0) for index, column in enumerate(fallible)}
 
