@@ -63,7 +63,7 @@ RAW_SUFFIX = "__raw"
 
 # Text forms BigQuery can hold, per conversion (PostgreSQL's output with DateStyle ISO).
 _NUMBER = r"^-?[0-9]{1,29}(\.[0-9]{1,9})?$"
-_MONEY = r"^-?\$[0-9]{1,3}(,[0-9]{3})*\.[0-9]{2}$"
+_MONEY = r"^-?\$[0-9]{1,3}(,[0-9]{3}){0,8}\.[0-9]{2}$"  # at most 27 integer digits
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _WALL_CLOCK = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
 _DATETIME = rf"^{_WALL_CLOCK}$"
