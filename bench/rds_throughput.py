@@ -1,6 +1,12 @@
 """Benchmark: the RDS loader's S3 → BigQuery throughput against plainly copying the files.
 
-Run (in the project's virtualenv): `python bench/rds_throughput.py [--rows 1000000] [--files 8]`
+Run (in the project's virtualenv): `python bench/rds_throughput.py [--rows 1000000] [--files 8]
+[--engine mysql|postgres]`
+
+`--engine postgres` does the same for an RDS PostgreSQL export (`app.sales.orders`
+in `app/sales.orders/`): BIGINT INT64, INTEGER INT32, SMALLINT INT(16), DOUBLE,
+BOOLEAN natively and NUMERIC, enum, TIMESTAMPTZ, DATE, TEXT and JSONB as
+PostgreSQL's text, loaded with `export_pipeline.postgres.engine.POSTGRES`.
 
 1. Writes an export of `--rows` rows of a typical orders table in AWS's
    layout and physical types (gzip Parquet, several part files in two batch
@@ -50,6 +56,8 @@ from google.cloud import bigquery
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
 from export_pipeline.bigquery.staging import DECIMAL_TARGET_TYPES
 from export_pipeline.config import current_config
+from export_pipeline.postgres.engine import POSTGRES
+from export_pipeline.rds.engine import MYSQL
 from export_pipeline.rds.export_files import ExportLocation, read_tables_info
 from export_pipeline.rds.loading import load_export_table
 
@@ -103,7 +111,60 @@ def _batch(start: int, count: int, rng: np.random.Generator) -> pa.Table:
     )
 
 
-def write_export(s3, bucket: str, prefix: str, identifier: str, rows: int, files: int) -> dict:
+PG_COLUMNS = [
+    ("id", "bigint"),
+    ("account_id", "integer"),
+    ("qty", "smallint"),
+    ("amount", "numeric(12,2)"),
+    ("fx", "double precision"),
+    ("paid", "boolean"),
+    ("status", "order_status"),
+    ("placed_at", "timestamp with time zone"),
+    ("ship_day", "date"),
+    ("note", "text"),
+    ("payload", "jsonb"),
+]
+
+
+def _pg_batch(start: int, count: int, rng: np.random.Generator) -> pa.Table:
+    ids = np.arange(start, start + count, dtype=np.int64)
+    cents = rng.integers(-(10**9), 10**9, count)
+    days = rng.integers(0, 3650, count)
+    seconds = rng.integers(0, 86400 * 3650, count)
+    statuses = np.array(["new", "paid", "shipped", "refunded"])
+    base = np.datetime64("2015-01-01T00:00:00", "s")
+    stamps = (base + seconds.astype("timedelta64[s]")).astype(str)
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "account_id": pa.array(rng.integers(1, 2**31 - 1, count), pa.int32()),
+            "qty": pa.array(rng.integers(-(2**15), 2**15 - 1, count), pa.int16()),
+            "amount": pa.array([f"{c / 100:.2f}" for c in cents.tolist()], pa.string()),
+            "fx": pa.array(rng.random(count), pa.float64()),
+            "paid": pa.array(ids % 2 == 0, pa.bool_()),
+            "status": pa.array(statuses[ids % 4], pa.string()),
+            "placed_at": pa.array([t.replace("T", " ") + "+00" for t in stamps], pa.string()),
+            "ship_day": pa.array(
+                (np.datetime64("2015-01-01") + days.astype("timedelta64[D]")).astype(str),
+                pa.string(),
+            ),
+            "note": pa.array([f"order {i} note" for i in ids.tolist()], pa.string()),
+            "payload": pa.array([f'{{"n": {i}, "tags": ["a"]}}' for i in ids.tolist()]),
+        }
+    )
+
+
+# Per engine: columns, batch writer, table target, its folder under the export.
+ENGINES = {
+    "mysql": (MYSQL, COLUMNS, _batch, "shop.orders", "shop/shop.orders"),
+    "postgres": (POSTGRES, PG_COLUMNS, _pg_batch, "app.sales.orders", "app/sales.orders"),
+}
+
+
+def write_export(
+    s3, bucket: str, prefix: str, identifier: str, rows: int, files: int, engine: str = "mysql"
+) -> dict:
+    _, columns, make_batch, target, folder = ENGINES[engine]
     rng = np.random.default_rng(20251126)
     root = f"{prefix}/{identifier}"
     per_file = -(-rows // files)
@@ -112,13 +173,13 @@ def write_export(s3, bucket: str, prefix: str, identifier: str, rows: int, files
         start = index * per_file + 1
         count = min(per_file, rows - index * per_file)
         buffer = io.BytesIO()
-        pq.write_table(_batch(start, count, rng), buffer, compression="gzip")
+        pq.write_table(make_batch(start, count, rng), buffer, compression="gzip")
         batch = 1 if index < files // 2 else 2
         name = f"part-{index + batch - 1:05d}-{uuid.uuid4()}.c000.gz.parquet"
-        key = f"{root}/shop/shop.orders/{batch}/{name}"
+        key = f"{root}/{folder}/{batch}/{name}"
         s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
         total_bytes += buffer.tell()
-    mappings = [{"columnName": n, "originalType": t} for n, t in COLUMNS]
+    mappings = [{"columnName": n, "originalType": t} for n, t in columns]
     info = {
         "perTableStatus": [
             {
@@ -126,7 +187,7 @@ def write_export(s3, bucket: str, prefix: str, identifier: str, rows: int, files
                 "schemaMetadata": {"originalTypeMappings": mappings},
                 "status": "COMPLETE",
                 "sizeGB": total_bytes / 1e9,
-                "target": "shop.orders",
+                "target": target,
             }
         ]
     }
@@ -143,7 +204,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=1, help="uploads at once (both paths)")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="mysql")
     args = parser.parse_args()
+    engine, _, _, target, _ = ENGINES[args.engine]
 
     from export_pipeline.local_cloud import control
     from export_pipeline.local_cloud.clients import AwsClients
@@ -160,7 +223,9 @@ def main() -> None:
             bucket = config.aws.export_bucket
             identifier = "bench-" + uuid.uuid4().hex[:8]
             t0 = time.perf_counter()
-            written = write_export(s3, bucket, "bench", identifier, args.rows, args.files)
+            written = write_export(
+                s3, bucket, "bench", identifier, args.rows, args.files, args.engine
+            )
             print(
                 f"generated {args.rows:,} rows in {args.files} files, "
                 f"{written['bytes'] / 1e6:.1f} MB gzip Parquet ({time.perf_counter() - t0:.1f} s)"
@@ -169,7 +234,7 @@ def main() -> None:
             objects = [
                 o
                 for page in s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=location.table_folder("shop", "orders")
+                    Bucket=bucket, Prefix=location.table_folder(*target.split("."))
                 )
                 for o in page.get("Contents", [])
             ]
@@ -207,7 +272,7 @@ def main() -> None:
                 list(pool.map(copy, objects))
             plain_seconds = time.perf_counter() - t0
 
-            info = read_tables_info(s3, location)["shop.orders"]
+            info = read_tables_info(s3, location)[target]
             t0 = time.perf_counter()
             result = load_export_table(
                 s3=s3,
@@ -218,6 +283,7 @@ def main() -> None:
                 exported_at=dt.datetime.now(dt.UTC),
                 description="benchmark",
                 parallel_uploads=args.parallel,
+                engine=engine,
             )
             worker_seconds = time.perf_counter() - t0
             assert result.row_count == args.rows, result
@@ -252,6 +318,7 @@ def main() -> None:
                 exported_at=dt.datetime.now(dt.UTC),
                 description="benchmark",
                 parallel_uploads=args.parallel,
+                engine=engine,
             )
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()

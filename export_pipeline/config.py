@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from export_pipeline.s3_locations import S3Location, parse_s3_location
 
@@ -178,14 +186,36 @@ class SnapshotType(StrEnum):
     ANY = "any"
 
 
+# RDS engine families and the AWS `Engine` values (DescribeDBInstances /
+# DescribeDBClusters) that belong to each.
+ENGINE_FAMILIES: dict[str, frozenset[str]] = {
+    "mysql": frozenset({"mysql", "aurora-mysql", "aurora", "mariadb"}),
+    "postgres": frozenset({"postgres", "aurora-postgresql"}),
+}
+
+
+def _engine_family(engine: str | None, export_only: list[str]) -> str:
+    if engine is not None:
+        return engine
+    return "postgres" if any(e.count(".") == 2 for e in export_only) else "mysql"
+
+
 class RdsInstanceConfig(_Strict):
     identifier: str = Field(description="DB instance identifier or Aurora DB cluster identifier.")
     kind: Literal["instance", "cluster"] = Field(
-        default="instance", description="'instance' for RDS MySQL, 'cluster' for Aurora MySQL."
+        default="instance", description="'instance' for RDS, 'cluster' for Aurora."
+    )
+    engine: Literal["mysql", "postgres"] | None = Field(
+        default=None,
+        description="'mysql' (RDS/Aurora MySQL) or 'postgres' (RDS/Aurora PostgreSQL). The "
+        "export asset reads the engine from DescribeDBInstances/DescribeDBClusters and fails "
+        "when it disagrees. Unset: 'postgres' when an export_only entry has three parts "
+        "(database.schema.table), else 'mysql'.",
     )
     export_only: list[str] = Field(
-        description="Tables to export, as 'database.table' (StartExportTask's ExportOnly). "
-        "Each becomes one BigQuery table."
+        description="What to export (StartExportTask's ExportOnly). MySQL: 'database.table', "
+        "each one BigQuery table. PostgreSQL: 'database', 'database.schema' or "
+        "'database.schema.table'; each 'database.schema.table' is one BigQuery table."
     )
     iam_role_arn: str = Field(description="Role that export.rds.amazonaws.com assumes.")
     kms_key_id: str = Field(description="KMS key (ARN or id) that encrypts the export.")
@@ -206,18 +236,30 @@ class RdsInstanceConfig(_Strict):
 
     @field_validator("export_only")
     @classmethod
-    def _export_only(cls, value: list[str]) -> list[str]:
+    def _export_only(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if not value:
-            raise ValueError("expected at least one 'database.table'")
+            raise ValueError("expected at least one entry")
         for entry in value:
             parts = entry.split(".")
-            if len(parts) != 2 or not all(_MYSQL_NAME.fullmatch(p) for p in parts):
+            if not 1 <= len(parts) <= 3 or not all(_MYSQL_NAME.fullmatch(p) for p in parts):
                 raise ValueError(
-                    "expected 'database.table' with names of letters, digits, _ and $, "
-                    f"got {entry!r}"
+                    "expected 'database.table' (MySQL) or 'database[.schema[.table]]' "
+                    f"(PostgreSQL) with names of letters, digits, _ and $, got {entry!r}"
                 )
         if len(set(value)) != len(value):
-            raise ValueError("a table is listed twice")
+            raise ValueError("an entry is listed twice")
+        family = _engine_family(info.data.get("engine"), value)
+        for entry in value:
+            if family == "mysql" and entry.count(".") != 1:
+                raise ValueError(
+                    f"{entry!r}: a MySQL source takes 'database.table' (set engine: postgres "
+                    "for a PostgreSQL one)"
+                )
+        if family == "postgres" and not any(e.count(".") == 2 for e in value):
+            raise ValueError(
+                "no table named: add the tables to load into BigQuery as "
+                "'database.schema.table' entries"
+            )
         return value
 
     @field_validator("iam_role_arn")
@@ -234,9 +276,20 @@ class RdsInstanceConfig(_Strict):
             raise ValueError(f"expected a KMS key id, alias or ARN, got {value!r}")
         return value
 
-    def tables(self) -> list[tuple[str, str]]:
-        """(database, table) pairs, in configuration order."""
-        return [tuple(entry.split(".", 1)) for entry in self.export_only]  # type: ignore[misc]
+    @property
+    def engine_family(self) -> str:
+        """'mysql' or 'postgres': configured, or read from the shape of export_only."""
+        return _engine_family(self.engine, self.export_only)
+
+    def tables(self) -> list[tuple[str, ...]]:
+        """The tables loaded into BigQuery, in configuration order, as name parts.
+
+        MySQL: (database, table); PostgreSQL: (database, schema, table). Scopes
+        broader than a table (PostgreSQL 'database', 'database.schema') are
+        exported as configured but load nothing of their own.
+        """
+        wanted = 3 if self.engine_family == "postgres" else 2
+        return [tuple(e.split(".")) for e in self.export_only if e.count(".") + 1 == wanted]
 
 
 class RdsConfig(_Strict):
@@ -332,9 +385,9 @@ class PipelineConfig(_Strict):
             for t in self.dynamodb.tables
         ]
         sources += [
-            (f"rds {i.identifier} table {db}.{table}", rds_table_name(db, table))
+            (f"rds {i.identifier} table {'.'.join(parts)}", rds_table_name(*parts))
             for i in self.rds.instances
-            for db, table in i.tables()
+            for parts in i.tables()
         ]
         for source, target in sources:
             if target in targets:

@@ -174,9 +174,14 @@ def dynamodb_table_name(table: str) -> str:
     return f"dynamodb_{table_part(table)}"[:MAX_TABLE_NAME]
 
 
-def rds_table_name(database: str, table: str) -> str:
-    """BigQuery table for MySQL `database`.`table`: `rds_<database>_<table>`."""
-    return f"rds_{table_part(database)}_{table_part(table)}"[:MAX_TABLE_NAME]
+def rds_table_name(*parts: str) -> str:
+    """BigQuery table for an RDS table named by its parts.
+
+    MySQL `database`.`table` → `rds_<database>_<table>`; PostgreSQL
+    `database`.`schema`.`table` → `rds_<database>_<schema>_<table>` (the
+    schema always included, `public` too).
+    """
+    return ("rds_" + "_".join(table_part(p) for p in parts))[:MAX_TABLE_NAME]
 
 
 def quote_identifier(name: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from export_pipeline.config import PipelineConfig
 from export_pipeline.contract import Source
 from export_pipeline.dynamodb.source import DynamoDBSource
+from export_pipeline.postgres.source import PostgresSource
 from export_pipeline.rds.source import RdsSource
 
 SOURCES: tuple[type[Source], ...] = (
     DynamoDBSource,
     RdsSource,
+    PostgresSource,
 )
 
 

@@ -94,7 +94,7 @@ def test_hostile_dynamodb_table_names_are_refused(name):
     ],
 )
 def test_hostile_rds_table_names_are_refused(entry):
-    raw = _with(rds={"instances": [{**RDS_SOURCE, "export_only": [entry]}]})
+    raw = _with(rds={"instances": [{**RDS_SOURCE, "engine": "mysql", "export_only": [entry]}]})
     _rejected(raw, "rds.instances[shopdb].export_only", "database.table", repr(entry))
 
 

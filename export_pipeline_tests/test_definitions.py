@@ -33,8 +33,17 @@ EXPECTED_ASSETS = {
     ("bigquery", "aws_raw", "rds_shop_customers"): ("rds", {"bigquery"}),
     ("bigquery", "aws_raw", "rds_shop_orders"): ("rds", {"bigquery"}),
     ("bigquery", "aws_raw", "rds_shop_type_zoo"): ("rds", {"bigquery"}),
+    ("rds", "appdb_snapshot_export"): ("rds_postgres", {"rds", "s3"}),
+    ("bigquery", "aws_raw", "rds_app_public_accounts"): ("rds_postgres", {"bigquery"}),
+    ("bigquery", "aws_raw", "rds_app_public_type_zoo"): ("rds_postgres", {"bigquery"}),
+    ("bigquery", "aws_raw", "rds_app_sales_orders"): ("rds_postgres", {"bigquery"}),
 }
-EXPECTED_JOBS = {"aws_to_bigquery", "dynamodb_to_bigquery", "rds_to_bigquery"}
+EXPECTED_JOBS = {
+    "aws_to_bigquery",
+    "dynamodb_to_bigquery",
+    "rds_to_bigquery",
+    "rds_postgres_to_bigquery",
+}
 EXPECTED_RESOURCES = {"cloud", "s3", "dynamodb", "rds", "bigquery"}
 
 
@@ -88,7 +97,11 @@ def test_every_asset_is_tagged_with_its_source(defs: Definitions) -> None:
 
 def test_source_jobs_select_only_their_source(defs: Definitions) -> None:
     repository = defs.get_repository_def()
-    for job_name, prefix in (("dynamodb_to_bigquery", "dynamodb"), ("rds_to_bigquery", "rds")):
+    for job_name, prefix in (
+        ("dynamodb_to_bigquery", "dynamodb"),
+        ("rds_to_bigquery", "rds"),
+        ("rds_postgres_to_bigquery", "rds_postgres"),
+    ):
         keys = repository.get_job(job_name).asset_layer.executable_asset_keys
         expected = {
             AssetKey(list(k)) for k, (group, _) in EXPECTED_ASSETS.items() if group == prefix

@@ -458,12 +458,14 @@ def test_policy_names_exactly_the_configured_sources(
     for table in demo_config.dynamodb.tables:
         assert f"arn:aws:dynamodb:{region}:{account}:table/{table.name}" in resources
     for source in demo_config.rds.instances:
-        assert f"arn:aws:rds:{region}:{account}:db:{source.identifier}" in resources
+        kind = "cluster" if source.kind == "cluster" else "db"
+        assert f"arn:aws:rds:{region}:{account}:{kind}:{source.identifier}" in resources
         assert source.iam_role_arn in resources
     tables = [r for r in resources if ":table/" in r and "/export/" not in r]
     assert len(tables) == len(demo_config.dynamodb.tables)
-    # No cluster configured: the cluster statement is dropped, not widened.
-    assert not any(":cluster:" in r for r in resources)
+    # Exactly the configured clusters, never widened.
+    clusters = {i.identifier for i in demo_config.rds.instances if i.kind == "cluster"}
+    assert {r.rsplit(":", 1)[-1] for r in resources if ":cluster:" in r} == clusters
     # "*" only where RDS offers no resource-level permission.
     wildcard = [s["Sid"] for s in pipeline_policy["Statement"] if "*" in s["Resource"]]
     assert wildcard == ["RdsSnapshotExportTasks"]

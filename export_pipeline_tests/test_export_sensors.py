@@ -193,7 +193,7 @@ def test_dynamodb_failed_export_is_reported_by_a_failing_load_run(
 def test_rds_sensor_mode_requests_every_table_load(
     local_cloud, bigquery_client, pipeline_config, rds_dataset, aws_clients
 ):
-    [demo] = pipeline_config.rds.instances
+    demo = pipeline_config.rds.instances[0]  # the MySQL demo instance
     source = demo.model_copy(update={"export_only": ["shop.orders"]})
     config = config_for(pipeline_config, rds_dataset, instances=[source])
     instance = DagsterInstance.ephemeral()
@@ -265,5 +265,5 @@ def test_run_config_decides_the_wait_then_the_sources_wait_setting(pipeline_conf
     assert waits(None, table.wait) is True  # the demo configuration: blocking
     assert waits(False, table.wait) is False
     assert waits(None, WaitMode.SENSOR) is False and waits(True, WaitMode.SENSOR) is True
-    [source] = pipeline_config.rds.instances
+    source = pipeline_config.rds.instances[0]
     assert waits(None, source.wait) is True

@@ -74,8 +74,13 @@ def test_every_bigquery_table_has_a_freshness_check_run_by_its_jobs(demo_config)
         for key in job.asset_layer.executable_asset_keys
         if key.path[0] == "bigquery"
     }
-    assert len(tables) == 5
-    for job_name in ("aws_to_bigquery", "dynamodb_to_bigquery", "rds_to_bigquery"):
+    assert len(tables) == 8
+    for job_name in (
+        "aws_to_bigquery",
+        "dynamodb_to_bigquery",
+        "rds_to_bigquery",
+        "rds_postgres_to_bigquery",
+    ):
         job = repository.get_job(job_name)
         job_tables = {k for k in job.asset_layer.executable_asset_keys if k.path[0] == "bigquery"}
         checks = set(job.asset_layer.asset_graph.asset_check_keys)

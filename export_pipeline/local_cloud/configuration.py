@@ -51,6 +51,10 @@ class RdsSource(Protocol):
     def kind(self) -> str: ...
 
     @property
+    def engine_family(self) -> str:
+        """'mysql' or 'postgres'."""
+
+    @property
     def iam_role_arn(self) -> str: ...
 
     @property

@@ -5,7 +5,8 @@ local cloud: each instance's IAM export role (trusted by
 export.rds.amazonaws.com) and KMS key alias, the embedded live database with
 `shop.customers`, `shop.orders` (a few thousand rows) and `shop.type_zoo` (every
 MySQL type of AWS's export mapping, with edge values), the DB instance (MySQL)
-or Aurora MySQL cluster, and an automated snapshot holding that data.
+or Aurora MySQL cluster, and an automated snapshot holding that data. A source
+whose engine is PostgreSQL gets database `app` instead (`demo_postgres`).
 
 `mutate()` changes the data like a day of production (inserts, updates,
 deletes) and then runs the "nightly backup" (a new automated snapshot).
@@ -19,9 +20,15 @@ import random
 import struct
 from typing import Any
 
+from export_pipeline.local_cloud import demo_postgres
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.configuration import CloudConfiguration, RdsSource
-from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
+from export_pipeline.local_cloud.postgres_store import PgStore, pg_store_path
+from export_pipeline.local_cloud.rds_client import (
+    live_pg_store,
+    live_store,
+    take_automated_snapshot,
+)
 from export_pipeline.local_cloud.rds_store import Column, Store
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
@@ -416,13 +423,14 @@ def _source_exists(rds: Any, instance: RdsSource) -> bool:
 
 def _ensure_source(rds: Any, instance: RdsSource) -> None:
     ident = instance.identifier
+    postgres = instance.engine_family == "postgres"
     if instance.kind == "instance":
         if _source_exists(rds, instance):
             return
         rds.create_db_instance(
             DBInstanceIdentifier=ident,
-            Engine="mysql",
-            EngineVersion="8.0.39",
+            Engine="postgres" if postgres else "mysql",
+            EngineVersion="15.4" if postgres else "8.0.39",
             DBInstanceClass="db.t3.micro",
             AllocatedStorage=20,
             MasterUsername="admin",
@@ -435,7 +443,7 @@ def _ensure_source(rds: Any, instance: RdsSource) -> None:
             return
         rds.create_db_cluster(
             DBClusterIdentifier=ident,
-            Engine="aurora-mysql",
+            Engine="aurora-postgresql" if postgres else "aurora-mysql",
             MasterUsername="admin",
             MasterUserPassword="local-cloud-demo",
             BackupRetentionPeriod=7,
@@ -471,15 +479,23 @@ def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSe
     for instance in config.rds.instances:
         _ensure_role(clients.iam, instance.iam_role_arn)
         _ensure_kms_key(clients.kms, instance.kms_key_id)
-        store = live_store(
-            settings.state_dir, config.aws.region, instance.identifier, instance.kind
-        )
         existed = _source_exists(clients.rds, instance)
-        if not existed:
-            for table in DEMO_TABLES:
-                if store.has_table(DATABASE, table):
-                    store.drop_table(DATABASE, table)
-        added = seed_store(store)
+        if instance.engine_family == "postgres":
+            store_path = pg_store_path(
+                settings.state_dir, config.aws.region, instance.kind, instance.identifier
+            )
+            if not existed:
+                store_path.unlink(missing_ok=True)  # a restarted cloud starts fresh
+            added = demo_postgres.seed_store(PgStore(store_path))
+        else:
+            store = live_store(
+                settings.state_dir, config.aws.region, instance.identifier, instance.kind
+            )
+            if not existed:
+                for table in DEMO_TABLES:
+                    if store.has_table(DATABASE, table):
+                        store.drop_table(DATABASE, table)
+            added = seed_store(store)
         _ensure_source(clients.rds, instance)
         if (existed and added) or _snapshot_count(clients.rds, instance) == 0:
             take_automated_snapshot(clients.rds, instance.identifier, instance.kind)
@@ -504,6 +520,18 @@ def mutate(
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     summary: dict[str, Any] = {}
     for instance in config.rds.instances:
+        if instance.engine_family == "postgres":
+            pg_store = live_pg_store(
+                settings.state_dir, config.aws.region, instance.identifier, instance.kind
+            )
+            pg_counts = demo_postgres.mutate_store(pg_store, rng)
+            snapshot = take_automated_snapshot(clients.rds, instance.identifier, instance.kind)
+            summary[instance.identifier] = {
+                "tables": pg_counts,
+                "snapshot": snapshot.get("DBSnapshotIdentifier")
+                or snapshot.get("DBClusterSnapshotIdentifier"),
+            }
+            continue
         store = live_store(
             settings.state_dir, config.aws.region, instance.identifier, instance.kind
         )

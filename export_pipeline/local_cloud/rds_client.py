@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from export_pipeline.local_cloud.postgres_store import PgStore, pg_store_path
 from export_pipeline.local_cloud.rds_store import SOURCE_URL_TAG, Store, store_path
 
 NIGHTLY_BACKUP_ID = "local-cloud-nightly-backup"  # same value as rds_exports.NIGHTLY_BACKUP_ID
@@ -30,6 +31,11 @@ _DEFAULT_VERSIONS = {"mariadb": "10.11.9", "mysql": "8.0.39"}
 def live_store(state_dir: Path, region: str, identifier: str, kind: str = "instance") -> Store:
     """The embedded live database behind DB instance (or Aurora cluster) `identifier`."""
     return Store(store_path(state_dir, region, kind, identifier))
+
+
+def live_pg_store(state_dir: Path, region: str, identifier: str, kind: str = "instance") -> PgStore:
+    """The embedded live database behind a PostgreSQL DB instance (or Aurora cluster)."""
+    return PgStore(pg_store_path(state_dir, region, kind, identifier))
 
 
 def take_automated_snapshot(rds: Any, identifier: str, kind: str = "instance") -> dict[str, Any]:
@@ -69,4 +75,38 @@ def create_mysql_backed_instance(
         MasterUserPassword="local-cloud-only",
         BackupRetentionPeriod=7,
         Tags=[{"Key": SOURCE_URL_TAG, "Value": source_url}],
+    )["DBInstance"]
+
+
+def create_postgres_source(
+    rds: Any, identifier: str, kind: str = "instance", source_url: str | None = None
+) -> dict[str, Any]:
+    """An RDS PostgreSQL instance or Aurora PostgreSQL cluster in the local cloud.
+
+    With `source_url` (`postgresql://user[:password]@host:port/database[,database2]`)
+    its snapshots copy a real server's databases; without it, its data is the
+    embedded store `live_pg_store()` opens (fill that first: the automated
+    snapshot at creation copies it).
+    """
+    tags = [{"Key": SOURCE_URL_TAG, "Value": source_url}] if source_url else []
+    if kind == "cluster":
+        return rds.create_db_cluster(
+            DBClusterIdentifier=identifier,
+            Engine="aurora-postgresql",
+            EngineVersion="15.4",
+            MasterUsername="postgres",
+            MasterUserPassword="local-cloud-only",
+            BackupRetentionPeriod=7,
+            Tags=tags,
+        )["DBCluster"]
+    return rds.create_db_instance(
+        DBInstanceIdentifier=identifier,
+        Engine="postgres",
+        EngineVersion="15.4",
+        DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20,
+        MasterUsername="postgres",
+        MasterUserPassword="local-cloud-only",
+        BackupRetentionPeriod=7,
+        Tags=tags,
     )["DBInstance"]

@@ -56,6 +56,8 @@ import pyarrow.parquet as pq
 
 from export_pipeline.local_cloud.mysql_types import INTEGER_RANGES, TEXT_LIMITS, MySQLType
 from export_pipeline.local_cloud.mysql_types import is_exportable_column_name as _exportable
+from export_pipeline.local_cloud.postgres_store import SUFFIX as PG_SUFFIX
+from export_pipeline.local_cloud.postgres_store import PgStore, is_pg_store, pg_store_path
 from export_pipeline.local_cloud.rds_store import (
     SOURCE_URL_TAG,
     MySQLSource,
@@ -292,12 +294,26 @@ def _tag_value(resource: Any, key: str) -> str | None:
     return None
 
 
+def _is_postgres(resource: Any) -> bool:
+    """Whether the instance/cluster runs PostgreSQL (`postgres`, `aurora-postgresql`)."""
+    return "postgres" in str(getattr(resource, "engine", "") or "").lower()
+
+
 def capture_live_data(region: str, kind: str, identifier: str, resource: Any) -> Path:
     """Copy the live data of an instance/cluster into a new snapshot store file."""
     target = (
         snapshot_dir(_state_dir(), region) / f"{kind}-{identifier.lower()}-{uuid.uuid4()}.sqlite"
     )
     url = _tag_value(resource, SOURCE_URL_TAG) if resource is not None else None
+    if _is_postgres(resource):
+        from export_pipeline.local_cloud.postgres_store import copy_from_postgres
+
+        target = target.with_name(target.name.removesuffix(".sqlite") + PG_SUFFIX)
+        if url:
+            copy_from_postgres(url, target)
+        else:
+            PgStore(pg_store_path(_state_dir(), region, kind, identifier)).copy_to(target)
+        return target
     if url:
         from export_pipeline.local_cloud.rds_store import copy_from_mysql
 
@@ -501,9 +517,14 @@ def _start_export_task(self: Any, kwargs: dict[str, Any]) -> LocalExportTask:
                 raise _error(
                     "InvalidExportSourceState", f"cannot read the cluster: {exc}"
                 ) from None
-        tables = Store(store).tables() if store else []
+        postgres = store is not None and is_pg_store(store)
         try:
-            selected = _select_tables(tables, export_only)
+            if postgres:
+                from export_pipeline.local_cloud import postgres_exports
+
+                selected = postgres_exports.select_tables(PgStore(store).tables(), export_only)
+            else:
+                selected = _select_tables(Store(store).tables() if store else [], export_only)
         except Exception:
             if source_type == "CLUSTER" and store:
                 store.unlink(missing_ok=True)
@@ -522,9 +543,16 @@ def _start_export_task(self: Any, kwargs: dict[str, Any]) -> LocalExportTask:
             region=self.region_name,
         )
         self.export_tasks[identifier] = task
-    worker = _ExportWorker(
+    if postgres:
+        from export_pipeline.local_cloud.postgres_exports import PostgresExportWorker
+
+        worker_class: type[_ExportWorker] = PostgresExportWorker
+        data: Any = PgStore(store)
+    else:
+        worker_class, data = _ExportWorker, Store(store) if store else None
+    worker = worker_class(
         task,
-        Store(store) if store else None,
+        data,
         selected,
         kms_arn,
         self.partition,
@@ -719,14 +747,28 @@ class _ExportWorker:
                 task.failure_cause = f"{type(exc).__name__}: {exc}"
                 task.task_end_time = dt.datetime.now(dt.UTC)
 
-    def _export_tables(self) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-        skipped = [t for t in self.tables if not all(_exportable(c.name) for c in t.columns)]
-        exported = [t for t in self.tables if t not in skipped]
-        counts = (
-            {t.table_id: self.store.count(t.database, t.name) for t in exported}
-            if (self.store)
-            else {}
+    # What differs per engine (`postgres_exports` overrides these four).
+    def _skip_reason(self, table: Any) -> str | None:
+        """Why AWS would skip the table, or None when it is exported."""
+        if all(_exportable(c.name) for c in table.columns):
+            return None
+        return (
+            "The table has column names with characters that are not supported "
+            "(, ; { } ( ) \\n \\t =) and was skipped."
         )
+
+    def _count(self, table: Any) -> int:
+        assert self.store is not None
+        return self.store.count(table.database, table.name)
+
+    def _type_mappings(self, table: Any) -> list[dict[str, Any]]:
+        return [type_mapping(c.name, c.mysql_type) for c in table.columns]
+
+    def _export_tables(self) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        reasons = {t.table_id: self._skip_reason(t) for t in self.tables}
+        skipped = [t for t in self.tables if reasons[t.table_id]]
+        exported = [t for t in self.tables if not reasons[t.table_id]]
+        counts = {t.table_id: self._count(t) for t in exported} if self.store else {}
         total_files = sum(max(1, -(-counts[t.table_id] // self.rows_per_file)) for t in exported)
         done = 0
         statuses = []
@@ -749,20 +791,12 @@ class _ExportWorker:
                             "numberOfCompletedPartitions": parts,
                         },
                     },
-                    "schemaMetadata": {
-                        "originalTypeMappings": [
-                            type_mapping(c.name, c.mysql_type) for c in table.columns
-                        ]
-                    },
+                    "schemaMetadata": {"originalTypeMappings": self._type_mappings(table)},
                     "status": "COMPLETE",
                     "sizeGB": size / 1e9,
                     "target": table.target,
                 }
             )
-        reason = (
-            "The table has column names with characters that are not supported "
-            "(, ; { } ( ) \\n \\t =) and was skipped."
-        )
         for table in skipped:
             statuses.append(
                 {
@@ -770,10 +804,10 @@ class _ExportWorker:
                     "status": "SKIPPED",
                     "sizeGB": 0.0,
                     "target": table.target,
-                    "warningMessage": reason,
+                    "warningMessage": reasons[table.table_id],
                 }
             )
-        return statuses, [{"target": t.target, "reason": reason} for t in skipped]
+        return statuses, [{"target": t.target, "reason": reasons[t.table_id]} for t in skipped]
 
     def _write_table(self, table: TableInfo) -> Any:
         """Write the table's part files; yields each file's size as it lands in S3."""

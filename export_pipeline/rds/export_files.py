@@ -4,7 +4,8 @@ Layout (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ExportSnapsh
 
     <S3Prefix>/<id>/export_info_<id>.json
     <S3Prefix>/<id>/export_tables_info_<id>_from_<a>_to_<b>.json   (one or more)
-    <S3Prefix>/<id>/<database>/<database>.<table>/<batch>/part-….parquet
+    <S3Prefix>/<id>/<database>/<database>.<table>/<batch>/part-….parquet   (MySQL)
+    <S3Prefix>/<id>/<database>/<schema>.<table>/<batch>/part-….parquet     (PostgreSQL)
 
 AWS says the file naming may change, so a table's data is every `*.parquet`
 under its own folder (listing is right here: the folder belongs to that table
@@ -50,8 +51,15 @@ class ExportLocation:
         prefix = self.prefix.strip("/")
         return f"{prefix}/{self.export_task_identifier}" if prefix else self.export_task_identifier
 
-    def table_folder(self, database: str, table: str) -> str:
-        return f"{self.root}/{database}/{database}.{table}/"
+    def table_folder(self, *parts: str) -> str:
+        """A table's folder, from its name parts as `target` spells them.
+
+        MySQL `database.table`: `<database>/<database>.<table>/`; PostgreSQL
+        `database.schema.table`: `<database>/<schema>.<table>/` (AWS's layouts).
+        """
+        database, *rest = parts
+        folder = ".".join(parts) if len(parts) == 2 else ".".join(rest)
+        return f"{self.root}/{database}/{folder}/"
 
     def uri(self, key: str = "") -> str:
         return s3_uri(self.bucket, key or self.root + "/")
@@ -63,7 +71,7 @@ class TableInfo:
 
     target: str
     status: str
-    columns: tuple[tuple[str, str], ...]  # (column name, MySQL originalType), in table order
+    columns: tuple[tuple[str, str], ...]  # (column name, originalType), in table order
     row_count: int | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
@@ -178,7 +186,7 @@ def _row_count(statistics: dict[str, Any]) -> int | None:
 
 
 def read_tables_info(s3: Any, location: ExportLocation) -> dict[str, TableInfo]:
-    """Every export_tables_info_<id>_from_<a>_to_<b>.json, merged; keyed by 'db.table'."""
+    """Every export_tables_info_<id>_from_<a>_to_<b>.json, merged; keyed by `target`."""
     pattern = re.compile(
         re.escape(f"{location.root}/export_tables_info_{location.export_task_identifier}_from_")
         + r"\d+_to_\d+\.json$"
@@ -214,9 +222,9 @@ def read_tables_info(s3: Any, location: ExportLocation) -> dict[str, TableInfo]:
     return tables
 
 
-def list_table_parquet(s3: Any, location: ExportLocation, database: str, table: str) -> list[dict]:
+def list_table_parquet(s3: Any, location: ExportLocation, *parts: str) -> list[dict]:
     """Every `*.parquet` object in the table's folder, in key order (batches, then parts)."""
-    folder = location.table_folder(database, table)
+    folder = location.table_folder(*parts)
     objects = [o for o in list_keys(s3, location.bucket, folder) if o["Key"].endswith(".parquet")]
     return sorted(objects, key=lambda o: _natural_key(o["Key"]))
 
@@ -251,12 +259,10 @@ def read_parquet_footer(s3: Any, bucket: str, key: str, size: int) -> pq.FileMet
         raise ExportFilesError(f"{s3_uri(bucket, key)}: unreadable Parquet footer: {exc}") from None
 
 
-def inspect_table_files(
-    s3: Any, location: ExportLocation, database: str, table: str
-) -> list[ParquetObject]:
+def inspect_table_files(s3: Any, location: ExportLocation, *parts: str) -> list[ParquetObject]:
     """The table's Parquet files with their row counts and Arrow schemas (footers only)."""
     files = []
-    for obj in list_table_parquet(s3, location, database, table):
+    for obj in list_table_parquet(s3, location, *parts):
         metadata = read_parquet_footer(s3, location.bucket, obj["Key"], obj["Size"])
         files.append(
             ParquetObject(

@@ -367,7 +367,7 @@ def wait_for_export(
         interval = min(interval * 2, max_interval_seconds)
 
 
-_TABLE_TOKEN = re.compile(r"[A-Za-z0-9_$]+\.[A-Za-z0-9_$]+")
+_TABLE_TOKEN = re.compile(r"[A-Za-z0-9_$]+(?:\.[A-Za-z0-9_$]+){1,2}")
 
 
 def skipped_tables(warning_message: str | None, export_only: Iterable[str]) -> list[str]:
@@ -375,7 +375,8 @@ def skipped_tables(warning_message: str | None, export_only: Iterable[str]) -> l
 
     WarningMessage is a JSON string whose exact shape AWS does not document,
     so every string in it (or the raw text, if it is not JSON) is searched for
-    `database.table` names; only configured tables count.
+    `database.table` (MySQL) or `database.schema.table` (PostgreSQL) names;
+    only configured tables count.
     """
     if not warning_message:
         return []

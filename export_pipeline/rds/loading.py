@@ -1,4 +1,4 @@
-"""Loading one exported MySQL table into BigQuery, lossless and atomically.
+"""Loading one exported RDS table into BigQuery, lossless and atomically.
 
 Only what is specific to RDS exports lives here; the BigQuery writes are the
 shared layer's (`export_pipeline.bigquery`):
@@ -59,6 +59,7 @@ from export_pipeline.bigquery.staging import (
 )
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 from export_pipeline.naming import PIPELINE_COLUMNS, column_names, quote_identifier
+from export_pipeline.rds.engine import MYSQL, ColumnMapping, Engine
 from export_pipeline.rds.export_files import (
     ExportFilesError,
     ExportLocation,
@@ -67,15 +68,7 @@ from export_pipeline.rds.export_files import (
     inspect_table_files,
 )
 from export_pipeline.rds.parquet_rewrite import rewrite_renamed
-from export_pipeline.rds.parquet_types import type_disagreement
-from export_pipeline.rds.types import (
-    RAW_SUFFIX,
-    ColumnMapping,
-    Conversion,
-    MySQLType,
-    map_column,
-    typed_expression,
-)
+from export_pipeline.rds.types import RAW_SUFFIX
 from export_pipeline.s3_uri import s3_uri
 
 EXPORTED_AT_COLUMN = "_exported_at"
@@ -112,8 +105,10 @@ class TableLoadResult:
     columns_removed: list[str] = field(default_factory=list)
 
 
-def plan_columns(info: TableInfo, parquet_schema: pa.Schema | None) -> list[PlannedColumn]:
-    """Final columns in table order, with BigQuery names and conversions."""
+def plan_columns(
+    info: TableInfo, parquet_schema: pa.Schema | None, engine: Engine = MYSQL
+) -> list[PlannedColumn]:
+    """Final columns in table order, with BigQuery names and the engine's conversions."""
     if not info.columns:
         raise RdsLoadError(f"{info.target}: the export lists no columns (originalTypeMappings)")
     source_names = [name for name, _ in info.columns]
@@ -136,12 +131,12 @@ def plan_columns(info: TableInfo, parquet_schema: pa.Schema | None) -> list[Plan
         staged = (
             staged_types[index]
             if staged_types is not None
-            else expected_staging_type(original_type)
+            else engine.expected_staging_type(original_type)
         )
         planned.append(
             PlannedColumn(
                 name=names[source],
-                mapping=map_column(source, original_type, staged),
+                mapping=engine.map_column(source, original_type, staged),
                 raw_name=names[raw_sources[source]],
             )
         )
@@ -153,24 +148,6 @@ def _raw_source_name(name: str, taken: list[str]) -> str:
     while candidate in taken:
         candidate += "_"
     return candidate
-
-
-def expected_staging_type(original_type: str) -> str:
-    """The staging type AWS's Parquet mapping gives a MySQL type.
-
-    Only needed for a table the export wrote no Parquet file for (nothing to
-    read a schema from): DATE, TIME and JSON are text, CHAR unannotated bytes,
-    DATETIME a UTC TIMESTAMP_MICROS; everything else loads as its final type.
-    """
-    probe = map_column("c", original_type, "STRING")
-    if probe.target_type in ("DATE", "TIME", "JSON"):
-        return "STRING"
-    if probe.conversion is Conversion.AS_LOADED and probe.target_type == "STRING":
-        base = MySQLType.parse(original_type).base
-        return "BYTES" if base in ("char", "nchar", "national char", "character") else "STRING"
-    if probe.target_type == "DATETIME":
-        return "TIMESTAMP"
-    return probe.target_type
 
 
 def _check_same_schema(files: list[ParquetObject], target: str) -> pa.Schema | None:
@@ -185,11 +162,12 @@ def _check_same_schema(files: list[ParquetObject], target: str) -> pa.Schema | N
     return first
 
 
-def _check_aws_types(info: TableInfo, schema: pa.Schema, where: str) -> None:
-    """Every column holds what AWS writes for its MySQL type (`parquet_types`), or the
-    table fails before anything is loaded: a cast would change its values silently."""
+def _check_aws_types(info: TableInfo, schema: pa.Schema, where: str, engine: Engine) -> None:
+    """Every column holds what AWS writes for its original type (MySQL: `parquet_types`),
+    or the table fails before anything is loaded: a cast would change its values silently."""
+    assert engine.type_disagreement is not None
     for (name, original_type), parquet_field in zip(info.columns, schema, strict=True):
-        reason = type_disagreement(name, original_type, parquet_field.type)
+        reason = engine.type_disagreement(name, original_type, parquet_field.type)
         if reason is not None:
             raise RdsLoadError(
                 f"{info.target}: {where}: {reason}; nothing was loaded (the file is not what "
@@ -229,7 +207,7 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]
 
 
 def _profile(
-    client: bigquery.Client, staging_sql: str, columns: list[PlannedColumn]
+    client: bigquery.Client, staging_sql: str, columns: list[PlannedColumn], engine: Engine
 ) -> dict[str, int]:
     """Per fallible column, how many non-NULL values its typed form cannot hold."""
     fallible = [c for c in columns if c.mapping.fallible]
@@ -238,14 +216,17 @@ def _profile(
     selects = []
     for index, column in enumerate(fallible):
         source = quote_identifier(column.name)
-        typed = typed_expression(column.mapping, source)
-        selects.append(f"COUNTIF({source} IS NOT NULL AND ({typed}) IS NULL) AS c{index}")
+        fits = engine.fits(column.mapping, source)
+        selects.append(f"COUNTIF({source} IS NOT NULL AND NOT ({fits})) AS c{index}")
     row = next(iter(client.query(f"SELECT {', '.join(selects)} FROM {staging_sql}").result()))
     return {column.name: int(row[f"c{index}"] or 0) for index, column in enumerate(fallible)}
 
 
 def final_select(
-    columns: list[PlannedColumn], unrepresentable: dict[str, int], exported_at: dt.datetime
+    columns: list[PlannedColumn],
+    unrepresentable: dict[str, int],
+    exported_at: dt.datetime,
+    engine: Engine = MYSQL,
 ) -> list[SelectColumn]:
     """The final table's columns: typed expressions over staging, with descriptions.
 
@@ -259,22 +240,22 @@ def final_select(
     for column in columns:
         source = quote_identifier(column.name)
         mapping = column.mapping
-        description = f"MySQL `{mapping.source_name}` {mapping.mysql_type}"
+        description = f"{engine.name} `{mapping.source_name}` {mapping.original_type}"
         bad = unrepresentable.get(column.name, 0)
-        if mapping.conversion is Conversion.TIME_TEXT and bad:
-            # Some value is outside a BigQuery TIME: keep the whole column as MySQL's text.
+        if mapping.whole_column_text and bad:
+            # Some value does not fit the typed column: keep the whole column as exact text.
             selects.append(
                 SelectColumn(
                     column.name,
                     source,
                     "STRING",
-                    description=f"{description}; text because {bad} value(s) lie outside "
-                    "00:00:00-23:59:59.999999",
+                    description=f"{description}; text because {bad} value(s) do not fit "
+                    f"{mapping.target_type}",
                     typed=True,
                 )
             )
             continue
-        typed = typed_expression(mapping, source)
+        typed = engine.typed_expression(mapping, source)
         selects.append(
             SelectColumn(
                 column.name, typed, mapping.target_type, description=description, typed=True
@@ -332,6 +313,7 @@ def load_export_table(
     log: Callable[[str], None] = lambda _m: None,
     warn: Callable[[str], None] | None = None,
     parallel_uploads: int = 1,
+    engine: Engine = MYSQL,
 ) -> TableLoadResult:
     """Load `info.target` from the export into `table_ref` (project.dataset.table).
 
@@ -339,15 +321,14 @@ def load_export_table(
     """
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
     started = time.monotonic()
-    database, table = info.target.split(".", 1)
     try:
-        files = inspect_table_files(s3, location, database, table)
+        files = inspect_table_files(s3, location, *info.target.split("."))
     except ExportFilesError as exc:
         raise RdsLoadError(f"{info.target}: {exc}") from None
     parquet_schema = _check_same_schema(files, info.target)
-    columns = plan_columns(info, parquet_schema)
-    if parquet_schema is not None:
-        _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key))
+    columns = plan_columns(info, parquet_schema, engine)
+    if parquet_schema is not None and engine.type_disagreement is not None:
+        _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key), engine)
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
@@ -364,8 +345,8 @@ def load_export_table(
         )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()
-        unrepresentable = _profile(client, staging.sql, columns)
-        selects = final_select(columns, unrepresentable, exported_at)
+        unrepresentable = _profile(client, staging.sql, columns, engine)
+        selects = final_select(columns, unrepresentable, exported_at, engine)
         removed = removed_columns(_columns_of(client, target), [c.name for c in selects])
         published = replace_table(
             client,

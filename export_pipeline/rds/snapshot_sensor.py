@@ -182,7 +182,7 @@ def _already_exported(context: SensorEvaluationContext, key: AssetKey) -> str | 
 
 
 def evaluate_tick(
-    context: SensorEvaluationContext, unit: ExportUnit, rds_client: Any
+    context: SensorEvaluationContext, unit: ExportUnit, rds_client: Any, kind: str = "rds"
 ) -> SensorResult | SkipReason:
     """One tick for one source: the run request for the newest new snapshot, or why none."""
     source: RdsInstanceConfig = unit.settings
@@ -226,13 +226,16 @@ def evaluate_tick(
         run_key=run_key(source, chosen.identifier),
         run_config=snapshot_run_config(unit, chosen.identifier),
         asset_selection=unit_asset_keys(unit),
-        tags={SNAPSHOT_TAG: chosen.identifier, SOURCE_TAG: "rds"},
+        tags={SNAPSHOT_TAG: chosen.identifier, SOURCE_TAG: kind},
     )
     return SensorResult(run_requests=[request], cursor=new_cursor.to_json())
 
 
-def build_snapshot_sensor(unit: ExportUnit) -> SensorDefinition:
-    """The new-snapshot sensor of one RDS instance or cluster (created stopped)."""
+def build_snapshot_sensor(unit: ExportUnit, kind: str = "rds") -> SensorDefinition:
+    """The new-snapshot sensor of one RDS instance or cluster (created stopped).
+
+    `kind` is the source's (`Source.kind`), tagged on the sensor and its runs.
+    """
     source: RdsInstanceConfig = unit.settings
     keys = unit_asset_keys(unit)
 
@@ -243,12 +246,12 @@ def build_snapshot_sensor(unit: ExportUnit) -> SensorDefinition:
         default_status=DefaultSensorStatus.STOPPED,
         description=f"Exports each new available {source.snapshot_type.value} snapshot of RDS "
         f"{source.kind} {source.identifier} and loads its tables into BigQuery.",
-        tags={SOURCE_TAG: "rds"},
+        tags={SOURCE_TAG: kind},
     )
     def _rds_snapshot_sensor(
         context: SensorEvaluationContext, rds: RDSResource
     ) -> SensorResult | SkipReason:
         with rds.get_rds_client() as client:
-            return evaluate_tick(context, unit, client)
+            return evaluate_tick(context, unit, client, kind)
 
     return _rds_snapshot_sensor

@@ -1,4 +1,4 @@
-"""RDS (MySQL) as a source: snapshot exports to S3 as Parquet, loaded into BigQuery.
+"""RDS and Aurora MySQL as a source: snapshot exports to S3 as Parquet, loaded into BigQuery.
 
 One `ExportUnit` per configured instance or Aurora cluster: its export
 asset (`["rds", "<identifier>_snapshot_export"]`) exports the newest
@@ -9,13 +9,15 @@ Parquet into BigQuery (`export_pipeline.rds.loading`). A sensor per source
 (`export_pipeline.rds.snapshot_sensor`) exports each new snapshot.
 
 The assets themselves are built by `export_pipeline.graph.assets`, the same
-for every source; this module supplies what is RDS's own.
+for every source; this module supplies what is RDS's own. Everything here
+holds for every engine; what is MySQL's is `engine` (`export_pipeline.rds.engine`),
+which `export_pipeline.postgres.source.PostgresSource` replaces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from dagster import (
     AssetExecutionContext,
@@ -45,6 +47,7 @@ from export_pipeline.contract import (
     pool_name,
 )
 from export_pipeline.naming import rds_table_name
+from export_pipeline.rds.engine import MYSQL, Engine, check_engine
 from export_pipeline.rds.export_files import (
     ExportFilesError,
     ExportLocation,
@@ -84,8 +87,9 @@ def export_asset_key(source: RdsInstanceConfig) -> AssetKey:
     return AssetKey(["rds", f"{source.identifier}_snapshot_export"])
 
 
-def table_asset_key(config: PipelineConfig, database: str, table: str) -> AssetKey:
-    return bigquery_asset_key(config.bigquery.dataset, rds_table_name(database, table))
+def table_asset_key(config: PipelineConfig, *parts: str) -> AssetKey:
+    """`["bigquery", <dataset>, "rds_<database>[_<schema>]_<table>"]`."""
+    return bigquery_asset_key(config.bigquery.dataset, rds_table_name(*parts))
 
 
 # The pipeline's own exports go to `<export_prefix>/rds/<task id>/`.
@@ -110,7 +114,8 @@ class RdsSource(Source):
     """RDS instances and Aurora clusters (MySQL), exported with StartExportTask."""
 
     kind = "rds"
-    title = "RDS snapshots"
+    title = "RDS MySQL snapshots"
+    engine: ClassVar[Engine] = MYSQL
     export_kinds = frozenset({"rds", "s3"})
     code_version = CODE_VERSION
     export_resources = frozenset({"rds"})
@@ -122,25 +127,30 @@ class RdsSource(Source):
     loaded_export_metadata = EXPORT_ID_METADATA
 
     def units(self) -> list[ExportUnit]:
-        return [self._unit(source) for source in self.config.rds.instances]
+        """The configured instances and clusters of this source's engine."""
+        return [
+            self._unit(source)
+            for source in self.config.rds.instances
+            if source.engine_family == self.engine.family
+        ]
 
     def _unit(self, source: RdsInstanceConfig) -> ExportUnit:
         dataset = self.config.bigquery.dataset
         tables = tuple(
             TableTarget(
-                key=table_asset_key(self.config, database, table),
-                source_name=f"{database}.{table}",
-                description=f"MySQL table {database}.{table} of RDS {source.kind} "
+                key=table_asset_key(self.config, *parts),
+                source_name=".".join(parts),
+                description=f"{self.engine.name} table {'.'.join(parts)} of RDS {source.kind} "
                 f"{source.identifier}, as of the exported snapshot.",
-                pool=bigquery_table_pool(dataset, rds_table_name(database, table)),
+                pool=bigquery_table_pool(dataset, rds_table_name(*parts)),
             )
-            for database, table in source.tables()
+            for parts in source.tables()
         )
         return ExportUnit(
             name=source.identifier,
             key=export_asset_key(source),
-            description=f"Snapshot of RDS {source.kind} {source.identifier} exported to S3 "
-            "as Parquet.",
+            description=f"Snapshot of RDS {self.engine.name} {source.kind} {source.identifier} "
+            "exported to S3 as Parquet.",
             pool=export_pool(source),
             wait=source.wait,
             tables=tables,
@@ -149,7 +159,7 @@ class RdsSource(Source):
 
     def sensors(self) -> list[SensorDefinition]:
         """One new-snapshot sensor per instance or cluster."""
-        return [build_snapshot_sensor(unit) for unit in self.units()]
+        return [build_snapshot_sensor(unit, self.kind) for unit in self.units()]
 
     def start_export(
         self, context: AssetExecutionContext, unit: ExportUnit, run_config: ExportRunConfig
@@ -157,6 +167,7 @@ class RdsSource(Source):
         assert isinstance(run_config, SnapshotExportConfig)
         source: RdsInstanceConfig = unit.settings
         with context.resources.rds.get_rds_client() as client:
+            engine = check_engine(client, source, self.engine)
             snapshot = find_snapshot(client, source, run_config.snapshot_identifier)
             identifier = export_task_identifier(
                 source.identifier,
@@ -189,7 +200,10 @@ class RdsSource(Source):
         )
         return Export(
             ids=(identifier,),
-            metadata=_export_metadata(identifier, source, snapshot, task, started, [], adopted),
+            metadata={
+                **_export_metadata(identifier, source, snapshot, task, started, [], adopted),
+                "engine": engine,
+            },
             details=(snapshot, started, adopted),
         )
 
@@ -216,9 +230,10 @@ class RdsSource(Source):
             )
         return Export(
             ids=export.ids,
-            metadata=_export_metadata(
-                identifier, source, snapshot, task, started, skipped, adopted
-            ),
+            metadata={
+                **export.metadata,
+                **_export_metadata(identifier, source, snapshot, task, started, skipped, adopted),
+            },
             details=export.details,
         )
 
@@ -252,7 +267,7 @@ class RdsSource(Source):
         pipeline = self.config
         key = table.key
         target = table.source_name
-        database, table_name = target.split(".", 1)
+        parts = target.split(".")
         [identifier] = to_load.ids
         with context.resources.rds.get_rds_client() as client:
             task = describe_export_task(client, identifier)
@@ -272,8 +287,9 @@ class RdsSource(Source):
         if skipped_tables(task.get("WarningMessage"), [target]):
             raise RdsExportError(
                 f"{target} was skipped by export {identifier} (WarningMessage: "
-                f"{task.get('WarningMessage')}); AWS skips tables whose column names hold "
-                ", ; { } ( ) newline tab or ="
+                f"{task.get('WarningMessage')}); AWS skips tables it cannot export (column "
+                "names holding a space or , ; { } ( ) newline tab =, PostgreSQL unlogged or "
+                "temporary tables): rename the columns or make the table logged"
             )
         check_readable(
             f"{target}: export task {identifier}",
@@ -312,12 +328,14 @@ class RdsSource(Source):
                 info=info,
                 table_ref=table_ref,
                 exported_at=snapshot_time,
-                description=f"MySQL {target} from RDS {source.kind} {source.identifier}, "
+                description=f"{self.engine.name} {target} from RDS {source.kind} "
+                f"{source.identifier}, "
                 f"snapshot of {snapshot_time.isoformat()} (export {identifier}). Managed by "
                 "export_pipeline: replaced on every load.",
                 log=context.log.info,
                 warn=context.log.warning,
                 parallel_uploads=PARALLEL_UPLOADS,
+                engine=self.engine,
             )
         return LoadOutcome(
             metadata={
@@ -332,9 +350,7 @@ class RdsSource(Source):
                 ),
                 EXPORT_ID_METADATA: identifier,
                 "snapshot_time": MetadataValue.timestamp(snapshot_time),
-                "s3_uri": MetadataValue.path(
-                    location.uri(location.table_folder(database, table_name))
-                ),
+                "s3_uri": MetadataValue.path(location.uri(location.table_folder(*parts))),
                 "files": result.files,
                 "bytes_loaded": result.bytes_loaded,
                 "unrepresentable_values": MetadataValue.json(result.unrepresentable),

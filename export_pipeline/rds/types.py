@@ -138,8 +138,17 @@ class ColumnMapping:
     conversion: Conversion
 
     @property
+    def original_type(self) -> str:
+        return self.mysql_type
+
+    @property
     def fallible(self) -> bool:
         return self.conversion in FALLIBLE
+
+    @property
+    def whole_column_text(self) -> bool:
+        """TIME: one value outside a BigQuery TIME keeps the whole column as MySQL's text."""
+        return self.conversion is Conversion.TIME_TEXT
 
     @property
     def raw_type(self) -> str:
@@ -192,6 +201,24 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
         return mapping("TIMESTAMP")
     # A type this table does not know (a future MySQL type): keep what AWS wrote.
     return mapping(staging)
+
+
+def expected_staging_type(original_type: str) -> str:
+    """The staging type AWS's Parquet mapping gives a MySQL type.
+
+    Only needed for a table the export wrote no Parquet file for (nothing to
+    read a schema from): DATE, TIME and JSON are text, CHAR unannotated bytes,
+    DATETIME a UTC TIMESTAMP_MICROS; everything else loads as its final type.
+    """
+    probe = map_column("c", original_type, "STRING")
+    if probe.target_type in ("DATE", "TIME", "JSON"):
+        return "STRING"
+    if probe.conversion is Conversion.AS_LOADED and probe.target_type == "STRING":
+        base = MySQLType.parse(original_type).base
+        return "BYTES" if base in _CHARS else "STRING"
+    if probe.target_type == "DATETIME":
+        return "TIMESTAMP"
+    return probe.target_type
 
 
 def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:

@@ -75,7 +75,7 @@ def make_config(
 
 def rds_source(base: PipelineConfig, tables: list[str] | None = None) -> RdsInstanceConfig:
     """The demo RDS instance of `base` (pipeline.yaml), exporting only `tables`."""
-    [demo] = base.rds.instances
+    demo = next(i for i in base.rds.instances if i.engine_family == "mysql")
     return demo.model_copy(update={"export_only": tables or [RDS_TABLE]})
 
 

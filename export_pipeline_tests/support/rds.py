@@ -37,10 +37,11 @@ def run_rds(
     selection: Any = None,
     run_config: dict[str, Any] | None = None,
     raise_on_error: bool = True,
+    source: type[RdsSource] = RdsSource,
 ):  # -> ExecuteInProcessResult
-    """materialize() the RDS assets of `config` against the local cloud."""
+    """materialize() the assets of `source` (RDS MySQL unless told) against the local cloud."""
     return materialize(
-        build_source_assets(RdsSource(config)),
+        build_source_assets(source(config)),
         resources=build_resources(config),
         instance=instance,
         selection=selection,

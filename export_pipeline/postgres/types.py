@@ -1,0 +1,266 @@
+"""PostgreSQL column types → BigQuery types, following PostgreSQL's meaning.
+
+AWS's snapshot export writes PostgreSQL's primitive types natively in Parquet
+(BIGINT as INT64, INTEGER and SMALLINT as INT32, REAL as FLOAT, DOUBLE
+PRECISION as DOUBLE, BOOLEAN, BYTEA as BINARY) and every other type as a UTF-8
+string in PostgreSQL's own text form. Those files are loaded into a staging
+table as they are; the final table is built in BigQuery SQL, one expression
+per column, decided here from `originalTypeMappings` (the export's record of
+each column's PostgreSQL type, as `format_type()` spells it).
+
+| PostgreSQL | BigQuery | how |
+|---|---|---|
+| smallint, integer, bigint, oid | INT64 | as loaded |
+| real, double precision | FLOAT64 | as loaded (NaN, ±Infinity kept) |
+| numeric(p,s), s ≤ 9, p-s ≤ 29 | NUMERIC | parsed; NaN, ±Infinity → `__raw` |
+| other numeric(p,s) | STRING | exact text |
+| numeric | NUMERIC if every value of the export fits, else STRING | exact |
+| money | NUMERIC if every value reads `[-]$d,ddd.dd`, else STRING | exact |
+| boolean | BOOL | as loaded |
+| bytea | BYTES | as loaded |
+| char (padded), varchar, text, uuid, inet, enum, … | STRING | as loaded |
+| json, jsonb, hstore | JSON | parsed; what BigQuery cannot parse → `__raw` |
+| date | DATE | parsed; ±infinity, BC, year > 9999 → `__raw` |
+| timestamp | DATETIME | parsed; as date |
+| timestamptz | TIMESTAMP | parsed (the text carries its UTC offset); as date |
+| time | TIME | parsed; 24:00:00 → `__raw` |
+| timetz, interval, ranges, arrays, geometric, other | STRING | PostgreSQL's text |
+
+`__raw` means: the typed column holds NULL and `<col>__raw` the exact text.
+docs/postgresql.md has the full table and the reasons.
+
+A `__raw` column is added only when the export holds at least one value its
+typed column cannot hold; the count per column is in the asset's metadata.
+Nothing is rounded, and nothing fails the load.
+
+No expression here uses CAST to NUMERIC: bqemulator 1.4.0 turns such casts
+into DECIMAL(18,3) in a query that also calls a `SAFE.` function (as JSON
+columns do); `PARSE_NUMERIC` behind a pattern guard is exact on both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from export_pipeline.bigquery_types import (
+    BOOL,
+    BYTES,
+    DATE,
+    DATETIME,
+    FLOAT64,
+    INT64,
+    JSON,
+    NUMERIC,
+    STRING,
+    TIME,
+    TIMESTAMP,
+    decimal_fits_numeric,
+)
+
+RAW_SUFFIX = "__raw"
+
+# Text forms BigQuery can hold, per conversion (PostgreSQL's output with DateStyle ISO).
+_NUMBER = r"^-?[0-9]{1,29}(\.[0-9]{1,9})?$"
+_MONEY = r"^-?\$[0-9]{1,3}(,[0-9]{3}){0,8}\.[0-9]{2}$"  # at most 27 integer digits
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_WALL_CLOCK = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+_DATETIME = rf"^{_WALL_CLOCK}$"
+_TIMESTAMP = rf"^{_WALL_CLOCK}[+-][0-9]{{2}}(:[0-9]{{2}})?$"
+_TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$"
+
+
+class Conversion(StrEnum):
+    """How the final column is made from the staging column."""
+
+    AS_LOADED = "as_loaded"
+    NUMERIC_TEXT = "numeric_text"  # exact decimal text → NUMERIC
+    MONEY_TEXT = "money_text"  # '$1,234.56' → NUMERIC
+    JSON_TEXT = "json_text"
+    DATE_TEXT = "date_text"
+    DATETIME_TEXT = "datetime_text"
+    TIMESTAMP_TEXT = "timestamp_text"
+    TIME_TEXT = "time_text"
+
+
+_INTEGERS = {
+    "smallint",
+    "integer",
+    "bigint",
+    "int2",
+    "int4",
+    "int8",
+    "int",
+    "oid",
+    "smallserial",
+    "serial",
+    "bigserial",
+}
+_FLOATS = {"real", "double precision", "float4", "float8"}
+_BOOLS = {"boolean", "bool"}
+_BYTES = {"bytea"}
+_NUMERICS = {"numeric", "decimal"}
+_JSONS = {"json", "jsonb", "hstore"}
+_DATES = {"date"}
+_DATETIMES = {"timestamp", "timestamp without time zone"}
+_TIMESTAMPS = {"timestamptz", "timestamp with time zone"}
+_TIMES = {"time", "time without time zone"}
+_MODIFIER = re.compile(r"\(([^)]*)\)")
+
+
+@dataclass(frozen=True)
+class PostgresType:
+    """A parsed `originalType` such as `numeric(12,2)` or `timestamp(3) with time zone`."""
+
+    base: str  # modifiers removed: "numeric", "timestamp with time zone"
+    args: tuple[int, ...] = ()
+    array: bool = False
+
+    @classmethod
+    def parse(cls, original_type: str) -> PostgresType:
+        text = " ".join(original_type.strip().lower().split())
+        array = text.endswith("[]")
+        text = text.rstrip("[]").strip()
+        args: tuple[int, ...] = ()
+        match = _MODIFIER.search(text)
+        if match:
+            try:
+                args = tuple(int(a) for a in match[1].split(","))
+            except ValueError:
+                args = ()
+            text = " ".join(_MODIFIER.sub("", text).split())
+        return cls(base=text, args=args, array=array)
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """One column: its PostgreSQL type, staging type and what the final table holds."""
+
+    source_name: str
+    original_type: str
+    staging_type: str
+    target_type: str
+    conversion: Conversion
+    whole_column_text: bool = False  # one value that does not fit → the column is text
+
+    @property
+    def fallible(self) -> bool:
+        return self.conversion is not Conversion.AS_LOADED
+
+    @property
+    def raw_type(self) -> str:
+        return STRING
+
+
+def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapping:
+    """The final BigQuery type and conversion for one PostgreSQL column."""
+    parsed = PostgresType.parse(original_type)
+    base = parsed.base
+
+    def mapping(
+        target: str, conversion: Conversion = Conversion.AS_LOADED, whole: bool = False
+    ) -> ColumnMapping:
+        if conversion is not Conversion.AS_LOADED and staging != STRING:
+            conversion = Conversion.AS_LOADED  # already typed by the export
+        return ColumnMapping(source_name, original_type, staging, target, conversion, whole)
+
+    if parsed.array:
+        return mapping(staging)
+    if base in _INTEGERS and staging == INT64:
+        return mapping(INT64)
+    if base in _FLOATS and staging == FLOAT64:
+        return mapping(FLOAT64)
+    if base in _BOOLS and staging == BOOL:
+        return mapping(BOOL)
+    if base in _BYTES:
+        return mapping(staging)
+    if base in _NUMERICS:
+        if not parsed.args:
+            return mapping(NUMERIC, Conversion.NUMERIC_TEXT, whole=True)
+        precision = parsed.args[0]
+        scale = parsed.args[1] if len(parsed.args) > 1 else 0
+        if decimal_fits_numeric(precision, scale):
+            return mapping(NUMERIC, Conversion.NUMERIC_TEXT)
+        return mapping(STRING)
+    if base == "money":
+        return mapping(NUMERIC, Conversion.MONEY_TEXT, whole=True)
+    if base in _JSONS:
+        return mapping(JSON, Conversion.JSON_TEXT)
+    if base in _DATES:
+        return mapping(DATE, Conversion.DATE_TEXT)
+    if base in _DATETIMES:
+        return mapping(DATETIME, Conversion.DATETIME_TEXT)
+    if base in _TIMESTAMPS:
+        return mapping(TIMESTAMP, Conversion.TIMESTAMP_TEXT)
+    if base in _TIMES:
+        return mapping(TIME, Conversion.TIME_TEXT)
+    # Text, enums, uuid, network, timetz, interval, ranges, geometric, composite, …:
+    # PostgreSQL's own text form, or whatever the export wrote.
+    return mapping(staging)
+
+
+def expected_staging_type(original_type: str) -> str:
+    """The staging type AWS's Parquet mapping gives a PostgreSQL type (no file to read)."""
+    parsed = PostgresType.parse(original_type)
+    if parsed.array:
+        return STRING
+    if parsed.base in _INTEGERS:
+        return INT64
+    if parsed.base in _FLOATS:
+        return FLOAT64
+    if parsed.base in _BOOLS:
+        return BOOL
+    if parsed.base in _BYTES:
+        return BYTES
+    return STRING
+
+
+def _guarded(column_sql: str, pattern: str, typed: str) -> str:
+    return f"IF(REGEXP_CONTAINS({column_sql}, r'{pattern}'), {typed}, NULL)"
+
+
+# Conversions whose pattern guard alone decides: every text it admits parses.
+_GUARD_DECIDES = {
+    Conversion.NUMERIC_TEXT: _NUMBER,
+    Conversion.MONEY_TEXT: _MONEY,
+    Conversion.TIME_TEXT: _TIME_OF_DAY,
+}
+
+
+def fits_expression(mapping: ColumnMapping, column_sql: str) -> str | None:
+    """The pattern guard, where it alone decides whether the typed value exists.
+
+    Counting misfits with it instead of parsing every value is the same count
+    (the guard admits only texts that parse) and much cheaper where parsing
+    is costly (NUMERIC from text, in bqemulator). None: count the typed value.
+    """
+    pattern = _GUARD_DECIDES.get(mapping.conversion)
+    return f"REGEXP_CONTAINS({column_sql}, r'{pattern}')" if pattern else None
+
+
+def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
+    """SQL for the typed value; NULL where the value cannot be represented.
+
+    Each parse sits behind a pattern of the text forms the type can hold, so
+    no value can make the query fail.
+    """
+    c = column_sql
+    conversion = mapping.conversion
+    if conversion is Conversion.NUMERIC_TEXT:
+        return _guarded(c, _NUMBER, f"PARSE_NUMERIC({c})")
+    if conversion is Conversion.MONEY_TEXT:
+        return _guarded(c, _MONEY, f"PARSE_NUMERIC(REPLACE(REPLACE({c}, '$', ''), ',', ''))")
+    if conversion is Conversion.JSON_TEXT:
+        return f"SAFE.PARSE_JSON({c})"
+    if conversion is Conversion.DATE_TEXT:
+        return _guarded(c, _DATE, f"SAFE.PARSE_DATE('%Y-%m-%d', {c})")
+    if conversion is Conversion.DATETIME_TEXT:
+        return _guarded(c, _DATETIME, f"SAFE_CAST({c} AS DATETIME)")
+    if conversion is Conversion.TIMESTAMP_TEXT:
+        return _guarded(c, _TIMESTAMP, f"TIMESTAMP({c})")
+    if conversion is Conversion.TIME_TEXT:
+        return _guarded(c, _TIME_OF_DAY, f"CAST({c} AS TIME)")
+    if mapping.staging_type == mapping.target_type:
+        return c
+    return f"CAST({c} AS {mapping.target_type})"
