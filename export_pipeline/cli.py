@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from export_pipeline import pools_cli
+from export_pipeline.bigquery.watermark import rewind_marks
 from export_pipeline.config import ConfigError, current_config
 from export_pipeline.dynamodb import convert_cli
 from export_pipeline.local_cloud import api as local_cloud
@@ -116,14 +117,19 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
 
 def _cmd_pass_time(args: argparse.Namespace) -> int:
     config = current_config()
-    moved = local_cloud.pass_time(
-        local_cloud.LocalCloudSettings.from_env(), config, minutes=args.minutes
-    )
+    settings = local_cloud.LocalCloudSettings.from_env()
+    tables = local_cloud.pass_time(settings, config, minutes=args.minutes)
+    client = local_cloud.bigquery_client(settings)
+    try:
+        marks = rewind_marks(
+            client, settings.bigquery_project, config.bigquery.dataset, args.minutes * 60
+        )
+    finally:
+        client.close()
     print(
-        f"moved the demo's recorded past {moved['minutes']:g} minutes back: DynamoDB tables "
-        f"{', '.join(moved['dynamodb_tables']) or '(none)'}, "
-        f"{moved['high_water_marks_moved']} high-water mark(s) in BigQuery; the next run "
-        "plans as if the last one had been that much earlier"
+        f"moved the demo's recorded past {args.minutes:g} minutes back: DynamoDB tables "
+        f"{', '.join(tables) or '(none)'}, {marks} high-water mark(s) in BigQuery; the next "
+        "run plans as if the last one had been that much earlier"
     )
     return 0
 

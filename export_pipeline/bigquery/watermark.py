@@ -279,3 +279,22 @@ def run_transaction(
                 f"{description} failed and was rolled back: {error}"
             ) from error
     raise AssertionError("unreachable")
+
+
+def rewind_marks(client: bigquery.Client, project: str, dataset: str, seconds: float) -> int:
+    """Move every high-water mark of the dataset `seconds` into the past; how many moved.
+
+    For the demo's `export-pipeline local pass-time`, which moves the local
+    cloud's DynamoDB history back by as much, so that the next run plans its
+    windows as after real waiting. The pipeline itself never calls it.
+    """
+    state = TableId(project, dataset, STATE_TABLE)
+    try:
+        job = client.query(
+            f"UPDATE {state.sql} SET exported_to = TIMESTAMP_SUB(exported_to, "
+            f"INTERVAL {round(seconds)} SECOND) WHERE exported_to IS NOT NULL"
+        )
+        job.result()
+    except google_exceptions.NotFound:
+        return 0  # no incremental table loaded yet: nothing to move
+    return job.num_dml_affected_rows or 0

@@ -12,6 +12,7 @@ from export_pipeline.local_cloud._process import LocalCloudError
 from export_pipeline.local_cloud.control import (
     FRESH_START_LINE,
     LocalCloudStatus,
+    bigquery_client,
     down,
     ensure_running,
     mutate,
@@ -26,6 +27,7 @@ __all__ = [
     "LocalCloudError",
     "LocalCloudSettings",
     "LocalCloudStatus",
+    "bigquery_client",
     "down",
     "ensure_running",
     "mutate",

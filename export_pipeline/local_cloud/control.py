@@ -42,6 +42,7 @@ from export_pipeline.local_cloud._process import LocalCloudError, ProcessRecord
 from export_pipeline.local_cloud.aws_server import HEALTH_PATH
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.configuration import CloudConfiguration
+from export_pipeline.local_cloud.dynamodb_time_control import shift_history
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 __all__ = [
@@ -453,13 +454,25 @@ def mutate(
 
 def pass_time(
     settings: LocalCloudSettings, config: CloudConfiguration, *, minutes: float
-) -> dict[str, Any]:
-    """Let `minutes` pass for the demo (see `local_cloud.pass_time`)."""
-    from export_pipeline.local_cloud import pass_time as module
+) -> list[str]:
+    """Move each configured DynamoDB table's recorded past `minutes` back; the tables.
 
+    An incremental DynamoDB export covers at least 15 minutes (AWS's rule),
+    so a run soon after the full export that seeded a table exports it whole
+    again. For the demo's `export-pipeline local pass-time`, the table's
+    history (change log, point-in-time recovery start, creation time) moves
+    into the past through the local AWS server's time-control route; the CLI
+    moves the pipeline's high-water marks by as much, so that the next run
+    plans its windows as after real waiting. AWS has no such thing.
+    """
+    if minutes <= 0:
+        raise ValueError(f"--minutes: expected a positive number, got {minutes}")
     settings = _absolute(settings)
     ensure_running(settings, config)
-    return module.pass_time(settings, config, minutes)
+    tables = [table.name for table in config.dynamodb.tables]
+    for table in tables:
+        shift_history(settings.aws_endpoint_url, table, minutes * 60, config.aws.region)
+    return tables
 
 
 # -- Clients -------------------------------------------------------------------

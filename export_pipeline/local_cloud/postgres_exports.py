@@ -32,7 +32,7 @@ from export_pipeline.local_cloud.postgres_store import (
     PgTableInfo,
     exported_value,
 )
-from export_pipeline.local_cloud.rds_exports import _error, _ExportWorker
+from export_pipeline.local_cloud.rds_export_worker import _error, _ExportWorker
 
 _UNSUPPORTED_IN_NAMES = " ,;{}()=\n\t"
 _EXPORTED_TYPE = {

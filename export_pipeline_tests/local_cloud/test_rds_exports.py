@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from export_pipeline.config import current_config
-from export_pipeline.local_cloud import demo_rds, rds_exports
+from export_pipeline.local_cloud import demo_rds, rds_export_worker, rds_exports
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.mysql_types import MySQLType
 from export_pipeline.local_cloud.rds_client import (
@@ -507,7 +507,7 @@ def test_identifier_unique_one_task_per_snapshot_and_five_at_a_time(
 
 def test_status_progression(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(rds_exports.EXPORT_SECONDS_ENV, "1.5")
-    monkeypatch.setenv(rds_exports.ROWS_PER_FILE_ENV, "10")
+    monkeypatch.setenv(rds_export_worker.ROWS_PER_FILE_ENV, "10")
     _ident, arn = make_instance(cloud, SIMPLE)
     task_id = start(cloud, arn)
     seen: list[tuple[str, int]] = []
@@ -541,7 +541,7 @@ def test_status_progression(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_cancel_keeps_written_files(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(rds_exports.EXPORT_SECONDS_ENV, "4")
-    monkeypatch.setenv(rds_exports.ROWS_PER_FILE_ENV, "5")
+    monkeypatch.setenv(rds_export_worker.ROWS_PER_FILE_ENV, "5")
     _ident, arn = make_instance(cloud, SIMPLE)
     task_id = start(cloud, arn)
     deadline = time.monotonic() + 10
