@@ -22,14 +22,16 @@ PostgreSQL's own forms, not ours.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+
+from export_pipeline.local_cloud.sqlite_tables import SqliteTableStore
 
 SUFFIX = ".pg.sqlite"
 # How a column's values are stored and written to Parquet (AWS's PostgreSQL table).
@@ -162,22 +164,10 @@ def exported_value(storage: str, stored: Any) -> Any:
     return stored
 
 
-class PgStore:
+class PgStore(SqliteTableStore):
     """A PostgreSQL-typed table store in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.executescript(_SCHEMA)
-            yield conn
-        finally:
-            conn.close()
+    SCHEMA = _SCHEMA
 
     def tables(self) -> list[PgTableInfo]:
         if not self.path.exists():
@@ -276,33 +266,6 @@ class PgStore:
     def count(self, info: PgTableInfo) -> int:
         with self.connect() as conn:
             return conn.execute(f"SELECT COUNT(*) FROM t{info.table_id}").fetchone()[0]
-
-    def rows(self, info: PgTableInfo, batch_size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
-        """Stored rows in insertion order, `batch_size` at a time."""
-        cols = ", ".join(f"c{i}" for i in range(len(info.columns)))
-        last = -1
-        with self.connect() as conn:
-            while True:
-                batch = conn.execute(
-                    f"SELECT rowid, {cols} FROM t{info.table_id} WHERE rowid > ? "
-                    "ORDER BY rowid LIMIT ?",
-                    (last, batch_size),
-                ).fetchall()
-                if not batch:
-                    return
-                last = batch[-1][0]
-                yield [tuple(r[1:]) for r in batch]
-
-    def copy_to(self, target: Path) -> PgStore:
-        """A consistent point-in-time copy (SQLite online backup)."""
-        target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".partial")
-        tmp.unlink(missing_ok=True)
-        with self.connect() as source, closing(sqlite3.connect(tmp)) as dest:
-            source.backup(dest)
-        tmp.replace(target)
-        return PgStore(target)
 
 
 # --- a real PostgreSQL server as the live database ------------------------------

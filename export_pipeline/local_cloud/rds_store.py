@@ -25,14 +25,14 @@ read transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from export_pipeline.local_cloud.mysql_types import MySQLType, MySQLValueError
+from export_pipeline.local_cloud.sqlite_tables import SqliteTableStore
 
 SOURCE_URL_TAG = "local-cloud:source-url"
 _SYSTEM_DATABASES = {"information_schema", "mysql", "performance_schema", "sys"}
@@ -98,22 +98,10 @@ def snapshot_dir(state_dir: Path, region: str) -> Path:
     return Path(state_dir) / "rds" / region / "snapshots"
 
 
-class Store:
+class Store(SqliteTableStore):
     """A MySQL-typed table store in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.executescript(_SCHEMA)
-            yield conn
-        finally:
-            conn.close()
+    SCHEMA = _SCHEMA
 
     # --- schema -------------------------------------------------------------
 
@@ -240,22 +228,6 @@ class Store:
         with self.connect() as conn:
             return conn.execute(f"SELECT COUNT(*) FROM t{info.table_id}").fetchone()[0]
 
-    def rows(self, info: TableInfo, batch_size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
-        """Stored rows of a table in insertion order, `batch_size` at a time."""
-        with self.connect() as conn:
-            last = -1
-            cols = ", ".join(f"c{i}" for i in range(len(info.columns)))
-            while True:
-                batch = conn.execute(
-                    f"SELECT rowid, {cols} FROM t{info.table_id} WHERE rowid > ? "
-                    "ORDER BY rowid LIMIT ?",
-                    (last, batch_size),
-                ).fetchall()
-                if not batch:
-                    return
-                last = batch[-1][0]
-                yield [tuple(r[1:]) for r in batch]
-
     def read_all(self, database: str, name: str) -> list[dict[str, Any]]:
         """Every row as a dict of stored values (for tests and small tables)."""
         info = self.table(database, name)
@@ -264,19 +236,6 @@ class Store:
             for batch in self.rows(info)
             for row in batch
         ]
-
-    # --- snapshots ----------------------------------------------------------
-
-    def copy_to(self, target: Path) -> Store:
-        """A consistent point-in-time copy of this store (SQLite online backup)."""
-        target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".partial")
-        tmp.unlink(missing_ok=True)
-        with self.connect() as source, closing(sqlite3.connect(tmp)) as dest:
-            source.backup(dest)
-        tmp.replace(target)
-        return Store(target)
 
     # --- helpers ------------------------------------------------------------
 
