@@ -94,9 +94,13 @@ def is_alive(record: ProcessRecord) -> bool:
         if record.start_ticks is not None and process_start_ticks(record.pid) != record.start_ticks:
             return False  # the pid now belongs to a process started later
         # An empty command line is a process still inside exec() (its arguments
-        # are not mapped yet: seen right after Popen returns, under load).
+        # are not mapped yet: seen right after Popen returns, under load). Only
+        # a child this process started can be ours then; any other process
+        # whose arguments are not visible yet is left alone.
         command = process_command(record.pid)
-        return not command or command == record.command
+        if not command:
+            return any(child.pid == record.pid for child in _CHILDREN)
+        return command == record.command
     return True
 
 

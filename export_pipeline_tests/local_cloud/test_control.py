@@ -579,3 +579,30 @@ def test_a_process_just_spawned_counts_as_alive(tmp_path: Path) -> None:
     finally:
         assert all(_process.stop_all(records))
     assert not any(_process.is_alive(record) for record in records)
+
+
+def test_a_process_still_inside_exec_is_ours_only_if_we_started_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after Popen a process's command line can be empty (not mapped yet, seen
+    under load). The timing cannot be forced, so the empty command line is stubbed."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = ProcessRecord(
+            name="aws",
+            pid=process.pid,
+            start_ticks=_process.process_start_ticks(process.pid),
+            command=["python", "-m", "export_pipeline.local_cloud.aws_server"],
+            host="127.0.0.1",
+            port=1,
+            extra_ports={},
+            log_path=str(tmp_path / "aws.log"),
+            started_at=time.time(),
+        )
+        monkeypatch.setattr(_process, "process_command", lambda pid: [])
+        assert not _process.is_alive(record)  # a bystander: never signalled
+        monkeypatch.setattr(_process, "_CHILDREN", [process])
+        assert _process.is_alive(record)  # our own child, still inside exec()
+    finally:
+        process.kill()
+        process.wait()
