@@ -462,6 +462,32 @@ def _table_status(target: str, job_id: int, columns: list[_Column]) -> dict[str,
     }
 
 
+def write_export_documents(
+    root: Path, folder: str, task: dict[str, Any], kms_key_id: str, statuses: list[dict[str, Any]]
+) -> None:
+    """`export_info_<id>.json` and one `export_tables_info_<id>_from_1_to_2.json` of a
+    completed snapshot export in `folder`: `task`'s own fields (identifier, source,
+    scope, times) and what every such export holds (bucket, role, key, status)."""
+    export_id = task["exportTaskIdentifier"]
+    info = {
+        **task,
+        "s3Bucket": BUCKET,
+        "s3Prefix": PREFIX,
+        "exportedFilesPath": folder,
+        "iamRoleArn": f"arn:aws:iam::{ACCOUNT}:role/rds-s3-export",
+        "kmsKeyId": kms_key_id,
+        "status": "COMPLETE",
+        "percentProgress": 100,
+        "totalExportedDataInGB": 2e-06,
+    }
+    _put(root, f"{folder}/export_info_{export_id}.json", json.dumps(info, indent=2).encode())
+    _put(
+        root,
+        f"{folder}/export_tables_info_{export_id}_from_1_to_2.json",
+        json.dumps({"perTableStatus": statuses}, indent=2).encode(),
+    )
+
+
 def write_rds_mysql_export(root: Path) -> str:
     """A snapshot export of MySQL database `shop` under `root`; returns the export's folder key."""
     folder = f"{PREFIX}/{RDS_EXPORT_ID}"
@@ -473,32 +499,21 @@ def write_rds_mysql_export(root: Path) -> str:
     _put(root, part("customers", 1, 0), _parquet(CUSTOMERS, CUSTOMER_ROWS))
     for batch, number, rows in ORDER_BATCHES:
         _put(root, part("orders", batch, number), _parquet(ORDERS, rows))
-    info = {
-        "exportTaskIdentifier": RDS_EXPORT_ID,
-        "sourceArn": f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:rds:shopdb-2025-11-26-00-05",
-        "exportOnly": ["shop.customers", "shop.orders"],
-        "snapshotTime": "2025-11-26T00:05:00.000Z",
-        "taskStartTime": "2025-11-26T00:10:00.000Z",
-        "taskEndTime": "2025-11-26T00:31:12.000Z",
-        "s3Bucket": BUCKET,
-        "s3Prefix": PREFIX,
-        "exportedFilesPath": folder,
-        "iamRoleArn": f"arn:aws:iam::{ACCOUNT}:role/rds-s3-export",
-        "kmsKeyId": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555",
-        "status": "COMPLETE",
-        "percentProgress": 100,
-        "totalExportedDataInGB": 2e-06,
-    }
-    _put(root, f"{folder}/export_info_{RDS_EXPORT_ID}.json", json.dumps(info, indent=2).encode())
-    tables = {
-        "perTableStatus": [
+    write_export_documents(
+        root,
+        folder,
+        {
+            "exportTaskIdentifier": RDS_EXPORT_ID,
+            "sourceArn": f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:rds:shopdb-2025-11-26-00-05",
+            "exportOnly": ["shop.customers", "shop.orders"],
+            "snapshotTime": "2025-11-26T00:05:00.000Z",
+            "taskStartTime": "2025-11-26T00:10:00.000Z",
+            "taskEndTime": "2025-11-26T00:31:12.000Z",
+        },
+        f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555",
+        [
             _table_status("shop.customers", 100, CUSTOMERS),
             _table_status("shop.orders", 101, ORDERS),
-        ]
-    }
-    _put(
-        root,
-        f"{folder}/export_tables_info_{RDS_EXPORT_ID}_from_1_to_2.json",
-        json.dumps(tables, indent=2).encode(),
+        ],
     )
     return folder

@@ -22,15 +22,18 @@ with a gap in its part numbers. The files carry no Arrow schema.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PREFIX = "exports"
-BUCKET = "my-export-bucket"
+from export_pipeline_tests.support.aws_samples import (
+    PREFIX,
+    _put,
+    write_export_documents,
+)
+
 PG_EXPORT_ID = "appdb-2025-12-01-00-05-d4e5f6"
 PG_SNAPSHOT_TIME = dt.datetime(2025, 12, 1, 0, 5, tzinfo=dt.UTC)
 _ARN = "arn:aws:rds:eu-west-1:123456789012:cluster-snapshot:rds:appdb-2025-12-01-00-05"
@@ -138,12 +141,6 @@ def _status(target: str, job_id: int, columns: list[tuple[str, str, pa.DataType,
     }
 
 
-def _put(root: Path, key: str, body: bytes) -> None:
-    path = root / key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
-
-
 def write_rds_postgres_export(root: Path) -> str:
     """The sample export of database `app` under `root`; returns the export's folder key."""
     folder = f"{PREFIX}/{PG_EXPORT_ID}"
@@ -155,32 +152,21 @@ def write_rds_postgres_export(root: Path) -> str:
     for batch, number, rows in ACCOUNT_BATCHES:
         _put(root, part("public.accounts", batch, number), _parquet(ACCOUNTS, rows))
     _put(root, part("sales.orders", 1, 0), _parquet(ORDERS, ORDER_ROWS))
-    info = {
-        "exportTaskIdentifier": PG_EXPORT_ID,
-        "sourceArn": _ARN,
-        "exportOnly": ["app.public.accounts", "app.sales"],
-        "snapshotTime": "2025-12-01T00:05:00.000Z",
-        "taskStartTime": "2025-12-01T00:10:00.000Z",
-        "taskEndTime": "2025-12-01T00:40:00.000Z",
-        "s3Bucket": BUCKET,
-        "s3Prefix": PREFIX,
-        "exportedFilesPath": folder,
-        "iamRoleArn": "arn:aws:iam::123456789012:role/rds-s3-export",
-        "kmsKeyId": "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-        "status": "COMPLETE",
-        "percentProgress": 100,
-        "totalExportedDataInGB": 2e-06,
-    }
-    _put(root, f"{folder}/export_info_{PG_EXPORT_ID}.json", json.dumps(info, indent=2).encode())
-    tables = {
-        "perTableStatus": [
+    write_export_documents(
+        root,
+        folder,
+        {
+            "exportTaskIdentifier": PG_EXPORT_ID,
+            "sourceArn": _ARN,
+            "exportOnly": ["app.public.accounts", "app.sales"],
+            "snapshotTime": "2025-12-01T00:05:00.000Z",
+            "taskStartTime": "2025-12-01T00:10:00.000Z",
+            "taskEndTime": "2025-12-01T00:40:00.000Z",
+        },
+        "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+        [
             _status("app.public.accounts", 100, ACCOUNTS),
             _status("app.sales.orders", 101, ORDERS),
-        ]
-    }
-    _put(
-        root,
-        f"{folder}/export_tables_info_{PG_EXPORT_ID}_from_1_to_2.json",
-        json.dumps(tables, indent=2).encode(),
+        ],
     )
     return folder
