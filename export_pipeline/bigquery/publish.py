@@ -237,6 +237,32 @@ def _converted_selects(
     return out
 
 
+def _reconciled_target(
+    client: bigquery.Client,
+    target: TableId,
+    columns: Sequence[SelectColumn],
+    description: str | None,
+    labels: Mapping[str, str] | None,
+    job_labels: Mapping[str, str] | None,
+    widen: Widen,
+    convert: Convert,
+) -> list[tuple[str, str]]:
+    """Before writing into an existing table (with its mark): the state table and the
+    target exist, the target's schema is widened to hold `columns`, and each column's
+    (quoted target name, SQL converting it to the target's type)."""
+    ensure_state_table(client, target)
+    _ensure_target(client, target, columns, description, labels)
+    effective = reconcile_schema(
+        client,
+        target,
+        [c.schema_field for c in columns],
+        job_labels=dict(job_labels or {}),
+        widen=widen,
+        convert=convert,
+    )
+    return _converted_selects(columns, effective, convert)
+
+
 def replace_table(
     client: bigquery.Client,
     *,
@@ -278,17 +304,9 @@ def replace_table(
         _check_types(client, target, fields)
         restore_declared_types(client, target, fields)
     else:
-        ensure_state_table(client, target)
-        _ensure_target(client, target, select_columns, table_description, labels)
-        effective = reconcile_schema(
-            client,
-            target,
-            [c.schema_field for c in select_columns],
-            job_labels=dict(job_labels or {}),
-            widen=widen,
-            convert=convert,
+        pairs = _reconciled_target(
+            client, target, select_columns, table_description, labels, job_labels, widen, convert
         )
-        pairs = _converted_selects(select_columns, effective, convert)
         insert = Statement(
             f"INSERT INTO {target.sql} ({', '.join(name for name, _ in pairs)}) "
             f"SELECT {', '.join(sql for _, sql in pairs)} FROM {staging.sql}"
@@ -350,17 +368,9 @@ def merge_changes(
     if missing:
         raise ValueError(f"{target}: key columns {missing} are not among the columns")
     what = f"merging {staging} into {target}"
-    ensure_state_table(client, target)
-    _ensure_target(client, target, columns, table_description, labels)
-    effective = reconcile_schema(
-        client,
-        target,
-        [c.schema_field for c in columns],
-        job_labels=dict(job_labels or {}),
-        widen=widen,
-        convert=convert,
+    pairs = _reconciled_target(
+        client, target, columns, table_description, labels, job_labels, widen, convert
     )
-    pairs = _converted_selects(columns, effective, convert)
     keys = [quote_identifier(names[k.lower()].name) for k in key_columns]
     deleted = f"COALESCE({quote_identifier(deleted_column)}, FALSE)" if deleted_column else "FALSE"
     partition = ", ".join(f"({names[k.lower()].expression})" for k in key_columns)
