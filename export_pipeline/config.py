@@ -19,7 +19,6 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -28,6 +27,12 @@ from pydantic import (
 )
 
 from export_pipeline.s3_locations import S3Location, parse_s3_location
+from export_pipeline.table_settings import (
+    HashKeySettings,
+    RdsTableSettings,
+    StrictModel,
+    TableSettings,
+)
 
 CONFIG_ENV_VAR = "EXPORT_PIPELINE_CONFIG"
 ENVIRONMENT_ENV_VAR = "EXPORT_PIPELINE_ENV"
@@ -50,18 +55,12 @@ class ConfigError(ValueError):
     """The configuration file is missing or invalid; the message says where and why."""
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt option must not be ignored silently."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class Environment(StrEnum):
     LOCAL = "local"
     PRODUCTION = "production"
 
 
-class AwsConfig(_Strict):
+class AwsConfig(StrictModel):
     region: str = Field(description="AWS region of the tables, snapshots and export bucket.")
     export_bucket: str = Field(description="S3 bucket the exports are written to.")
     export_prefix: str = Field(
@@ -137,7 +136,9 @@ class DynamoDBExportMode(StrEnum):
     INCREMENTAL = "incremental"
 
 
-class DynamoDBTableConfig(_Strict):
+class DynamoDBTableConfig(TableSettings):
+    """One DynamoDB table: what to export, how, and the governed settings of its BigQuery table."""
+
     name: str = Field(description="DynamoDB table name.")
     mode: DynamoDBExportMode = Field(
         default=DynamoDBExportMode.FULL,
@@ -157,7 +158,7 @@ class DynamoDBTableConfig(_Strict):
         return value
 
 
-class DynamoDBConfig(_Strict):
+class DynamoDBConfig(StrictModel):
     tables: list[DynamoDBTableConfig] = Field(default_factory=list)
     export_timeout_minutes: float = Field(
         default=240, gt=0, description="How long to wait for one export before failing."
@@ -200,7 +201,7 @@ def _engine_family(engine: str | None, export_only: list[str]) -> str:
     return "postgres" if any(e.count(".") == 2 for e in export_only) else "mysql"
 
 
-class RdsInstanceConfig(_Strict):
+class RdsInstanceConfig(StrictModel):
     identifier: str = Field(description="DB instance identifier or Aurora DB cluster identifier.")
     kind: Literal["instance", "cluster"] = Field(
         default="instance", description="'instance' for RDS, 'cluster' for Aurora."
@@ -223,6 +224,12 @@ class RdsInstanceConfig(_Strict):
         default=SnapshotType.ANY, description="Which snapshots count as the newest."
     )
     wait: WaitMode = Field(default=WaitMode.BLOCKING, description=_WAIT_DESCRIPTION)
+    tables: dict[str, RdsTableSettings] = Field(
+        default_factory=dict,
+        description="Governed settings per loaded table, keyed as in export_only "
+        "('database.table' or 'database.schema.table'): key, deletes, schema_changes, "
+        "columns, bigquery. A table not listed takes the defaults.",
+    )
 
     @field_validator("identifier")
     @classmethod
@@ -276,12 +283,29 @@ class RdsInstanceConfig(_Strict):
             raise ValueError(f"expected a KMS key id, alias or ARN, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _settings_name_loaded_tables(self) -> RdsInstanceConfig:
+        loaded = [".".join(parts) for parts in self.loaded_tables()]
+        for name in self.tables:
+            if name not in loaded:
+                near = difflib.get_close_matches(name, loaded, n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ValueError(
+                    f"tables: {name!r} is not a table this instance loads; {hint}"
+                    f"(loaded: {', '.join(loaded)})"
+                )
+        return self
+
+    def table_settings(self, parts: tuple[str, ...]) -> RdsTableSettings:
+        """The governed settings of one loaded table (defaults when not configured)."""
+        return self.tables.get(".".join(parts)) or RdsTableSettings()
+
     @property
     def engine_family(self) -> str:
         """'mysql' or 'postgres': configured, or read from the shape of export_only."""
         return _engine_family(self.engine, self.export_only)
 
-    def tables(self) -> list[tuple[str, ...]]:
+    def loaded_tables(self) -> list[tuple[str, ...]]:
         """The tables loaded into BigQuery, in configuration order, as name parts.
 
         MySQL: (database, table); PostgreSQL: (database, schema, table). Scopes
@@ -292,7 +316,7 @@ class RdsInstanceConfig(_Strict):
         return [tuple(e.split(".")) for e in self.export_only if e.count(".") + 1 == wanted]
 
 
-class RdsConfig(_Strict):
+class RdsConfig(StrictModel):
     instances: list[RdsInstanceConfig] = Field(default_factory=list)
     adopt_foreign_exports: bool = Field(
         default=True,
@@ -312,10 +336,14 @@ class RdsConfig(_Strict):
         return self
 
 
-class BigQueryConfig(_Strict):
+class BigQueryConfig(StrictModel):
     project: str = Field(description="Google Cloud project that holds the dataset.")
     dataset: str = Field(default="aws_raw", description="Dataset the tables are written to.")
     location: str = Field(default="US", description="BigQuery location of the dataset and jobs.")
+    hash_key: HashKeySettings = Field(
+        default_factory=HashKeySettings,
+        description="Where the HMAC key of columns configured as 'hash' is read from.",
+    )
 
     @field_validator("project")
     @classmethod
@@ -334,7 +362,7 @@ class BigQueryConfig(_Strict):
         return value
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     cron: str = Field(default="0 3 * * *", description="When the whole graph is refreshed.")
     timezone: str = Field(default="UTC", description="IANA timezone the cron is read in.")
 
@@ -361,7 +389,7 @@ class ScheduleConfig(_Strict):
         return value
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictModel):
     environment: Environment | None = Field(
         default=None,
         description="'local' (the embedded local cloud) or 'production'. The "
@@ -387,7 +415,7 @@ class PipelineConfig(_Strict):
         sources += [
             (f"rds {i.identifier} table {'.'.join(parts)}", rds_table_name(*parts))
             for i in self.rds.instances
-            for parts in i.tables()
+            for parts in i.loaded_tables()
         ]
         for source, target in sources:
             if target in targets:
@@ -430,6 +458,7 @@ def _where(raw: object, loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel
     parts: list[str] = []
     node: object = raw
     model: type[BaseModel] | None = PipelineConfig
+    keyed_entries = False  # the node is a mapping of name -> model (rds tables)
     for step in loc:
         if isinstance(step, int):
             parts[-1:] = [f"{parts[-1] if parts else ''}{_item_label(_at(node, step), step)}"]
@@ -437,6 +466,10 @@ def _where(raw: object, loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel
             continue
         parts.append(str(step))
         node = node.get(step) if isinstance(node, dict) else None
+        if keyed_entries:
+            keyed_entries = False
+            continue
+        keyed_entries = _is_mapping_field(model, str(step))
         model = _field_model(model, str(step))
     return ".".join(parts) or "(top level)", model
 
@@ -456,9 +489,17 @@ def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | 
     return None
 
 
+def _is_mapping_field(model: type[BaseModel] | None, name: str) -> bool:
+    if model is None or name not in model.model_fields:
+        return False
+    return getattr(model.model_fields[name].annotation, "__origin__", None) is dict
+
+
 def _unknown_field_message(name: str, model: type[BaseModel] | None) -> str:
     """'unknown field', the nearest valid key when one is close, and the valid keys."""
-    valid = [f for f in (model.model_fields if model else {}) if f != "source_path"]
+    fields = list(model.model_fields) if model else []
+    own = [f for f in getattr(model, "__annotations__", {}) if f in fields]
+    valid = [f for f in own + [f for f in fields if f not in own] if f != "source_path"]
     near = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     hint = f"did you mean '{near[0]}'? " if near else ""
     return f"unknown field; {hint}(valid here: {', '.join(valid)})"

@@ -30,7 +30,7 @@ def test_shipped_demo_config_loads() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
     assert config.environment is Environment.LOCAL
     assert {t.name for t in config.dynamodb.tables} == {"Orders", "Products"}
-    assert config.rds.instances[0].tables()[0] == ("shop", "customers")
+    assert config.rds.instances[0].loaded_tables()[0] == ("shop", "customers")
 
 
 def test_defaults_of_a_minimal_file() -> None:
@@ -155,7 +155,7 @@ def test_a_misspelt_key_names_the_table_and_suggests_the_key(tmp_path: Path) -> 
         load_config(bad)
     assert str(error.value) == (
         f"{bad}: dynamodb.tables[Orders].mod: unknown field; did you mean 'mode'? "
-        "(valid here: name, mode, wait)"
+        "(valid here: name, mode, wait, deletes, schema_changes, columns, bigquery)"
     )
 
 
@@ -195,6 +195,7 @@ def test_the_job_command_prints_one_line_and_no_traceback(tmp_path: Path) -> Non
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         f"error: {bad}: dynamodb.tables[Orders].mod: unknown field; "
-        "did you mean 'mode'? (valid here: name, mode, wait)"
+        "did you mean 'mode'? "
+        "(valid here: name, mode, wait, deletes, schema_changes, columns, bigquery)"
     ]
     assert "Traceback" not in result.stderr + result.stdout

@@ -144,7 +144,7 @@ class RdsSource(Source):
                 f"{source.identifier}, as of the exported snapshot.",
                 pool=bigquery_table_pool(dataset, rds_table_name(*parts)),
             )
-            for parts in source.tables()
+            for parts in source.loaded_tables()
         )
         return ExportUnit(
             name=source.identifier,

@@ -24,9 +24,9 @@ def _source(**fields) -> RdsInstanceConfig:
 def test_export_only_forms_and_engine_family() -> None:
     pg = _source(identifier="appdb", export_only=["app", "app.sales", "app.public.accounts"])
     assert pg.engine_family == "postgres"
-    assert pg.tables() == [("app", "public", "accounts")]
+    assert pg.loaded_tables() == [("app", "public", "accounts")]
     mysql = _source(identifier="shopdb", export_only=["shop.orders"])
-    assert mysql.engine_family == "mysql" and mysql.tables() == [("shop", "orders")]
+    assert mysql.engine_family == "mysql" and mysql.loaded_tables() == [("shop", "orders")]
     explicit = _source(identifier="x", engine="postgres", export_only=["a.b.c"])
     assert explicit.engine_family == "postgres"
     with pytest.raises(ValueError, match=r"a MySQL source takes 'database\.table'"):
