@@ -27,6 +27,7 @@ How to use it:
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -46,6 +47,7 @@ from export_pipeline.local_cloud.settings import (
 from export_pipeline_tests.support.aws_samples import AwsSamples, write_aws_samples
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 from export_pipeline_tests.support.prerequisites import missing_lines
+from export_pipeline_tests.support.readme_tour import JOB, Tour, start_tour
 
 TEST_EXPORT_SECONDS = "0.5"
 
@@ -166,3 +168,15 @@ def aws_samples(tmp_path_factory: pytest.TempPathFactory) -> AwsSamples:
     Each is a folder whose relative paths are S3 keys; tests read them, never change them.
     """
     return write_aws_samples(tmp_path_factory.mktemp("aws_samples"))
+
+
+@pytest.fixture(scope="session")
+def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
+    """The README's checkout folder and private cloud, shared by the README and UI tests."""
+    yield from start_tour(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def first_run(tour: Tour) -> subprocess.CompletedProcess[str]:
+    """The README's one command (after the install): the main job on a cloud it starts."""
+    return tour.run(*JOB)

@@ -1,125 +1,25 @@
 """The README's commands, run as a new user runs them: real CLIs in subprocesses.
 
-A private local cloud (free ports, its own state folder) is started by the
-first `dagster job execute`, as in the README, from a folder holding a copy of
-the repository's `dagster.yaml` and no DAGSTER_HOME, so every command here
-meets the instance a user's checkout gives it. The module stops the cloud at
-the end with `export-pipeline local down`.
+The tour (`support.readme_tour`, session fixtures `tour` and `first_run`) is a
+folder holding a copy of the repository's `dagster.yaml` and no DAGSTER_HOME,
+so every command here meets the instance a user's checkout gives it; its
+private local cloud is started by the first `dagster job execute`, as in the
+README, and stopped with `export-pipeline local down` at the end of the session.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from export_pipeline.config import REPO_ROOT
 from export_pipeline.definitions import defs
-from export_pipeline.local_cloud.dynamodb_exports import EXPORT_SECONDS_ENV
-from export_pipeline.local_cloud.settings import (
-    AWS_PORT_ENV,
-    BIGQUERY_GRPC_PORT_ENV,
-    BIGQUERY_PORT_ENV,
-    STATE_DIR_ENV,
-)
-from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
-
-BIN = Path(sys.executable).parent
-JOB = ["dagster", "job", "execute", "-m", "export_pipeline", "-j", "aws_to_bigquery"]
-
-# Lists, as JSON, what the instance `dagster dev` opens in this folder holds:
-# the same function Dagster's `dev` command calls to find its instance.
-READ_INSTANCE = """
-import json
-from dagster import DagsterEventType, EventRecordsFilter
-from dagster._cli.utils import get_possibly_temporary_instance_for_cli
-with get_possibly_temporary_instance_for_cli("dagster dev") as instance:
-    runs = instance.get_runs()
-    records = instance.get_event_records
-    materialized = sorted({
-        "/".join(r.event_log_entry.dagster_event.asset_key.path)
-        for r in records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION))
-    })
-    checks = [
-        [
-            "/".join(r.event_log_entry.dagster_event.asset_check_evaluation_data.asset_key.path),
-            r.event_log_entry.dagster_event.asset_check_evaluation_data.check_name,
-            r.event_log_entry.dagster_event.asset_check_evaluation_data.passed,
-        ]
-        for r in records(EventRecordsFilter(DagsterEventType.ASSET_CHECK_EVALUATION))
-    ]
-    latest = {}
-    for r in records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION)):
-        m = r.event_log_entry.dagster_event.step_materialization_data.materialization
-        latest["/".join(m.asset_key.path)] = {k: str(v.value) for k, v in m.metadata.items()}
-    print(json.dumps({
-        "runs": [[r.job_name, r.status.value] for r in runs],
-        "materialized": materialized,
-        "checks": checks,
-        "metadata": latest,
-    }))
-"""
-
-
-class Tour:
-    """The environment and folder the README's commands run in."""
-
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.folder = folder
-        self.env = env
-
-    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / command[0]), *command[1:]],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=420,
-        )
-        if check:
-            assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-        return result
-
-    def instance_contents(self) -> dict:
-        result = self.run("python", "-c", READ_INSTANCE)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def tour(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("checkout")
-    shutil.copy(REPO_ROOT / "dagster.yaml", folder / "dagster.yaml")
-    settings = fresh_local_cloud_settings(tmp_path_factory.mktemp("tour_cloud"))
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update(
-        {
-            STATE_DIR_ENV: str(settings.state_dir),
-            AWS_PORT_ENV: str(settings.aws_port),
-            BIGQUERY_PORT_ENV: str(settings.bigquery_port),
-            BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
-            EXPORT_SECONDS_ENV: "0.5",
-            "EXPORT_PIPELINE_CONFIG": str(REPO_ROOT / "pipeline.yaml"),
-        }
-    )
-    tour = Tour(folder, env)
-    try:
-        yield tour
-    finally:
-        tour.run("export-pipeline", "local", "down", check=False)
-
-
-@pytest.fixture(scope="module")
-def first_run(tour: Tour) -> subprocess.CompletedProcess[str]:
-    """The README's one command (after the install): the main job on a cloud it starts."""
-    return tour.run(*JOB)
+from export_pipeline.local_cloud.settings import AWS_PORT_ENV, BIGQUERY_PORT_ENV
+from export_pipeline_tests.support.readme_tour import JOB, Tour
 
 
 def test_the_ui_instance_holds_the_runs_materializations_and_passed_checks(

@@ -1,13 +1,13 @@
 """The Dagster UI shows the pipeline: a real webserver, driven by headless Chromium.
 
-Runs the README's first command (`dagster job execute … aws_to_bigquery`, on a
-private cloud) into a DAGSTER_HOME in a tmp folder, then starts
-`dagster-webserver` on a free loopback port on that home, asks its GraphQL
-API for the asset list, and renders the asset catalog and the lineage graph in
-Chromium found on PATH (`apt-get install -y chromium`; no browser download). The
-lineage screenshot is checked and, with EXPORT_PIPELINE_UPDATE_DOCS=1, copied
-to docs/asset-graph.png (the README's picture) — tests do not rewrite tracked
-files otherwise.
+After the README's first command (`dagster job execute … aws_to_bigquery`, on
+the README tour's private cloud and checkout folder, shared with
+test_readme_commands), starts `dagster-webserver` in that folder on a free
+loopback port, asks its GraphQL API for the asset list, and renders the asset
+catalog and the lineage graph in Chromium found on PATH (`apt-get install -y
+chromium`; no browser download). The lineage screenshot is checked and, with
+EXPORT_PIPELINE_UPDATE_DOCS=1, copied to docs/asset-graph.png (the README's
+picture) — tests do not rewrite tracked files otherwise.
 """
 
 from __future__ import annotations
@@ -34,14 +34,9 @@ import pytest
 
 from export_pipeline.config import REPO_ROOT, current_config
 from export_pipeline.definitions import build_definitions
-from export_pipeline.local_cloud.settings import (
-    AWS_PORT_ENV,
-    BIGQUERY_GRPC_PORT_ENV,
-    BIGQUERY_PORT_ENV,
-    STATE_DIR_ENV,
-)
-from export_pipeline_tests.support.local_cloud import free_ports, fresh_local_cloud_settings
+from export_pipeline_tests.support.local_cloud import free_ports
 from export_pipeline_tests.support.prerequisites import find_chromium
+from export_pipeline_tests.support.readme_tour import Tour
 
 pytestmark = pytest.mark.needs("chromium")
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")
@@ -86,64 +81,22 @@ def _expected() -> dict[str, str]:
     }
 
 
-def _run_the_readme_job(home: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The README's first command into `home`, on a private cloud it starts and this stops.
-
-    So the UI shows what a new user sees after that command: every asset
-    materialized, every check passed (and the docs' picture shows it too).
-    """
-    settings = fresh_local_cloud_settings(tmp_path_factory.mktemp("ui_cloud"))
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        STATE_DIR_ENV: str(settings.state_dir),
-        AWS_PORT_ENV: str(settings.aws_port),
-        BIGQUERY_PORT_ENV: str(settings.bigquery_port),
-        BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
-    }
-    bin_dir = Path(sys.executable).parent
-    try:
-        result = subprocess.run(
-            [
-                str(bin_dir / "dagster"),
-                "job",
-                "execute",
-                "-m",
-                "export_pipeline",
-                "-j",
-                "aws_to_bigquery",
-            ],
-            cwd=home,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=480,
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-    finally:
-        subprocess.run(
-            [str(bin_dir / "export-pipeline"), "local", "down"],
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
-
-
 @pytest.fixture(scope="module")
-def webserver(local_cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
-    home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    _run_the_readme_job(home, tmp_path_factory)
+def webserver(tour: Tour, first_run: subprocess.CompletedProcess[str]) -> Iterator[Webserver]:
+    """`dagster-webserver` started in the README tour's folder, after the README's command.
+
+    Started there with no DAGSTER_HOME, as a user starts it in a checkout, it
+    opens the instance the command wrote (the repository's dagster.yaml).
+    """
+    assert first_run.returncode == 0
+    home = tour.folder
     (port,) = free_ports(1)
     log = home / "webserver.log"
-    # os.environ holds the local cloud's EXPORT_PIPELINE_LOCAL_* (set by `local_cloud`).
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(WEBSERVER), "-m", MODULE, "-h", "127.0.0.1", "-p", str(port)],
-            # An empty working directory: `-m` puts it on sys.path.
             cwd=home,
-            env=env,
+            env=tour.env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
