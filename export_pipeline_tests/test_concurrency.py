@@ -3,10 +3,13 @@
 Each BigQuery table asset runs in a pool named after its table
 (`bigquery_<dataset>_<table>`); with the pool limit 1 (deploy/dagster.yaml:
 `concurrency: pools: default_limit: 1`) Dagster lets one step of that pool
-run at a time across all runs, and the waiting step logs
-an engine event "Step blocked by limit for pool <pool>". Pools need an instance whose
-storage keeps concurrency slots (SQLite or PostgreSQL, not the in-memory
-ephemeral one), so this test uses a temporary SQLite instance (DAGSTER_HOME).
+run at a time across all runs, and the waiting step logs an engine event
+"Step blocked by limit for pool <pool>". The test runs on the instance
+deploy/dagster.yaml configures (storage in the PostgreSQL server on
+127.0.0.1:5432, a scratch database): slots are claimed with row locks there,
+while Dagster's SQLite storage can hand one slot to two processes that
+claim it at the same moment (seen under load), so SQLite is no place to
+prove the pool.
 
 The two runs start together, each in its own process as Dagster's run
 launcher would start them, both loading the same export; the
@@ -20,6 +23,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, materialize
 
 from export_pipeline.dynamodb.source import DynamoDBSource
@@ -35,6 +39,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     materialization_metadata,
 )
 from export_pipeline_tests.faults.proxy import delay, fault_proxy
+from export_pipeline_tests.support.dagster_postgres import deployed_home, scratch_database
 
 
 def _step_window(instance, run_id, step_key) -> tuple[float, float]:
@@ -76,19 +81,27 @@ print("RUN", result.run_id, result.success)
 """
 
 
+@pytest.mark.needs("postgresql")
 def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
-    tmp_path, local_cloud, aws_clients, bigquery_client, unique_name
+    tmp_path, local_cloud, aws_clients, bigquery_client, unique_name, monkeypatch
 ):
     table = f"conc-{unique_name}"
     create_table(aws_clients.dynamodb, table, [{"pk": {"S": k}} for k in ("a", "b", "c")])
     config = make_config(table)
     export_asset, bigquery_asset = assets_for(config)
+    with scratch_database() as database, monkeypatch.context() as patched:
+        settings = deployed_home(tmp_path / "dagster_home", database)
+        for name, value in settings.items():
+            patched.setenv(name, value)
+        _take_turns(table, config, export_asset, bigquery_asset, local_cloud)
+    # One consistent result: every item once.
+    assert sorted(bigquery_rows(bigquery_client, table)) == ["a", "b", "c"]
+
+
+def _take_turns(table, config, export_asset, bigquery_asset, local_cloud) -> None:
     pool = bigquery_asset.op.pool
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
-    environment = {**os.environ, "DAGSTER_HOME": str(home)}
-    with DagsterInstance.from_config(str(home)) as instance:
+    environment = dict(os.environ)
+    with DagsterInstance.get() as instance:
         exported = materialize([export_asset], resources=build_resources(config), instance=instance)
         arn = materialization_metadata(exported, export_asset.key)["export_arn"]
         # As a deployment does (`export-pipeline pools --set`): created on first use
@@ -128,9 +141,6 @@ def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
         waited = [run_id for run_id, messages in blocked.items() if messages]
         assert len(waited) == 1, blocked
         assert pool in blocked[waited[0]][0]
-
-    # One consistent result: every item once.
-    assert sorted(bigquery_rows(bigquery_client, table)) == ["a", "b", "c"]
 
 
 def test_every_bigquery_table_has_a_pool_of_its_own(pipeline_config):

@@ -6,8 +6,6 @@ database of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,52 +21,28 @@ from dagster import (
 )
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
-from export_pipeline.config import REPO_ROOT
+from export_pipeline_tests.support.dagster_postgres import (
+    PG,
+    deployed_home,
+    scratch_database,
+)
 
 pytestmark = pytest.mark.needs("postgresql")
-
-DEPLOYED = REPO_ROOT / "deploy" / "dagster.yaml"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-def _admin() -> psycopg2.extensions.connection:
-    connection = psycopg2.connect(dbname="postgres", **PG)
-    connection.autocommit = True
-    return connection
 
 
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
-    name = "dagster_test_" + uuid.uuid4().hex[:12]
-    connection = _admin()
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
-    try:
+    with scratch_database() as name:
         yield name
-    finally:
-        connection = _admin()
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.close()
 
 
 @pytest.fixture
 def deployed_instance(
     postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(DEPLOYED, home / "dagster.yaml")
-    for name, value in {
-        "DAGSTER_PG_HOST": PG["host"],
-        "DAGSTER_PG_PORT": str(PG["port"]),
-        "DAGSTER_PG_DB": postgres_database,
-        "DAGSTER_PG_USERNAME": PG["user"],
-        "DAGSTER_PG_PASSWORD": "",
-    }.items():
+    for name, value in deployed_home(tmp_path / "dagster_home", postgres_database).items():
         monkeypatch.setenv(name, value)
-    instance = DagsterInstance.from_config(str(home))
+    instance = DagsterInstance.from_config(str(tmp_path / "dagster_home"))
     try:
         yield instance
     finally:
