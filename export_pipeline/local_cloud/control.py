@@ -219,8 +219,13 @@ def _command(settings: LocalCloudSettings, name: str, owner_pid: int | None) -> 
     if owner_pid is not None:
         common += ["--owner", _process.owner_argument(owner_pid)]
     if name == AWS:
+        iam = ["--enforce-iam"] if settings.enforce_iam else []
         return _process.python_command(
-            "export_pipeline.local_cloud.aws_server", *common, "--port", str(settings.aws_port)
+            "export_pipeline.local_cloud.aws_server",
+            *common,
+            "--port",
+            str(settings.aws_port),
+            *iam,
         )
     return _process.python_command(
         "export_pipeline.local_cloud.bigquery_server",
