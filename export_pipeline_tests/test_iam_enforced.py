@@ -1,0 +1,221 @@
+"""The pipeline as its least-privilege principal, against a local cloud that enforces IAM.
+
+A cloud of this module's own runs with `EXPORT_PIPELINE_LOCAL_IAM=enforce`
+(`local_cloud/iam_enforcement.py`). The pipeline signs with the keys of an
+IAM user holding exactly the policy `iam_policies` renders for the
+configuration: its DynamoDB and RDS paths must pass as that user, and with
+any one of the policy's actions taken away they must fail, naming it, as they
+would on AWS.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance
+
+from export_pipeline.config import PipelineConfig
+from export_pipeline.environment import LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV
+from export_pipeline.iam_policies import load_template, render
+from export_pipeline.local_cloud import control
+from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.dynamodb_exports import EXPORT_SECONDS_ENV
+from export_pipeline.local_cloud.principals import policy_bound_user, set_policy
+from export_pipeline.local_cloud.rds_client import take_automated_snapshot
+from export_pipeline.local_cloud.settings import (
+    AWS_PORT_ENV,
+    BIGQUERY_GRPC_PORT_ENV,
+    BIGQUERY_PORT_ENV,
+    ENFORCE,
+    IAM_ENV,
+    LOCAL_ACCOUNT_ID,
+    STATE_DIR_ENV,
+    LocalCloudSettings,
+)
+from export_pipeline_tests.dynamodb._pipeline_helpers import run as run_dynamodb
+from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
+from export_pipeline_tests.support.rds import run_rds
+
+DYNAMODB_TABLES = ("Products", "Orders")  # the demo's full and incremental tables
+RDS_INSTANCE = "shopdb"  # the demo's MySQL instance
+_VARIABLES = (
+    STATE_DIR_ENV,
+    AWS_PORT_ENV,
+    BIGQUERY_PORT_ENV,
+    BIGQUERY_GRPC_PORT_ENV,
+    IAM_ENV,
+    EXPORT_SECONDS_ENV,
+    LOCAL_ACCESS_KEY_ENV,
+    LOCAL_SECRET_KEY_ENV,
+)
+
+
+@pytest.fixture(scope="module")
+def enforcing_cloud(
+    tmp_path_factory: pytest.TempPathFactory, pipeline_config: PipelineConfig
+) -> Iterator[LocalCloudSettings]:
+    """A seeded local cloud checking IAM; the environment points at it meanwhile."""
+    previous = {name: os.environ.get(name) for name in _VARIABLES}
+    settings = replace(
+        fresh_local_cloud_settings(tmp_path_factory.mktemp("iam_cloud")), enforce_iam=True
+    )
+    os.environ.update(
+        {
+            STATE_DIR_ENV: str(settings.state_dir),
+            AWS_PORT_ENV: str(settings.aws_port),
+            BIGQUERY_PORT_ENV: str(settings.bigquery_port),
+            BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            IAM_ENV: ENFORCE,
+            EXPORT_SECONDS_ENV: "0.3",
+        }
+    )
+    try:
+        control.up(settings, pipeline_config, owner_pid=os.getpid())
+        yield settings
+    finally:
+        control.down(settings)
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def config(pipeline_config: PipelineConfig) -> PipelineConfig:
+    """The demo configuration narrowed to two DynamoDB tables and one RDS instance."""
+    dynamodb = pipeline_config.dynamodb.model_copy(
+        update={
+            "tables": [t for t in pipeline_config.dynamodb.tables if t.name in DYNAMODB_TABLES],
+            "poll_max_interval_seconds": 0.5,
+        }
+    )
+    rds = pipeline_config.rds.model_copy(
+        update={
+            "instances": [i for i in pipeline_config.rds.instances if i.identifier == RDS_INSTANCE],
+            "poll_max_interval_seconds": 0.5,
+        }
+    )
+    return pipeline_config.model_copy(update={"dynamodb": dynamodb, "rds": rds})
+
+
+@pytest.fixture(scope="module")
+def admin(enforcing_cloud: LocalCloudSettings, config: PipelineConfig) -> AwsClients:
+    """Clients with the local cloud's own keys: an administrator's."""
+    return AwsClients.for_config(enforcing_cloud, config)
+
+
+@pytest.fixture(scope="module")
+def pipeline_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]:
+    """The rendered pipeline policy (the key alias resolved to its ARN, as deploy/ says)."""
+    key_arns = sorted(
+        {
+            admin.kms.describe_key(KeyId=i.kms_key_id)["KeyMetadata"]["Arn"]
+            for i in config.rds.instances
+        }
+    )
+    return render(
+        load_template("pipeline-policy"),
+        config,
+        account_id=LOCAL_ACCOUNT_ID,
+        kms_key_arns=key_arns,
+    )
+
+
+@pytest.fixture
+def principal(admin: AwsClients, pipeline_policy: dict[str, Any]) -> Iterator[str]:
+    """A user holding exactly the pipeline policy; the pipeline signs with its keys."""
+    name = "export-pipeline-" + uuid.uuid4().hex[:8]
+    keys = policy_bound_user(admin.iam, name, pipeline_policy)
+    os.environ[LOCAL_ACCESS_KEY_ENV] = keys.access_key_id
+    os.environ[LOCAL_SECRET_KEY_ENV] = keys.secret_access_key
+    try:
+        yield name
+    finally:
+        os.environ.pop(LOCAL_ACCESS_KEY_ENV, None)
+        os.environ.pop(LOCAL_SECRET_KEY_ENV, None)
+
+
+def one_table(config: PipelineConfig, name: str) -> PipelineConfig:
+    """`config` running only DynamoDB table `name` (the policy stays the whole config's)."""
+    tables = [t for t in config.dynamodb.tables if t.name == name]
+    return config.model_copy(
+        update={"dynamodb": config.dynamodb.model_copy(update={"tables": tables})}
+    )
+
+
+def failure_text(result: Any) -> str:
+    return "\n".join(str(e.event_specific_data.error) for e in result.get_step_failure_events())
+
+
+def without_action(policy: dict[str, Any], action: str) -> dict[str, Any]:
+    """`policy` with `action` taken out of every Allow (a statement left empty goes)."""
+    reduced = copy.deepcopy(policy)
+    statements = []
+    for statement in reduced["Statement"]:
+        actions = [a for a in statement["Action"] if a != action]
+        if actions:
+            statements.append({**statement, "Action": actions})
+    assert statements != reduced["Statement"], f"{action} is not in the policy"
+    return {**reduced, "Statement": statements}
+
+
+def test_the_pipeline_runs_as_its_least_privilege_principal(
+    enforcing_cloud, config, principal, admin
+) -> None:
+    for table in DYNAMODB_TABLES:
+        assert run_dynamodb(one_table(config, table), DagsterInstance.ephemeral()).success
+    assert run_rds(config, DagsterInstance.ephemeral()).success
+    # The same keys are refused anything the policy does not name.
+    denied = AwsClients.for_config(
+        replace(
+            enforcing_cloud,
+            aws_access_key_id=os.environ[LOCAL_ACCESS_KEY_ENV],
+            aws_secret_access_key=os.environ[LOCAL_SECRET_KEY_ENV],
+        ),
+        config,
+    )
+    with pytest.raises(denied.dynamodb.exceptions.ClientError, match="dynamodb:DescribeTable"):
+        denied.dynamodb.describe_table(TableName="Customers")
+
+
+# (source, action): "Products" / "Orders" run that DynamoDB table (full / incremental);
+# "rds" runs the instance's newest snapshot, "rds-new" takes a new one first, so
+# that the pipeline starts an export instead of reusing the one it made.
+@pytest.mark.parametrize(
+    ("source", "action"),
+    [
+        ("Products", "dynamodb:DescribeTable"),
+        ("Orders", "dynamodb:DescribeContinuousBackups"),
+        ("Products", "dynamodb:ExportTableToPointInTime"),
+        ("Products", "dynamodb:DescribeExport"),
+        ("Products", "s3:GetObject"),
+        ("rds", "rds:DescribeDBSnapshots"),
+        ("rds", "rds:DescribeExportTasks"),
+        ("rds", "s3:ListBucket"),
+        ("rds-new", "rds:StartExportTask"),
+        ("rds-new", "iam:PassRole"),
+        ("rds-new", "kms:CreateGrant"),
+        ("rds-new", "kms:DescribeKey"),
+    ],
+)
+def test_each_action_the_pipeline_needs_is_in_its_policy(
+    enforcing_cloud, config, principal, admin, pipeline_policy, source, action
+) -> None:
+    if source == "rds-new":
+        take_automated_snapshot(admin.rds, RDS_INSTANCE)
+    set_policy(admin.iam, principal, without_action(pipeline_policy, action))
+    if source.startswith("rds"):
+        result = run_rds(config, DagsterInstance.ephemeral(), raise_on_error=False)
+    else:
+        result = run_dynamodb(
+            one_table(config, source), DagsterInstance.ephemeral(), raise_on_error=False
+        )
+    assert not result.success
+    assert f"is not authorized to perform: {action}" in failure_text(result)
