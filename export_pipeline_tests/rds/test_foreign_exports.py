@@ -9,9 +9,12 @@ uses a DB instance of its own.
 from __future__ import annotations
 
 import re
+import threading
+import time
 import uuid
 
 import pytest
+from botocore.exceptions import ClientError
 from dagster import AssetKey, DagsterInstance
 from hypothesis import given
 from hypothesis import strategies as st
@@ -262,3 +265,60 @@ def test_the_unreadable_location_error_is_permanent() -> None:
     with pytest.raises(UnreadableLocationError) as caught:
         check_readable("x", "bkt", "elsewhere", [S3Location("bkt", "exports")])
     assert classify(caught.value).transient is False
+
+
+def _readable_root(config):
+    aws = config.aws.model_copy(
+        update={"readable_s3_locations": [f"s3://{config.aws.export_bucket}"]}
+    )
+    return config.model_copy(update={"aws": aws})
+
+
+def _lambda_when_ours_runs(config, clients, outcome: dict) -> None:
+    """The Lambda fires while the pipeline's export of the snapshot runs; `outcome` says how."""
+    deadline = time.monotonic() + 60
+    while not tasks_of_snapshot(config, clients):
+        if time.monotonic() > deadline:
+            outcome["error"] = "the pipeline started no export"
+            return
+        time.sleep(0.05)
+    try:
+        outcome["identifier"] = lambda_export(config, clients)
+    except ClientError as error:
+        outcome["error"] = error.response["Error"]["Code"]
+
+
+@pytest.mark.parametrize("interleaving", ["theirs running", "theirs complete", "ours running"])
+def test_one_export_per_snapshot_in_every_interleaving(
+    team_source, bigquery_client, interleaving
+) -> None:
+    """The Lambda design beside the pipeline: one export of the snapshot, loaded once."""
+    config, clients = team_source
+    config = _readable_root(config)
+    snapshot = find_snapshot(clients.rds, config.rds.instances[0])
+    if interleaving != "theirs complete":  # an export that is still running when it matters
+        clients.rds.add_tags_to_resource(
+            ResourceName=snapshot.arn, Tags=[{"Key": "local-cloud:export-seconds", "Value": "3"}]
+        )
+    outcome: dict = {}
+    if interleaving == "ours running":
+        lambda_thread = threading.Thread(
+            target=_lambda_when_ours_runs, args=(config, clients, outcome)
+        )
+        lambda_thread.start()
+        result = run_rds(config, DagsterInstance.ephemeral())
+        lambda_thread.join(timeout=60)
+        assert outcome == {"error": "ExportTaskAlreadyExists"}  # AWS: one task per source
+    else:
+        theirs = lambda_export(config, clients)
+        if interleaving == "theirs complete":
+            finished(clients, theirs)
+        else:
+            [task] = tasks_of_snapshot(config, clients)
+            assert task["Status"] in ("STARTING", "IN_PROGRESS")
+        result = run_rds(config, DagsterInstance.ephemeral())
+    metadata = export_metadata(result, config)
+    [task] = tasks_of_snapshot(config, clients)
+    assert task["ExportTaskIdentifier"] == metadata["export_task_identifier"]
+    assert metadata["export_adopted"] is (interleaving != "ours running")
+    assert bigquery_rows(bigquery_client, config) == len(ROWS)
