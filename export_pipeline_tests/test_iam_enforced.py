@@ -44,6 +44,7 @@ from export_pipeline_tests.support.rds import run_rds
 
 DYNAMODB_TABLES = ("Products", "Orders")  # the demo's full and incremental tables
 RDS_INSTANCE = "shopdb"  # the demo's MySQL instance
+RDS_TABLE = "shop.customers"
 _VARIABLES = (
     STATE_DIR_ENV,
     AWS_PORT_ENV,
@@ -89,7 +90,7 @@ def enforcing_cloud(
 
 @pytest.fixture(scope="module")
 def config(pipeline_config: PipelineConfig) -> PipelineConfig:
-    """The demo configuration narrowed to two DynamoDB tables and one RDS instance."""
+    """The demo configuration narrowed to two DynamoDB tables and one RDS table."""
     dynamodb = pipeline_config.dynamodb.model_copy(
         update={
             "tables": [t for t in pipeline_config.dynamodb.tables if t.name in DYNAMODB_TABLES],
@@ -219,3 +220,56 @@ def test_each_action_the_pipeline_needs_is_in_its_policy(
         )
     assert not result.success
     assert f"is not authorized to perform: {action}" in failure_text(result)
+
+
+def test_another_teams_export_is_read_only_where_the_policy_lets_it(
+    enforcing_cloud, config, principal, admin, pipeline_policy
+) -> None:
+    """A Lambda's RDS export at the bucket root: readable once the location is configured.
+
+    Rendered without `aws.readable_s3_locations`, the policy denies the read
+    (the pipeline refuses before asking); rendered with it, the pipeline, as
+    the policy's user, adopts the Lambda's export and loads it.
+    """
+    bucket = config.aws.export_bucket
+    snapshot = take_automated_snapshot(admin.rds, RDS_INSTANCE)
+    theirs = snapshot["DBSnapshotIdentifier"].replace(":", "-")
+    admin.rds.start_export_task(  # as the Lambda does it: the snapshot's name, the bucket root
+        ExportTaskIdentifier=theirs,
+        SourceArn=snapshot["DBSnapshotArn"],
+        S3BucketName=bucket,
+        IamRoleArn=config.rds.instances[0].iam_role_arn,
+        KmsKeyId=config.rds.instances[0].kms_key_id,
+    )
+    as_principal = AwsClients.for_config(
+        replace(
+            enforcing_cloud,
+            aws_access_key_id=os.environ[LOCAL_ACCESS_KEY_ENV],
+            aws_secret_access_key=os.environ[LOCAL_SECRET_KEY_ENV],
+        ),
+        config,
+    )
+    # (moto does not evaluate ListBucket's s3:prefix condition; GetObject's resource it does.)
+    with pytest.raises(as_principal.s3.exceptions.ClientError, match="s3:GetObject"):
+        as_principal.s3.get_object(Bucket=bucket, Key=f"{theirs}/export_info_{theirs}.json")
+
+    aws = config.aws.model_copy(update={"readable_s3_locations": [f"s3://{bucket}"]})
+    readable = config.model_copy(update={"aws": aws})
+    keys = {i.kms_key_id for i in readable.rds.instances}
+    key_arns = sorted(admin.kms.describe_key(KeyId=k)["KeyMetadata"]["Arn"] for k in keys)
+    policy = render(
+        load_template("pipeline-policy"),
+        readable,
+        account_id=LOCAL_ACCOUNT_ID,
+        kms_key_arns=key_arns,
+    )
+    set_policy(admin.iam, principal, policy)
+    result = run_rds(readable, DagsterInstance.ephemeral())
+    [export] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == f"{RDS_INSTANCE}_snapshot_export"
+    ]
+    assert export.materialization.metadata["export_task_identifier"].value == theirs
+    tasks = admin.rds.describe_export_tasks(SourceArn=snapshot["DBSnapshotArn"])["ExportTasks"]
+    assert [t["ExportTaskIdentifier"] for t in tasks] == [theirs]
