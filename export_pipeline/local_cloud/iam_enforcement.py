@@ -93,7 +93,9 @@ _RESOURCES: dict[str, dict[str, list[tuple[str, str]]]] = {
 }
 
 
-def request_resource(service: str, action: str, param: Callable[[str], Any], where: dict) -> str:
+def request_resource(
+    service: str, action: str, param: Callable[[str], Any], where: dict[str, str]
+) -> str:
     """The ARN AWS authorizes `service`:`action` against, or "*" when the request names none.
 
     `param(name)` reads a request parameter; `where` holds `region` and `account`.

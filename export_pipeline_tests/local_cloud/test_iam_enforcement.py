@@ -1,0 +1,56 @@
+"""Which resource the enforcing local cloud checks a DynamoDB or RDS call against.
+
+moto checks every non-S3 call against resource "*"; `request_resource`
+supplies the ARN the request names, so that a statement scoped to a table,
+instance or snapshot allows exactly its calls (as on AWS).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from export_pipeline.local_cloud.iam_enforcement import request_resource
+
+WHERE = {"region": "eu-west-1", "account": "123456789012"}
+TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/Orders"
+
+
+@pytest.mark.parametrize(
+    ("service", "action", "params", "resource"),
+    [
+        ("dynamodb", "DescribeTable", {"TableName": "Orders"}, TABLE_ARN),
+        ("dynamodb", "DescribeTable", {"TableName": TABLE_ARN}, TABLE_ARN),
+        ("dynamodb", "ExportTableToPointInTime", {"TableArn": TABLE_ARN}, TABLE_ARN),
+        ("dynamodb", "ListExports", {"TableArn": TABLE_ARN}, TABLE_ARN),
+        ("dynamodb", "ListExports", {}, "*"),
+        (
+            "dynamodb",
+            "DescribeExport",
+            {"ExportArn": TABLE_ARN + "/export/1"},
+            TABLE_ARN + "/export/1",
+        ),
+        (
+            "rds",
+            "DescribeDBSnapshots",
+            {"DBInstanceIdentifier": "shopdb"},
+            "arn:aws:rds:eu-west-1:123456789012:db:shopdb",
+        ),
+        (
+            "rds",
+            "DescribeDBSnapshots",
+            {"DBSnapshotIdentifier": "rds:shopdb-2026-01-01-03-00", "DBInstanceIdentifier": "x"},
+            "arn:aws:rds:eu-west-1:123456789012:snapshot:rds:shopdb-2026-01-01-03-00",
+        ),
+        (
+            "rds",
+            "DescribeDBClusterSnapshots",
+            {"DBClusterIdentifier": "appdb"},
+            "arn:aws:rds:eu-west-1:123456789012:cluster:appdb",
+        ),
+        ("rds", "StartExportTask", {"SourceArn": "arn:aws:rds:x"}, "*"),
+        ("rds", "DescribeExportTasks", {}, "*"),
+        ("sts", "GetCallerIdentity", {}, "*"),
+    ],
+)
+def test_the_resource_is_the_one_the_request_names(service, action, params, resource) -> None:
+    assert request_resource(service, action, params.get, WHERE) == resource
