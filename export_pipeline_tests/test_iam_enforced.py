@@ -196,6 +196,7 @@ def test_the_pipeline_runs_as_its_least_privilege_principal(
         ("Orders", "dynamodb:DescribeContinuousBackups"),
         ("Products", "dynamodb:ExportTableToPointInTime"),
         ("Products", "dynamodb:DescribeExport"),
+        ("Products", "s3:PutObject"),  # DynamoDB writes the export as the caller
         ("Products", "s3:GetObject"),
         ("rds", "rds:DescribeDBSnapshots"),
         ("rds", "rds:DescribeExportTasks"),

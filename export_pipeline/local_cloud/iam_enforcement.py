@@ -19,8 +19,12 @@ with three additions, each because moto alone would not be like AWS:
   request (`_RESOURCES`), as the Service Authorization Reference names it.
 * `StartExportTask` also needs `iam:PassRole` on the export role and
   `kms:CreateGrant` / `kms:DescribeKey` on the export key (RDS user guide,
-  "Setting up access to an S3 bucket" and "Using AWS KMS keys"); they are
-  checked as the caller with moto's evaluator before the export starts.
+  "Setting up access to an S3 bucket" and "Using AWS KMS keys"), and
+  `ExportTableToPointInTime` needs `s3:PutObject` where the export writes,
+  because DynamoDB writes as the caller ("Requesting a table export in
+  DynamoDB"). They are checked as the caller with moto's evaluator when the
+  call is made. AWS documents the permissions, not when a missing one is
+  reported; here it is the call that is refused, naming the action.
 
 What moto's evaluator ignores (docs/local-cloud.md lists it for users):
 conditions other than StringEquals (so `s3:prefix` StringLike and Bool
@@ -111,6 +115,8 @@ def request_resource(
 
 def _implied_permissions(handler: Any, action: str) -> list[tuple[str, str]]:
     """(action, resource) pairs AWS checks besides the call's own action."""
+    if handler.service_name == "dynamodb" and action == "ExportTableToPointInTime":
+        return [("s3:PutObject", export_object_arn(handler._get_param))]
     if handler.service_name != "rds" or action != "StartExportTask":
         return []
     implied = []
@@ -121,6 +127,13 @@ def _implied_permissions(handler: Any, action: str) -> list[tuple[str, str]]:
     if key:
         implied += [("kms:CreateGrant", key), ("kms:DescribeKey", key)]
     return implied
+
+
+def export_object_arn(param: Callable[[str], Any]) -> str:
+    """An object a DynamoDB export writes: `<bucket>/<prefix>/AWSDynamoDB/…` (as the caller)."""
+    prefix = (param("S3Prefix") or "").strip("/")
+    folder = f"{prefix}/AWSDynamoDB" if prefix else "AWSDynamoDB"
+    return f"arn:aws:s3:::{param('S3Bucket')}/{folder}/manifest-summary.json"
 
 
 def _kms_key_arn(account: str, region: str, key_id: str | None) -> str | None:

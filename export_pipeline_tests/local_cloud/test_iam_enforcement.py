@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from export_pipeline.local_cloud.iam_enforcement import request_resource
+from export_pipeline.local_cloud.iam_enforcement import export_object_arn, request_resource
 
 WHERE = {"region": "eu-west-1", "account": "123456789012"}
 TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/Orders"
@@ -54,3 +54,15 @@ TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/Orders"
 )
 def test_the_resource_is_the_one_the_request_names(service, action, params, resource) -> None:
     assert request_resource(service, action, params.get, WHERE) == resource
+
+
+@pytest.mark.parametrize(
+    ("prefix", "arn"),
+    [
+        ("exports/dynamodb/T", "arn:aws:s3:::bkt/exports/dynamodb/T/AWSDynamoDB/"),
+        ("", "arn:aws:s3:::bkt/AWSDynamoDB/"),
+        (None, "arn:aws:s3:::bkt/AWSDynamoDB/"),
+    ],
+)
+def test_a_dynamodb_export_writes_under_its_prefix(prefix, arn) -> None:
+    assert export_object_arn({"S3Bucket": "bkt", "S3Prefix": prefix}.get).startswith(arn)
