@@ -99,7 +99,11 @@ def config(pipeline_config: PipelineConfig) -> PipelineConfig:
     )
     rds = pipeline_config.rds.model_copy(
         update={
-            "instances": [i for i in pipeline_config.rds.instances if i.identifier == RDS_INSTANCE],
+            "instances": [
+                i.model_copy(update={"export_only": [RDS_TABLE]})
+                for i in pipeline_config.rds.instances
+                if i.identifier == RDS_INSTANCE
+            ],
             "poll_max_interval_seconds": 0.5,
         }
     )
