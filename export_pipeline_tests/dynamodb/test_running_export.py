@@ -22,6 +22,8 @@ from typing import Any
 import boto3
 import pytest
 from dagster import DagsterInstance, materialize
+from hypothesis import given
+from hypothesis import strategies as st
 
 from export_pipeline import bigquery as core
 from export_pipeline.dynamodb.export_files import INCREMENTAL_EXPORT
@@ -365,3 +367,26 @@ def test_which_running_exports_the_pipeline_would_have_asked_for(request_, descr
     readable = [S3Location(BUCKET)] if request_ is READABLE_ROOT_REQUEST else []
     assert request_.would_ask_for(description, readable) is taken
     assert (request_.misfit(description, readable) is None) is taken
+
+
+_PART = st.sampled_from(["exports", "dynamodb", "T", "2020-Nov", "team"])
+_PREFIX = st.lists(_PART, max_size=3).map("/".join)
+_LOCATION = st.builds(S3Location, st.sampled_from([BUCKET, "other-bucket"]), _PREFIX)
+
+
+@given(
+    bucket=st.sampled_from([BUCKET, "other-bucket"]),
+    prefix=_PREFIX,
+    readable=st.lists(_LOCATION, max_size=3),
+    extra=_LOCATION,
+)
+def test_adoption_follows_the_readable_locations(bucket, prefix, readable, extra) -> None:
+    """A fitting export is taken exactly where it may be read; more locations never take less."""
+    description = _full(S3Bucket=bucket, S3Prefix=prefix)
+    taken = FULL_REQUEST.would_ask_for(description, readable)
+    where_we_write = (bucket, prefix) == (BUCKET, FULL_REQUEST.prefix)
+    assert taken is (where_we_write or any(loc.holds(bucket, prefix) for loc in readable))
+    if taken:
+        assert FULL_REQUEST.would_ask_for(description, [*readable, extra])
+    else:
+        assert "aws.readable_s3_locations" in FULL_REQUEST.misfit(description, readable)
