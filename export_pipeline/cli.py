@@ -36,11 +36,22 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-# What `local status` says about credentials: the local servers check none.
+# What `local status` says about credentials: the local servers check none,
+# unless the AWS server enforces IAM.
 CREDENTIALS_NOTE = (
     "any AWS access key and secret work (e.g. AWS_ACCESS_KEY_ID=test "
     "AWS_SECRET_ACCESS_KEY=test); BigQuery takes anonymous credentials"
 )
+ENFORCED_CREDENTIALS_NOTE = (
+    "IAM enforced: only keys of IAM users of this cloud work, each allowed what its policies "
+    "allow; the pipeline signs as the local administrator unless "
+    "EXPORT_PIPELINE_LOCAL_AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY name another user "
+    "(docs/local-cloud.md#iam-enforcement); BigQuery takes anonymous credentials"
+)
+
+
+def _credentials_note(status: Any) -> str:
+    return ENFORCED_CREDENTIALS_NOTE if status.iam_enforced else CREDENTIALS_NOTE
 
 
 def _print_status(status: Any, region: str) -> None:
@@ -48,7 +59,7 @@ def _print_status(status: Any, region: str) -> None:
     print(f"local cloud: {state}")
     print(f"  AWS endpoint:       {status.aws_endpoint_url}  ({_service_line(status.aws)})")
     print(f"  AWS region:         {region}")
-    print(f"  credentials:        {CREDENTIALS_NOTE}")
+    print(f"  credentials:        {_credentials_note(status)}")
     print(
         f"  BigQuery endpoint:  {status.bigquery_api_endpoint}  ({_service_line(status.bigquery)})"
     )
@@ -89,7 +100,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {**status.to_dict(), "aws_region": region, "credentials": CREDENTIALS_NOTE},
+                {
+                    **status.to_dict(),
+                    "aws_region": region,
+                    "credentials": _credentials_note(status),
+                },
                 indent=2,
             )
         )

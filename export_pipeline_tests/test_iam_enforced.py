@@ -174,6 +174,7 @@ def without_action(policy: dict[str, Any], action: str) -> dict[str, Any]:
 def test_the_pipeline_runs_as_its_least_privilege_principal(
     enforcing_cloud, config, principal, admin
 ) -> None:
+    assert control.status(enforcing_cloud).iam_enforced
     for table in DYNAMODB_TABLES:
         assert run_dynamodb(one_table(config, table), DagsterInstance.ephemeral()).success
     assert run_rds(config, DagsterInstance.ephemeral()).success
