@@ -11,6 +11,7 @@ would on AWS.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -117,6 +118,20 @@ def admin(enforcing_cloud: LocalCloudSettings, config: PipelineConfig) -> AwsCli
 
 
 @pytest.fixture(scope="module")
+def export_role_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]:
+    """The demo's export role holds the rendered rds-export-role-policy instead of its own."""
+    policy = render(load_template("rds-export-role-policy"), config)
+    set_export_role_policy(admin, config, policy)
+    return policy
+
+
+def set_export_role_policy(admin: AwsClients, config: PipelineConfig, policy: dict) -> None:
+    role = config.rds.instances[0].iam_role_arn.rsplit("/", 1)[1]
+    [name] = admin.iam.list_role_policies(RoleName=role)["PolicyNames"]
+    admin.iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(policy))
+
+
+@pytest.fixture(scope="module")
 def pipeline_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]:
     """The rendered pipeline policy (the key alias resolved to its ARN, as deploy/ says)."""
     key_arns = sorted(
@@ -134,7 +149,9 @@ def pipeline_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]
 
 
 @pytest.fixture
-def principal(admin: AwsClients, pipeline_policy: dict[str, Any]) -> Iterator[str]:
+def principal(
+    admin: AwsClients, pipeline_policy: dict[str, Any], export_role_policy: dict[str, Any]
+) -> Iterator[str]:
     """A user holding exactly the pipeline policy; the pipeline signs with its keys."""
     name = "export-pipeline-" + uuid.uuid4().hex[:8]
     keys = policy_bound_user(admin.iam, name, pipeline_policy)
@@ -228,6 +245,41 @@ def test_each_action_the_pipeline_needs_is_in_its_policy(
     assert f"is not authorized to perform: {action}" in failure_text(result)
 
 
+def team_export_role(admin: AwsClients, bucket: str) -> str:
+    """The other team's export role: trusted by RDS exports, writing anywhere in the bucket."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "export.rds.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    name = "team-export-" + uuid.uuid4().hex[:8]
+    arn = admin.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    writes = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject*", "s3:GetObject*", "s3:DeleteObject*"],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+            },
+        ],
+    }
+    admin.iam.put_role_policy(
+        RoleName=name, PolicyName="exports", PolicyDocument=json.dumps(writes)
+    )
+    return arn["Role"]["Arn"]
+
+
 def test_another_teams_export_is_read_only_where_the_policy_lets_it(
     enforcing_cloud, config, principal, admin, pipeline_policy
 ) -> None:
@@ -244,7 +296,7 @@ def test_another_teams_export_is_read_only_where_the_policy_lets_it(
         ExportTaskIdentifier=theirs,
         SourceArn=snapshot["DBSnapshotArn"],
         S3BucketName=bucket,
-        IamRoleArn=config.rds.instances[0].iam_role_arn,
+        IamRoleArn=team_export_role(admin, bucket),
         KmsKeyId=config.rds.instances[0].kms_key_id,
     )
     as_principal = AwsClients.for_config(
@@ -279,3 +331,17 @@ def test_another_teams_export_is_read_only_where_the_policy_lets_it(
     assert export.materialization.metadata["export_task_identifier"].value == theirs
     tasks = admin.rds.describe_export_tasks(SourceArn=snapshot["DBSnapshotArn"])["ExportTasks"]
     assert [t["ExportTaskIdentifier"] for t in tasks] == [theirs]
+
+
+def test_the_export_role_needs_the_write_grant_its_rendered_policy_holds(
+    enforcing_cloud, config, principal, admin, export_role_policy
+) -> None:
+    """RDS writes as the export role: without s3:PutObject* it refuses StartExportTask."""
+    take_automated_snapshot(admin.rds, RDS_INSTANCE)
+    set_export_role_policy(admin, config, without_action(export_role_policy, "s3:PutObject*"))
+    try:
+        result = run_rds(config, DagsterInstance.ephemeral(), raise_on_error=False)
+    finally:
+        set_export_role_policy(admin, config, export_role_policy)
+    text = failure_text(result)
+    assert "IamRoleMissingPermissions" in text and "s3:PutObject" in text

@@ -25,6 +25,9 @@ with three additions, each because moto alone would not be like AWS:
   DynamoDB"). They are checked as the caller with moto's evaluator when the
   call is made. AWS documents the permissions, not when a missing one is
   reported; here it is the call that is refused, naming the action.
+* RDS writes an export as the export role: `export_role_refusal` evaluates
+  the role's policies for the RDS export emulation, which refuses
+  StartExportTask with `IamRoleMissingPermissions` as AWS does.
 
 What moto's evaluator ignores (docs/local-cloud.md lists it for users):
 conditions other than StringEquals (so `s3:prefix` StringLike and Bool
@@ -134,6 +137,37 @@ def export_object_arn(param: Callable[[str], Any]) -> str:
     prefix = (param("S3Prefix") or "").strip("/")
     folder = f"{prefix}/AWSDynamoDB" if prefix else "AWSDynamoDB"
     return f"arn:aws:s3:::{param('S3Bucket')}/{folder}/manifest-summary.json"
+
+
+def export_role_refusal(account: str, role_arn: str, bucket: str, prefix: str) -> str | None:
+    """Why the export role may not write an RDS export there; None if it may (or IAM is off).
+
+    RDS writes the export as the role it is handed and refuses StartExportTask
+    with `IamRoleMissingPermissions` when the role may not ("Setting up
+    access to an Amazon S3 bucket"). With IAM enforced, the role's own
+    identity policies are evaluated with moto's evaluator: `s3:PutObject`
+    under the export's prefix and `s3:ListBucket` on the bucket.
+    """
+    if not _installed["resources"] or not _enforcing():
+        return None
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+    from moto.iam.models import iam_backends
+
+    try:
+        role = iam_backends[account]["aws"].get_role_by_arn(role_arn)
+    except Exception:  # no such role: StartExportTask's own validation reports it
+        return None
+    documents = list(role.policies.values()) + list(role.managed_policies.values())
+    folder = prefix.strip("/")
+    needed = [
+        ("s3:PutObject", f"arn:aws:s3:::{bucket}/{folder + '/' if folder else ''}export/x"),
+        ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
+    ]
+    for action, resource in needed:
+        results = [IAMPolicy(d).is_action_permitted(action, resource) for d in documents]
+        if PermissionResult.DENIED in results or PermissionResult.PERMITTED not in results:
+            return f"The IAM role {role_arn} is not allowed {action} on {resource}."
+    return None
 
 
 def _kms_key_arn(account: str, region: str, key_id: str | None) -> str | None:
