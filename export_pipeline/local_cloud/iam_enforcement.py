@@ -7,7 +7,7 @@ at 0, every request's SigV4 signature is verified and the caller's identity
 policies (an IAM user's inline, attached and group policies; an assumed
 role's inline and attached ones) are evaluated for the request's action
 (`iam/access_control.py`). `enable()` switches it on in the server process,
-with three additions, each because moto alone would not be like AWS:
+with these additions, each because moto alone would not be like AWS:
 
 * The local cloud's own fixed credentials (`settings.LOCAL_AWS_ACCESS_KEY_ID`)
   belong to an IAM user with every permission, so seeding, the CLI and test
