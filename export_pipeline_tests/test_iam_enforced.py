@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance
 
+from export_pipeline import cli
 from export_pipeline.config import PipelineConfig
 from export_pipeline.environment import LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV
 from export_pipeline.iam_policies import load_template, render
@@ -345,3 +346,23 @@ def test_the_export_role_needs_the_write_grant_its_rendered_policy_holds(
         set_export_role_policy(admin, config, export_role_policy)
     text = failure_text(result)
     assert "IamRoleMissingPermissions" in text and "s3:PutObject" in text
+
+
+def test_the_cli_creates_a_user_holding_the_rendered_policy(
+    enforcing_cloud, config, capsys
+) -> None:
+    name = "cli-pipeline-" + uuid.uuid4().hex[:8]
+    assert cli.main(["local", "pipeline-user", "--name", name]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    keys = dict(line.removeprefix("export ").split("=", 1) for line in printed if "=" in line)
+    as_user = AwsClients.for_config(
+        replace(
+            enforcing_cloud,
+            aws_access_key_id=keys[LOCAL_ACCESS_KEY_ENV],
+            aws_secret_access_key=keys[LOCAL_SECRET_KEY_ENV],
+        ),
+        config,
+    )
+    assert as_user.dynamodb.describe_table(TableName="Products")["Table"]["TableName"]
+    with pytest.raises(as_user.dynamodb.exceptions.ClientError, match="dynamodb:DescribeTable"):
+        as_user.dynamodb.describe_table(TableName="Customers")

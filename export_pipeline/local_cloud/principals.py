@@ -10,8 +10,12 @@ the administrator's clients: they work the same against AWS.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.settings import LocalCloudSettings
 
 POLICY_NAME = "policy-under-test"
 
@@ -35,3 +39,16 @@ def set_policy(iam: Any, user_name: str, policy: dict[str, Any]) -> None:
     iam.put_user_policy(
         UserName=user_name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy)
     )
+
+
+def create_policy_bound_user(
+    settings: LocalCloudSettings, region: str, user_name: str, policy: dict[str, Any]
+) -> AccessKeyPair:
+    """`policy_bound_user` in the local cloud of `settings`, made with its administrator's keys."""
+    return policy_bound_user(AwsClients.create(settings, region).iam, user_name, policy)
+
+
+def kms_key_arns(settings: LocalCloudSettings, region: str, key_ids: Iterable[str]) -> list[str]:
+    """The ARNs of keys named by id, ARN or alias (IAM policies need ARNs), sorted."""
+    kms = AwsClients.create(settings, region).kms
+    return sorted({kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"] for key in key_ids})

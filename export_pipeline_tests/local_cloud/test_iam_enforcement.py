@@ -7,6 +7,8 @@ instance or snapshot allows exactly its calls (as on AWS).
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from export_pipeline.local_cloud.iam_enforcement import export_object_arn, request_resource
@@ -66,3 +68,16 @@ def test_the_resource_is_the_one_the_request_names(service, action, params, reso
 )
 def test_a_dynamodb_export_writes_under_its_prefix(prefix, arn) -> None:
     assert export_object_arn({"S3Bucket": "bkt", "S3Prefix": prefix}.get).startswith(arn)
+
+
+def test_a_pipeline_user_is_made_only_where_iam_is_enforced(local_cloud, capsys) -> None:
+    """Without enforcement such a user could do anything: the CLI refuses, saying how to enforce."""
+    from export_pipeline import cli
+    from export_pipeline.local_cloud import control
+
+    code = cli.main(["local", "pipeline-user", "--name", "p" + uuid.uuid4().hex[:8]])
+    printed = capsys.readouterr()
+    if control.status(local_cloud).iam_enforced:
+        assert code == 0 and "EXPORT_PIPELINE_LOCAL_AWS_ACCESS_KEY_ID=" in printed.out
+    else:
+        assert code == cli.EXIT_ERROR and "EXPORT_PIPELINE_LOCAL_IAM=enforce" in printed.err
