@@ -40,6 +40,7 @@ from export_pipeline.local_cloud.settings import (
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
+from export_pipeline.postgres.source import PostgresSource
 from export_pipeline_tests.dynamodb._pipeline_helpers import run as run_dynamodb
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
 from export_pipeline_tests.support.rds import run_rds
@@ -132,21 +133,24 @@ def set_export_role_policy(admin: AwsClients, config: PipelineConfig, policy: di
     admin.iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(policy))
 
 
-@pytest.fixture(scope="module")
-def pipeline_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]:
-    """The rendered pipeline policy (the key alias resolved to its ARN, as deploy/ says)."""
-    key_arns = sorted(
-        {
-            admin.kms.describe_key(KeyId=i.kms_key_id)["KeyMetadata"]["Arn"]
-            for i in config.rds.instances
-        }
-    )
+def rendered_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]:
+    """The pipeline policy rendered for `config` (key aliases resolved, as deploy/ says)."""
+    keys = [instance.kms_key_id for instance in config.rds.instances]
     return render(
         load_template("pipeline-policy"),
         config,
         account_id=LOCAL_ACCOUNT_ID,
-        kms_key_arns=key_arns,
+        kms_key_arns=kms_key_arns(admin, keys),
     )
+
+
+def kms_key_arns(admin: AwsClients, key_ids: list[str]) -> list[str]:
+    return sorted({admin.kms.describe_key(KeyId=k)["KeyMetadata"]["Arn"] for k in key_ids})
+
+
+@pytest.fixture(scope="module")
+def pipeline_policy(admin: AwsClients, config: PipelineConfig) -> dict[str, Any]:
+    return rendered_policy(admin, config)
 
 
 @pytest.fixture
@@ -314,15 +318,7 @@ def test_another_teams_export_is_read_only_where_the_policy_lets_it(
 
     aws = config.aws.model_copy(update={"readable_s3_locations": [f"s3://{bucket}"]})
     readable = config.model_copy(update={"aws": aws})
-    keys = {i.kms_key_id for i in readable.rds.instances}
-    key_arns = sorted(admin.kms.describe_key(KeyId=k)["KeyMetadata"]["Arn"] for k in keys)
-    policy = render(
-        load_template("pipeline-policy"),
-        readable,
-        account_id=LOCAL_ACCOUNT_ID,
-        kms_key_arns=key_arns,
-    )
-    set_policy(admin.iam, principal, policy)
+    set_policy(admin.iam, principal, rendered_policy(admin, readable))
     result = run_rds(readable, DagsterInstance.ephemeral())
     [export] = [
         e
@@ -366,3 +362,28 @@ def test_the_cli_creates_a_user_holding_the_rendered_policy(
     assert as_user.dynamodb.describe_table(TableName="Products")["Table"]["TableName"]
     with pytest.raises(as_user.dynamodb.exceptions.ClientError, match="dynamodb:DescribeTable"):
         as_user.dynamodb.describe_table(TableName="Customers")
+
+
+def test_the_aurora_postgresql_cluster_path_runs_as_the_principal(
+    enforcing_cloud, pipeline_config, principal, admin
+) -> None:
+    """The demo's Aurora PostgreSQL cluster: cluster snapshots, cluster ARNs, its own policy."""
+    [cluster] = [i for i in pipeline_config.rds.instances if i.kind == "cluster"]
+    rds = pipeline_config.rds.model_copy(
+        update={
+            "instances": [cluster.model_copy(update={"export_only": cluster.export_only[:1]})],
+            "poll_max_interval_seconds": 0.5,
+        }
+    )
+    config = pipeline_config.model_copy(update={"rds": rds})
+    set_policy(admin.iam, principal, rendered_policy(admin, config))
+    assert run_rds(config, DagsterInstance.ephemeral(), source=PostgresSource).success
+    set_policy(
+        admin.iam,
+        principal,
+        without_action(rendered_policy(admin, config), "rds:DescribeDBClusterSnapshots"),
+    )
+    result = run_rds(
+        config, DagsterInstance.ephemeral(), source=PostgresSource, raise_on_error=False
+    )
+    assert "is not authorized to perform: rds:DescribeDBClusterSnapshots" in failure_text(result)
