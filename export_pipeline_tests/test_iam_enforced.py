@@ -387,3 +387,19 @@ def test_the_aurora_postgresql_cluster_path_runs_as_the_principal(
         config, DagsterInstance.ephemeral(), source=PostgresSource, raise_on_error=False
     )
     assert "is not authorized to perform: rds:DescribeDBClusterSnapshots" in failure_text(result)
+
+
+def test_without_list_exports_the_dynamodb_run_warns_and_goes_on(
+    enforcing_cloud, config, principal, admin, pipeline_policy
+) -> None:
+    """ListExports only avoids a duplicate export: denied, the run says so and exports."""
+    set_policy(admin.iam, principal, without_action(pipeline_policy, "dynamodb:ListExports"))
+    instance = DagsterInstance.ephemeral()
+    result = run_dynamodb(one_table(config, "Products"), instance)
+    assert result.success
+    [warning] = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if "cannot list the table's exports" in entry.user_message
+    ]
+    assert "is not authorized to perform: dynamodb:ListExports" in warning
