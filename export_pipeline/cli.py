@@ -7,6 +7,9 @@
                                           change the demo data like production changes
     export-pipeline local pass-time [--minutes N]
                                           let N minutes pass for the demo (incremental runs)
+    export-pipeline local pipeline-user [--name NAME]
+                                          an IAM user holding the rendered pipeline policy
+                                          (IAM-enforcing local cloud); prints its keys
     export-pipeline dynamodb-to-parquet … convert a DynamoDB export (when installed)
 
 The local cloud's location and ports come from `LocalCloudSettings.from_env()`
@@ -36,11 +39,22 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-# What `local status` says about credentials: the local servers check none.
+# What `local status` says about credentials: the local servers check none,
+# unless the AWS server enforces IAM.
 CREDENTIALS_NOTE = (
     "any AWS access key and secret work (e.g. AWS_ACCESS_KEY_ID=test "
     "AWS_SECRET_ACCESS_KEY=test); BigQuery takes anonymous credentials"
 )
+ENFORCED_CREDENTIALS_NOTE = (
+    "IAM enforced: only keys of IAM users of this cloud work, each allowed what its policies "
+    "allow; the pipeline signs as the local administrator unless "
+    "EXPORT_PIPELINE_LOCAL_AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY name another user "
+    "(docs/local-cloud.md#iam-enforcement); BigQuery takes anonymous credentials"
+)
+
+
+def _credentials_note(status: Any) -> str:
+    return ENFORCED_CREDENTIALS_NOTE if status.iam_enforced else CREDENTIALS_NOTE
 
 
 def _print_status(status: Any, region: str) -> None:
@@ -48,7 +62,7 @@ def _print_status(status: Any, region: str) -> None:
     print(f"local cloud: {state}")
     print(f"  AWS endpoint:       {status.aws_endpoint_url}  ({_service_line(status.aws)})")
     print(f"  AWS region:         {region}")
-    print(f"  credentials:        {CREDENTIALS_NOTE}")
+    print(f"  credentials:        {_credentials_note(status)}")
     print(
         f"  BigQuery endpoint:  {status.bigquery_api_endpoint}  ({_service_line(status.bigquery)})"
     )
@@ -89,7 +103,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {**status.to_dict(), "aws_region": region, "credentials": CREDENTIALS_NOTE},
+                {
+                    **status.to_dict(),
+                    "aws_region": region,
+                    "credentials": _credentials_note(status),
+                },
                 indent=2,
             )
         )
@@ -134,6 +152,38 @@ def _cmd_pass_time(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline_user(args: argparse.Namespace) -> int:
+    """Create a user holding exactly the rendered pipeline policy; print its keys as exports.
+
+    With those two variables set, the pipeline signs as that user, so a run
+    against an IAM-enforcing local cloud is allowed what the policy allows.
+    """
+    from export_pipeline.iam_policies import load_template, render
+
+    config = current_config()
+    settings = local_cloud.LocalCloudSettings.from_env()
+    if not local_cloud.status(settings).iam_enforced:
+        raise local_cloud.LocalCloudError(
+            "the local AWS server does not enforce IAM, so a policy-bound user would be allowed "
+            "everything: run `export-pipeline local down`, then "
+            "`EXPORT_PIPELINE_LOCAL_IAM=enforce export-pipeline local up`"
+        )
+    region = config.aws.region
+    policy = render(
+        load_template("pipeline-policy"),
+        config,
+        account_id=local_cloud.LOCAL_ACCOUNT_ID,
+        kms_key_arns=local_cloud.kms_key_arns(
+            settings, region, [i.kms_key_id for i in config.rds.instances]
+        ),
+    )
+    keys = local_cloud.create_policy_bound_user(settings, region, args.name, policy)
+    print(f"# IAM user {args.name} holds the rendered pipeline policy; the pipeline signs as it")
+    print(f"export EXPORT_PIPELINE_LOCAL_AWS_ACCESS_KEY_ID={keys.access_key_id}")
+    print(f"export EXPORT_PIPELINE_LOCAL_AWS_SECRET_ACCESS_KEY={keys.secret_access_key}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="export-pipeline",
@@ -170,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pass_time.add_argument("--minutes", type=float, default=20.0, help="how many minutes (20)")
     pass_time.set_defaults(func=_cmd_pass_time)
+
+    pipeline_user = local_commands.add_parser(
+        "pipeline-user",
+        help="create an IAM user holding the rendered pipeline policy and print its keys "
+        "(needs EXPORT_PIPELINE_LOCAL_IAM=enforce)",
+    )
+    pipeline_user.add_argument("--name", default="export-pipeline", help="user name")
+    pipeline_user.set_defaults(func=_cmd_pipeline_user)
 
     # Subcommands whose modules sit with what they are about.
     convert_cli.register(commands)

@@ -72,6 +72,7 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
             aws_port=settings.aws_port,
             bigquery_port=settings.bigquery_port,
             bigquery_grpc_port=settings.bigquery_grpc_port,
+            enforce_iam=settings.enforce_iam,
         ),
         "s3": S3Resource(**aws),
         "rds": RDSResource(**aws),

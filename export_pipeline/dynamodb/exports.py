@@ -9,10 +9,14 @@ started instead of paying for a second.
 A brand-new run (another root run: the schedule fires, an operator clicks
 Materialize) has another token, so before starting, `RunningExports` lists
 the table's exports (ListExports with TableArn, every page) and DescribeExport
-each IN_PROGRESS one of the same type: an export this pipeline would have
-asked for (`ExportRequest.would_ask_for`) is waited for instead of starting a
-second one. Completed exports are never adopted (a new run wants a new point
-in time), except by a re-execution of the run that adopted them (`remembered`).
+each IN_PROGRESS one of the same type: one that gives what this pipeline would
+have asked for (`ExportRequest.misfit` is None) is waited for instead of
+starting a second one — whoever started it, a scheduled Lambda or the console
+included, as long as it lies where the pipeline may read
+(`aws.readable_s3_locations`). One that does not fit is named, with why.
+Completed exports are never adopted (a new run wants a new point in time;
+`export_arn: latest` loads the newest on request), except by a re-execution
+of the run that adopted them (`remembered`).
 (ListExports' one-line summary says "completed exports", but its
 summaries carry `ExportStatus` IN_PROGRESS|COMPLETED|FAILED and running
 exports are listed; the local cloud lists them too.)
@@ -28,7 +32,7 @@ import calendar
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +41,7 @@ from botocore.exceptions import ClientError
 
 from export_pipeline.dynamodb.export_files import FULL_EXPORT, INCREMENTAL_EXPORT
 from export_pipeline.errors import PermanentError
+from export_pipeline.s3_locations import SETTING, S3Location
 
 FIRST_POLL_SECONDS = 1.0
 BACKOFF_FACTOR = 2.0
@@ -110,38 +115,57 @@ class ExportRequest:
             }
         return params
 
-    def would_ask_for(self, description: dict[str, Any]) -> bool:
-        """Whether the export `description` is one this request would start.
+    def would_ask_for(
+        self, description: dict[str, Any], readable: Sequence[S3Location] = ()
+    ) -> bool:
+        """Whether the export `description` gives what this request would start."""
+        return self.misfit(description, readable) is None
 
-        Same table, bucket, prefix, DYNAMODB_JSON, export type, no KMS key of
-        someone else's; full: an export of "now" (ExportTime at its start);
-        incremental: the same ExportFromTime (milliseconds, as AWS keeps it)
-        and NEW_IMAGE. The window end may differ: the caller adopts it.
+    def misfit(
+        self, description: dict[str, Any], readable: Sequence[S3Location] = ()
+    ) -> str | None:
+        """Why the export `description` cannot stand in for this request; None if it can.
+
+        It can when it is of the same table, in DYNAMODB_JSON, of the same
+        export type, without a KMS key of someone else's, and written either
+        where this request writes or inside a `readable` location (an export
+        started by other tooling, which lands elsewhere). Full: an export of
+        "now" (ExportTime at its start); incremental: the same ExportFromTime
+        (milliseconds, as AWS keeps it) and NEW_IMAGE. The window end may
+        differ: the caller adopts it.
         """
-        if (
-            description.get("TableArn") != self.table_arn
-            or description.get("S3Bucket") != self.bucket
-            or (description.get("S3Prefix") or "") != self.prefix
-            or description.get("ExportFormat", EXPORT_FORMAT) != EXPORT_FORMAT
-            or description.get("ExportType", FULL_EXPORT) != self.export_type
-            or description.get("S3SseAlgorithm") == "KMS"
-        ):
-            return False
+        if description.get("TableArn") != self.table_arn:
+            return "another table"
+        if description.get("ExportType", FULL_EXPORT) != self.export_type:
+            return f"a {description.get('ExportType', FULL_EXPORT)} export"
+        if description.get("ExportFormat", EXPORT_FORMAT) != EXPORT_FORMAT:
+            return f"format {description.get('ExportFormat')}, not {EXPORT_FORMAT}"
+        if description.get("S3SseAlgorithm") == "KMS":
+            return "encrypted with a KMS key the pipeline is not granted"
+        bucket, prefix = description.get("S3Bucket"), (description.get("S3Prefix") or "")
+        here = bucket == self.bucket and prefix == self.prefix
+        if not here and not any(loc.holds(str(bucket), prefix) for loc in readable):
+            where = S3Location(str(bucket), prefix.strip("/")).uri
+            return f"written to {where}, outside the locations the pipeline may read ({SETTING})"
         if self.export_type == FULL_EXPORT:
             export_time, started = description.get("ExportTime"), description.get("StartTime")
-            return (
+            of_now = (
                 isinstance(export_time, datetime)
                 and isinstance(started, datetime)
                 and export_time >= started - FULL_EXPORT_TIME_SLACK
             )
+            return None if of_now else "an export of an earlier point in time"
         spec = description.get("IncrementalExportSpecification") or {}
         start = spec.get("ExportFromTime")
-        return (
+        if not (
             isinstance(start, datetime)
             and self.export_from_time is not None
             and _millis(start) == _millis(self.export_from_time)
-            and spec.get("ExportViewType", VIEW_TYPE) == VIEW_TYPE
-        )
+        ):
+            return "another window start"
+        if spec.get("ExportViewType", VIEW_TYPE) != VIEW_TYPE:
+            return f"view type {spec.get('ExportViewType')}, not {VIEW_TYPE}"
+        return None
 
     def client_token(self, root_run_id: str) -> str:
         """A token unique to (root run, parameters): same run + same request -> same export."""
@@ -192,9 +216,18 @@ class RunningExports:
     the export itself still works, only a duplicate is not avoided).
     """
 
-    def __init__(self, ddb: Any, table_arn: str, remembered: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        ddb: Any,
+        table_arn: str,
+        remembered: list[str] | None = None,
+        readable: Sequence[S3Location] = (),
+    ) -> None:
         self._ddb = ddb
+        self._readable = list(readable)
         self.cannot_list: str | None = None
+        # One line per running export of another run or tool that was not taken, and why.
+        self.passed_over: dict[str, str] = {}
         self._remembered = [{"ExportArn": arn} for arn in remembered or []]
         self._running: list[dict[str, Any]] = []
         self._described: dict[str, dict[str, Any]] = {}
@@ -231,11 +264,14 @@ class RunningExports:
                 self._described[arn] = ddb.describe_export(ExportArn=arn)["ExportDescription"]
             description = self._described[arn]
             if (
-                description.get("ExportStatus") in statuses
-                and description.get("ClientToken") != token
-                and request.would_ask_for(description)
+                description.get("ExportStatus") not in statuses
+                or description.get("ClientToken") == token
             ):
+                continue
+            reason = request.misfit(description, self._readable)
+            if reason is None:
                 return description
+            self.passed_over[arn] = reason
         return None
 
 

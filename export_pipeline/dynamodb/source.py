@@ -192,7 +192,12 @@ def _start_or_adopt(
     if not plan.windows and not plan.strategy.is_full:
         return [], []
     root_run_id = _root_run_id(context)
-    running = RunningExports(ddb, table_arn, _adopted_before(context, table))
+    running = RunningExports(
+        ddb,
+        table_arn,
+        _adopted_before(context, table),
+        readable=config.aws.readable_locations(table_export_folder(table)),
+    )
     if running.cannot_list:
         context.log.warning(
             f"{table}: cannot list the table's exports, so a running export of another run "
@@ -222,11 +227,13 @@ def _start_or_adopt(
                 )
             descriptions.append(other)
             adopted.append(other["ExportArn"])
+            _log_passed_over(context, table, running)
             _remember_adopted(context, table, adopted)
             spec = other.get("IncrementalExportSpecification") or {}
             if window is not None and planned.now is not None:
                 windows = _windows_after(spec["ExportToTime"], planned, table, context)
             continue
+        _log_passed_over(context, table, running)
         description = start_export(ddb, request, root_run_id)
         context.log.info(
             f"{table}: {request.export_type} {description['ExportArn']} "
@@ -235,6 +242,13 @@ def _start_or_adopt(
         )
         descriptions.append(description)
     return descriptions, adopted
+
+
+def _log_passed_over(context: AssetExecutionContext, table: str, running: RunningExports) -> None:
+    """One line per running export of the table that was not taken, saying why (once each)."""
+    for arn, reason in running.passed_over.items():
+        context.log.info(f"{table}: running export {arn} is not used: {reason}")
+    running.passed_over.clear()
 
 
 def _adopted_tag(table: str) -> str:

@@ -20,16 +20,20 @@ from export_pipeline.local_cloud.control import (
     status,
     up,
 )
-from export_pipeline.local_cloud.settings import LocalCloudSettings
+from export_pipeline.local_cloud.principals import create_policy_bound_user, kms_key_arns
+from export_pipeline.local_cloud.settings import LOCAL_ACCOUNT_ID, LocalCloudSettings
 
 __all__ = [
     "FRESH_START_LINE",
+    "LOCAL_ACCOUNT_ID",
     "LocalCloudError",
     "LocalCloudSettings",
     "LocalCloudStatus",
     "bigquery_client",
+    "create_policy_bound_user",
     "down",
     "ensure_running",
+    "kms_key_arns",
     "mutate",
     "pass_time",
     "status",

@@ -27,6 +27,11 @@ from types import ModuleType
 from typing import Any
 
 from export_pipeline.local_cloud._process import exit_with_owner
+from export_pipeline.local_cloud.settings import (
+    LOCAL_ACCOUNT_ID,
+    LOCAL_AWS_ACCESS_KEY_ID,
+    LOCAL_AWS_SECRET_ACCESS_KEY,
+)
 
 HEALTH_PATH = "/_local_cloud/health"
 
@@ -63,8 +68,19 @@ class _HealthMiddleware:
         return self._app(environ, start_response)
 
 
-def serve(host: str, port: int, state_dir: Path, owner: str | None = None) -> None:
-    """Install the hooks, then serve moto on host:port until SIGTERM/SIGINT (or owner exit)."""
+def serve(
+    host: str,
+    port: int,
+    state_dir: Path,
+    owner: str | None = None,
+    *,
+    enforce_iam: bool = False,
+) -> None:
+    """Install the hooks, then serve moto on host:port until SIGTERM/SIGINT (or owner exit).
+
+    `enforce_iam`: check every call against the caller's IAM policies
+    (`iam_enforcement.enable`; the local cloud's own keys are an administrator's).
+    """
     os.environ.setdefault("MOTO_PORT", str(port))  # moto builds some URLs from it
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -74,10 +90,14 @@ def serve(host: str, port: int, state_dir: Path, owner: str | None = None) -> No
     from werkzeug.serving import make_server
 
     # Imported here, in the server process only: they patch moto's models.
-    from export_pipeline.local_cloud import dynamodb_exports, rds_exports
+    from export_pipeline.local_cloud import dynamodb_exports, iam_enforcement, rds_exports
 
     state_dir.mkdir(parents=True, exist_ok=True)
     installed = install_hooks(state_dir, (dynamodb_exports, rds_exports))
+    if enforce_iam:
+        iam_enforcement.enable(
+            LOCAL_ACCOUNT_ID, LOCAL_AWS_ACCESS_KEY_ID, LOCAL_AWS_SECRET_ACCESS_KEY
+        )
 
     class _QuietHandler(MotoRequestHandler):
         # Request lines can carry presigned-URL credentials in the query
@@ -89,7 +109,12 @@ def serve(host: str, port: int, state_dir: Path, owner: str | None = None) -> No
 
     app = _HealthMiddleware(
         DomainDispatcherApplication(create_backend_app),
-        {"pid": os.getpid(), "state_dir": str(state_dir), "install_hooks": installed},
+        {
+            "pid": os.getpid(),
+            "state_dir": str(state_dir),
+            "install_hooks": installed,
+            "iam": "enforced" if enforce_iam else "not checked",
+        },
     )
     server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
 
@@ -114,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--owner", help="pid:start_ticks of a process whose exit stops us")
+    parser.add_argument(
+        "--enforce-iam", action="store_true", help="check calls against the caller's IAM policies"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -122,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # werkzeug's own "Running on..." banner and per-request lines are not needed.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    serve(args.host, args.port, args.state_dir.resolve(), args.owner)
+    serve(args.host, args.port, args.state_dir.resolve(), args.owner, enforce_iam=args.enforce_iam)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ class LocalCloudStatus:
     # This call started the AWS server and seeded it: every source holds fresh demo
     # data and the BigQuery dataset was emptied (FRESH_START_LINE says so).
     started_fresh: bool = False
+    # The running AWS server checks IAM (started with EXPORT_PIPELINE_LOCAL_IAM=enforce).
+    iam_enforced: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -192,6 +194,9 @@ def status(settings: LocalCloudSettings) -> LocalCloudStatus:
     settings = _absolute(settings)
     aws = _service_status(settings, AWS)
     bigquery = _service_status(settings, BIGQUERY)
+    health = (
+        _process.http_get_json(settings.aws_endpoint_url + HEALTH_PATH) if aws.running else None
+    )
     return LocalCloudStatus(
         running=aws.running and bigquery.running,
         state_dir=settings.state_dir,
@@ -202,6 +207,7 @@ def status(settings: LocalCloudSettings) -> LocalCloudStatus:
         aws=aws,
         bigquery=bigquery,
         seeded=aws.running and _is_seeded(settings),
+        iam_enforced=bool(health and health.get("iam") == "enforced"),
     )
 
 
@@ -219,8 +225,13 @@ def _command(settings: LocalCloudSettings, name: str, owner_pid: int | None) -> 
     if owner_pid is not None:
         common += ["--owner", _process.owner_argument(owner_pid)]
     if name == AWS:
+        iam = ["--enforce-iam"] if settings.enforce_iam else []
         return _process.python_command(
-            "export_pipeline.local_cloud.aws_server", *common, "--port", str(settings.aws_port)
+            "export_pipeline.local_cloud.aws_server",
+            *common,
+            "--port",
+            str(settings.aws_port),
+            *iam,
         )
     return _process.python_command(
         "export_pipeline.local_cloud.bigquery_server",

@@ -28,8 +28,9 @@ serves moto, before serving) so that plain boto3 calls behave like AWS
   pagination) and `CancelExportTask` (CANCELING → CANCELED, written files stay).
 
 Known differences from AWS: exports take seconds, not minutes; `TotalExtractedDataInGB`
-is rounded down like an int; the IAM role's S3 permissions and the KMS key
-policy are not evaluated (only existence, state, and the role's trust policy);
+is rounded down like an int; the IAM role's S3 permissions are evaluated only
+with IAM enforced (`iam_enforcement.export_role_refusal`) and the KMS key
+policy never (otherwise only existence, state, and the role's trust policy);
 the five-task quota error code is not documented by AWS (we use
 `ExportTaskLimitReached`); `WarningMessage`'s exact JSON shape is unconfirmed.
 """
@@ -47,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from export_pipeline.local_cloud.iam_enforcement import export_role_refusal
 from export_pipeline.local_cloud.postgres_exports import PostgresExportWorker, select_tables
 from export_pipeline.local_cloud.postgres_store import SUFFIX as PG_SUFFIX
 from export_pipeline.local_cloud.postgres_store import PgStore, is_pg_store, pg_store_path
@@ -317,7 +319,7 @@ def _resolve_source(backend: Any, source_arn: str) -> tuple[str, Any, Path | Non
     )
 
 
-def _check_role(account_id: str, role_arn: str) -> None:
+def _check_role(account_id: str, role_arn: str, bucket: str, prefix: str) -> None:
     from moto.iam.models import iam_backends
 
     try:
@@ -331,6 +333,9 @@ def _check_role(account_id: str, role_arn: str) -> None:
             f"IAM role {role_arn} cannot be assumed by export.rds.amazonaws.com "
             "(its trust policy does not name that service).",
         )
+    refusal = export_role_refusal(account_id, role_arn, bucket, prefix)
+    if refusal:
+        raise _error("IamRoleMissingPermissions", refusal)
 
 
 def _resolve_kms_key(backend: Any, key_id: str) -> str:
@@ -438,7 +443,7 @@ def _start_export_task(self: Any, kwargs: dict[str, Any]) -> LocalExportTask:
                 "InvalidExportSourceState",
                 f"Export source should be 'available' but current status is {status}.",
             )
-        _check_role(self.account_id, role_arn)
+        _check_role(self.account_id, role_arn, bucket, prefix)
         kms_arn = _resolve_kms_key(self, kms_key_id)
         _check_bucket(self.account_id, self.partition, bucket, self.region_name)
         active = [t for t in _all_tasks(self.account_id) if t.status in _ACTIVE]

@@ -16,6 +16,10 @@ STATE_DIR_ENV = "EXPORT_PIPELINE_LOCAL_DIR"
 AWS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_AWS_PORT"
 BIGQUERY_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT"
 BIGQUERY_GRPC_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT"
+# `enforce`: the AWS server checks every call against the caller's IAM policies
+# (`iam_enforcement.py`); anything else (the default): it checks nothing.
+IAM_ENV = "EXPORT_PIPELINE_LOCAL_IAM"
+ENFORCE = "enforce"
 
 # Fake credentials: distinctive so that a test can scan logs and metadata for
 # them (they must never appear there, exactly like real secrets).
@@ -37,6 +41,8 @@ class LocalCloudSettings:
     bigquery_project: str = LOCAL_BIGQUERY_PROJECT
     aws_access_key_id: str = LOCAL_AWS_ACCESS_KEY_ID
     aws_secret_access_key: str = LOCAL_AWS_SECRET_ACCESS_KEY
+    # Checked when the AWS server starts; a running server keeps its mode until `down`.
+    enforce_iam: bool = False
 
     @property
     def aws_endpoint_url(self) -> str:
@@ -54,4 +60,5 @@ class LocalCloudSettings:
             aws_port=int(os.environ.get(AWS_PORT_ENV) or 4566),
             bigquery_port=int(os.environ.get(BIGQUERY_PORT_ENV) or 9050),
             bigquery_grpc_port=int(os.environ.get(BIGQUERY_GRPC_PORT_ENV) or 9060),
+            enforce_iam=os.environ.get(IAM_ENV, "").strip().lower() == ENFORCE,
         )

@@ -31,6 +31,9 @@ class LocalCloudResource(CloudResource):
     aws_port: int
     bigquery_port: int
     bigquery_grpc_port: int
+    enforce_iam: bool = Field(
+        default=False, description="Start the AWS server checking IAM (EXPORT_PIPELINE_LOCAL_IAM)."
+    )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         from export_pipeline.config import current_config
@@ -50,6 +53,7 @@ class LocalCloudResource(CloudResource):
             aws_port=self.aws_port,
             bigquery_port=self.bigquery_port,
             bigquery_grpc_port=self.bigquery_grpc_port,
+            enforce_iam=self.enforce_iam,
         )
 
 

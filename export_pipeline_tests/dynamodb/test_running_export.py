@@ -22,6 +22,8 @@ from typing import Any
 import boto3
 import pytest
 from dagster import DagsterInstance, materialize
+from hypothesis import given
+from hypothesis import strategies as st
 
 from export_pipeline import bigquery as core
 from export_pipeline.dynamodb.export_files import INCREMENTAL_EXPORT
@@ -29,6 +31,7 @@ from export_pipeline.dynamodb.exports import ExportRequest, start_export
 from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud import dynamodb_exports
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history
+from export_pipeline.s3_locations import S3Location
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     BUCKET,
     REGION,
@@ -135,7 +138,36 @@ def test_running_export_to_another_prefix_is_not_adopted(
     other_now = ddb.describe_export(ExportArn=other["ExportArn"])["ExportDescription"]
     own = ddb.describe_export(ExportArn=meta["export_arn"])["ExportDescription"]
     assert own["StartTime"] < other_now.get("EndTime", own["StartTime"] + timedelta(days=1))
-    assert not any("already running" in m for m in _messages(instance, result.run_id))
+    messages = _messages(instance, result.run_id)
+    assert not any("already running" in m for m in messages)
+    [passed_over] = [m for m in messages if "is not used" in m]
+    assert other["ExportArn"] in passed_over and "aws.readable_s3_locations" in passed_over
+
+
+def test_a_lambdas_running_export_where_the_pipeline_may_read_is_waited_for_and_loaded(
+    local_cloud, ddb, endpoint, bigquery_client, unique_name
+):
+    """The scheduled-Lambda design's export (bucket root, no token) stands in for the run's."""
+    table = f"lambda-{unique_name}"
+    create_table(ddb, table, _items("a", "b"))
+    table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    with _slow_exports():
+        theirs = ddb.export_table_to_point_in_time(
+            TableArn=table_arn, S3Bucket=BUCKET, S3Prefix="", ExportFormat="DYNAMODB_JSON"
+        )["ExportDescription"]["ExportArn"]
+    base = make_config(table)
+    config = base.model_copy(
+        update={"aws": base.aws.model_copy(update={"readable_s3_locations": [f"s3://{BUCKET}"]})}
+    )
+
+    instance = DagsterInstance.ephemeral()
+    result = _run(config, instance, endpoint)
+
+    export_asset, _ = assets_for(config)
+    meta = materialization_metadata(result, export_asset.key)
+    assert meta["export_arn"] == theirs and meta["adopted_export_arns"] == [theirs]
+    assert _export_arns(ddb, table) == [theirs]  # one export of the table, theirs
+    assert sorted(bigquery_rows(bigquery_client, table)) == ["a", "b"]
 
 
 def test_new_incremental_run_adopts_the_window_that_starts_at_the_mark(
@@ -303,6 +335,8 @@ def _incremental(start: datetime, **changes: Any) -> dict[str, Any]:
 
 
 FULL_REQUEST = ExportRequest(ARN, BUCKET, "exports/dynamodb/T")
+# The same request as FULL_REQUEST, asked with the whole bucket readable.
+READABLE_ROOT_REQUEST = ExportRequest(ARN, BUCKET, "exports/dynamodb/T")
 WINDOW_REQUEST = ExportRequest(
     ARN, BUCKET, "exports/dynamodb/T", INCREMENTAL_EXPORT, T0, T0 + timedelta(minutes=30)
 )
@@ -314,6 +348,9 @@ WINDOW_REQUEST = ExportRequest(
         (FULL_REQUEST, _full(), True),
         (FULL_REQUEST, _full(S3Prefix="exports/dynamodb/T/other"), False),
         (FULL_REQUEST, _full(S3Bucket="another-bucket"), False),
+        (READABLE_ROOT_REQUEST, _full(S3Prefix=""), True),  # a Lambda's, where we may read
+        (READABLE_ROOT_REQUEST, _full(S3Prefix="2020-Nov"), True),
+        (READABLE_ROOT_REQUEST, _full(S3Bucket="another-bucket", S3Prefix=""), False),
         (FULL_REQUEST, _full(TableArn=ARN + "2"), False),
         (FULL_REQUEST, _full(ExportFormat="ION"), False),
         (FULL_REQUEST, _full(S3SseAlgorithm="KMS"), False),
@@ -327,4 +364,29 @@ WINDOW_REQUEST = ExportRequest(
     ],
 )
 def test_which_running_exports_the_pipeline_would_have_asked_for(request_, description, taken):
-    assert request_.would_ask_for(description) is taken
+    readable = [S3Location(BUCKET)] if request_ is READABLE_ROOT_REQUEST else []
+    assert request_.would_ask_for(description, readable) is taken
+    assert (request_.misfit(description, readable) is None) is taken
+
+
+_PART = st.sampled_from(["exports", "dynamodb", "T", "2020-Nov", "team"])
+_PREFIX = st.lists(_PART, max_size=3).map("/".join)
+_LOCATION = st.builds(S3Location, st.sampled_from([BUCKET, "other-bucket"]), _PREFIX)
+
+
+@given(
+    bucket=st.sampled_from([BUCKET, "other-bucket"]),
+    prefix=_PREFIX,
+    readable=st.lists(_LOCATION, max_size=3),
+    extra=_LOCATION,
+)
+def test_adoption_follows_the_readable_locations(bucket, prefix, readable, extra) -> None:
+    """A fitting export is taken exactly where it may be read; more locations never take less."""
+    description = _full(S3Bucket=bucket, S3Prefix=prefix)
+    taken = FULL_REQUEST.would_ask_for(description, readable)
+    where_we_write = (bucket, prefix) == (BUCKET, FULL_REQUEST.prefix)
+    assert taken is (where_we_write or any(loc.holds(bucket, prefix) for loc in readable))
+    if taken:
+        assert FULL_REQUEST.would_ask_for(description, [*readable, extra])
+    else:
+        assert "aws.readable_s3_locations" in FULL_REQUEST.misfit(description, readable)

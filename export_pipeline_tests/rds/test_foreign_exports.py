@@ -9,17 +9,26 @@ uses a DB instance of its own.
 from __future__ import annotations
 
 import re
+import threading
+import time
 import uuid
 
 import pytest
+from botocore.exceptions import ClientError
 from dagster import AssetKey, DagsterInstance
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
-from export_pipeline.rds.exports import export_covers, find_snapshot, wait_for_export
+from export_pipeline.rds.exports import (
+    ensure_export_task,
+    export_covers,
+    find_snapshot,
+    wait_for_export,
+)
+from export_pipeline.rds.source import RDS_EXPORT_FOLDER, export_s3_prefix
 from export_pipeline.s3_locations import S3Location, UnreadableLocationError, parse_s3_location
 from export_pipeline_tests.support.rds import config_for, create_mysql_instance, run_rds
 
@@ -262,3 +271,116 @@ def test_the_unreadable_location_error_is_permanent() -> None:
     with pytest.raises(UnreadableLocationError) as caught:
         check_readable("x", "bkt", "elsewhere", [S3Location("bkt", "exports")])
     assert classify(caught.value).transient is False
+
+
+def _readable_root(config):
+    aws = config.aws.model_copy(
+        update={"readable_s3_locations": [f"s3://{config.aws.export_bucket}"]}
+    )
+    return config.model_copy(update={"aws": aws})
+
+
+def _lambda_when_ours_runs(config, clients, outcome: dict) -> None:
+    """The Lambda fires while the pipeline's export of the snapshot runs; `outcome` says how."""
+    deadline = time.monotonic() + 60
+    while not tasks_of_snapshot(config, clients):
+        if time.monotonic() > deadline:
+            outcome["error"] = "the pipeline started no export"
+            return
+        time.sleep(0.05)
+    try:
+        outcome["identifier"] = lambda_export(config, clients)
+    except ClientError as error:
+        outcome["error"] = error.response["Error"]["Code"]
+
+
+@pytest.mark.parametrize("interleaving", ["theirs running", "theirs complete", "ours running"])
+def test_one_export_per_snapshot_in_every_interleaving(
+    team_source, bigquery_client, interleaving
+) -> None:
+    """The Lambda design beside the pipeline: one export of the snapshot, loaded once."""
+    config, clients = team_source
+    config = _readable_root(config)
+    snapshot = find_snapshot(clients.rds, config.rds.instances[0])
+    if interleaving != "theirs complete":  # an export that is still running when it matters
+        clients.rds.add_tags_to_resource(
+            ResourceName=snapshot.arn, Tags=[{"Key": "local-cloud:export-seconds", "Value": "3"}]
+        )
+    outcome: dict = {}
+    if interleaving == "ours running":
+        lambda_thread = threading.Thread(
+            target=_lambda_when_ours_runs, args=(config, clients, outcome)
+        )
+        lambda_thread.start()
+        result = run_rds(config, DagsterInstance.ephemeral())
+        lambda_thread.join(timeout=60)
+        assert outcome == {"error": "ExportTaskAlreadyExists"}  # AWS: one task per source
+    else:
+        theirs = lambda_export(config, clients)
+        if interleaving == "theirs complete":
+            finished(clients, theirs)
+        else:
+            [task] = tasks_of_snapshot(config, clients)
+            assert task["Status"] in ("STARTING", "IN_PROGRESS")
+        result = run_rds(config, DagsterInstance.ephemeral())
+    metadata = export_metadata(result, config)
+    [task] = tasks_of_snapshot(config, clients)
+    assert task["ExportTaskIdentifier"] == metadata["export_task_identifier"]
+    assert metadata["export_adopted"] is (interleaving != "ours running")
+    assert bigquery_rows(bigquery_client, config) == len(ROWS)
+
+
+STEPS = st.lists(st.sampled_from(["lambda", "pipeline", "settle"]), min_size=1, max_size=5)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=STEPS)
+def test_whatever_the_order_the_pipeline_never_starts_a_second_export(team_source, steps) -> None:
+    """The Lambda's call and the pipeline's in any order, against the local cloud's RDS.
+
+    Each example takes a new snapshot; `settle` lets every export finish. The
+    pipeline starts an export of the snapshot only while no other fitting
+    one exists, and at most one; the Lambda's call is refused while any runs.
+    """
+    config, clients = team_source
+    config = _readable_root(config)
+    source = config.rds.instances[0]
+    snapshot = take_automated_snapshot(clients.rds, source.identifier)
+    ours = "pipeline-" + uuid.uuid4().hex[:8]
+    for step in steps:
+        before = tasks_of_snapshot(config, clients)
+        if step == "lambda":
+            running = [t for t in before if t["Status"] in ("STARTING", "IN_PROGRESS")]
+            named = {t["ExportTaskIdentifier"] for t in before}
+            try:
+                lambda_export(config, clients)
+                assert not running
+            except ClientError as error:
+                assert error.response["Error"]["Code"] == "ExportTaskAlreadyExists"
+                assert running or named - {ours}  # one per source, or its name is taken
+        elif step == "pipeline":
+            ensured = ensure_export_task(
+                clients.rds,
+                identifier=ours,
+                source_arn=snapshot["DBSnapshotArn"],
+                bucket=config.aws.export_bucket,
+                prefix=export_s3_prefix(config),
+                iam_role_arn=source.iam_role_arn,
+                kms_key_id=source.kms_key_id,
+                export_only=source.export_only,
+                retry_hint="",
+                adopt_foreign=True,
+                readable=config.aws.readable_locations(RDS_EXPORT_FOLDER),
+            )
+            assert ensured.started is (not before)  # only when nothing of the snapshot exists
+        else:
+            for task in before:
+                finished(clients, task["ExportTaskIdentifier"])
+        after = tasks_of_snapshot(config, clients)
+        assert [t["ExportTaskIdentifier"] for t in after].count(ours) <= 1
+    for task in tasks_of_snapshot(config, clients):
+        finished(clients, task["ExportTaskIdentifier"])

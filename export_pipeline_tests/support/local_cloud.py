@@ -38,13 +38,17 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def fresh_local_cloud_settings(state_dir: Path) -> LocalCloudSettings:
-    """Settings for a separate cloud (own state folder, own free ports); not started."""
+    """Settings for a separate cloud (own state folder, own free ports); not started.
+
+    IAM is enforced when the environment asks for it (`EXPORT_PIPELINE_LOCAL_IAM`).
+    """
     aws_port, bigquery_port, grpc_port = free_ports(3)
     return LocalCloudSettings(
         state_dir=state_dir,
         aws_port=aws_port,
         bigquery_port=bigquery_port,
         bigquery_grpc_port=grpc_port,
+        enforce_iam=LocalCloudSettings.from_env().enforce_iam,
     )
 
 
