@@ -49,8 +49,9 @@ DELETED_AT_FIELD = SchemaField(
     description="When the source deleted this row (NULL: the source holds it). Set by the "
     "first load that saw the deletion; cleared when the row comes back.",
 )
-# The MERGE source's column holding each change's time (see `merge_deleted_action`).
+# Columns of the MERGE sources (`merge_statements`).
 CHANGE_TIME = "__export_pipeline_change_time"
+DELETED = "__export_pipeline_deleted"
 DUPLICATE_KEY_MARKER = "export_pipeline duplicate key"
 
 
@@ -174,33 +175,74 @@ class KeptDeletes:
         target: TableId,
         staging: TableId,
         pairs: Sequence[tuple[str, str]],
+        key_columns: Sequence[str],
+        partition: str,
+        order_column: str,
         deleted_sql: str,
         widen: Widen,
         convert: Convert,
         job_labels: dict[str, str] | None,
     ) -> list[Statement]:
-        """Statements to run before an incremental MERGE: the history's new versions."""
-        if not self.keeps_history:
-            return []
-        return history.change_statements(
-            client,
-            target=target,
-            staging=staging,
-            pairs=pairs,
-            key_columns=self.key_columns,
-            deleted_sql=deleted_sql,
-            change_time_sql=self.change_time_sql,
-            unversioned=self._unversioned(),
-            widen=widen,
-            convert=convert,
-            job_labels=job_labels,
-        )
+        """The statements applying incremental changes with deleted rows kept.
 
-    @staticmethod
-    def merge_deleted_action() -> str:
-        """The MERGE action for a deleted key: keep the row, set `_deleted_at` once."""
+        `pairs` as in `replace_statements` (with `_deleted_at`, NULL);
+        `key_columns` quoted target names; `partition` the key as SQL over
+        staging; `deleted_sql` BOOL over staging. Two MERGEs: the latest
+        upsert of each key first (its values, `_deleted_at` cleared), then
+        each key whose latest change is a delete gets `_deleted_at` where
+        it has none. So a key that came back and went again within one load
+        (a chain of exports) holds its last values and the later deletion's
+        time, and one deleted all along keeps its first.
+        """
+        statements: list[Statement] = []
+        if self.keeps_history:
+            statements += history.change_statements(
+                client,
+                target=target,
+                staging=staging,
+                pairs=pairs,
+                key_columns=[k.strip("`") for k in key_columns],
+                deleted_sql=deleted_sql,
+                change_time_sql=self.change_time_sql,
+                unversioned=self._unversioned(),
+                widen=widen,
+                convert=convert,
+                job_labels=job_labels,
+            )
+        latest = (
+            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
+            f"ORDER BY {quote_identifier(order_column)} DESC) = 1"
+        )
+        on = " AND ".join(f"t.{k} = s.{k}" for k in key_columns)
+        names = [name for name, _ in pairs]
+        update = ", ".join(f"{n} = s.{n}" for n in names if n not in key_columns)
+        upserts = (
+            f"SELECT {', '.join(f'{sql} AS {name}' for name, sql in pairs)} "
+            f"FROM {staging.sql} WHERE NOT {deleted_sql} {latest}"
+        )
+        statements.append(
+            Statement(
+                f"MERGE {target.sql} AS t USING ({upserts}) AS s ON {on} "
+                f"WHEN MATCHED THEN UPDATE SET {update} "
+                f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
+                f"VALUES ({', '.join(f's.{n}' for n in names)})"
+            )
+        )
+        by_name = {name: sql for name, sql in pairs}
+        keys = ", ".join(f"{by_name[k]} AS {k}" for k in key_columns)
+        last_changes = (
+            f"SELECT {keys}, {deleted_sql} AS {DELETED}, {self.change_time_sql} AS "
+            f"{CHANGE_TIME} FROM {staging.sql} WHERE TRUE {latest}"
+        )
         column = quote_identifier(DELETED_AT)
-        return f"UPDATE SET {column} = COALESCE(t.{column}, s.{CHANGE_TIME})"
+        statements.append(
+            Statement(
+                f"MERGE {target.sql} AS t USING (SELECT * FROM ({last_changes}) WHERE "
+                f"{DELETED}) AS s ON {on} WHEN MATCHED THEN UPDATE SET "
+                f"{column} = COALESCE(t.{column}, s.{CHANGE_TIME})"
+            )
+        )
+        return statements
 
 
 def live_rows_filter(schema: Sequence[SchemaField]) -> str:

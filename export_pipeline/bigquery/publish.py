@@ -45,7 +45,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
-from export_pipeline.bigquery.deletes import CHANGE_TIME, DELETED_AT_FIELD, KeptDeletes
+from export_pipeline.bigquery.deletes import DELETED_AT_FIELD, KeptDeletes
 from export_pipeline.bigquery.evolve import (
     Convert,
     Widen,
@@ -400,8 +400,7 @@ def merge_changes(
     source = (
         f"SELECT {', '.join(f'{sql} AS {name}' for name, sql in pairs)}, "
         f"{deleted} AS __export_pipeline_deleted "
-        + ("" if deletes is None else f", {deletes.change_time_sql} AS {CHANGE_TIME} ")
-        + f"FROM {staging.sql} WHERE TRUE "
+        f"FROM {staging.sql} WHERE TRUE "
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
         f"ORDER BY {quote_identifier(order_column)} DESC) = 1"
     )
@@ -411,32 +410,31 @@ def merge_changes(
     all_names = [name for name, _ in pairs]
     merge_sql = (
         f"MERGE {target.sql} AS t USING ({source}) AS s ON {on} "
-        "WHEN MATCHED AND s.__export_pipeline_deleted THEN "
-        + ("DELETE " if deletes is None else f"{deletes.merge_deleted_action()} ")
+        "WHEN MATCHED AND s.__export_pipeline_deleted THEN DELETE "
         + (f"WHEN MATCHED THEN UPDATE SET {update} " if update else "")
         + "WHEN NOT MATCHED AND NOT s.__export_pipeline_deleted THEN "
         f"INSERT ({', '.join(all_names)}) VALUES ({', '.join(f's.{n}' for n in all_names)})"
     )
-    versions = (
-        []
-        if deletes is None
-        else deletes.merge_statements(
+    merge = [Statement(merge_sql)]
+    if deletes is not None:
+        merge = deletes.merge_statements(
             client,
             target=target,
             staging=staging,
             pairs=pairs,
+            key_columns=keys,
+            partition=partition,
+            order_column=order_column,
             deleted_sql=deleted,
             widen=widen,
             convert=convert,
             job_labels=dict(job_labels or {}),
         )
-    )
     run_transaction(
         client,
         [
             guard_statement(target, watermark.source_key, expected_previous),
-            *versions,
-            Statement(merge_sql),
+            *merge,
             upsert_statement(target, watermark),
         ],
         job_labels=dict(job_labels or {}),

@@ -174,6 +174,15 @@ def test_soft_seed_with_a_mark_then_incremental_changes(soft):
     }
 
 
+def test_a_key_back_and_gone_again_within_one_load_gets_the_later_time(soft):
+    soft.full(1, {"a": 1, "b": 2}, watermark=True)
+    soft.changes(2, [("b", None, 1.5)])
+    assert soft.current()["b"] == (2, at(1.5))
+    # A chain of exports in one load: b back with 3, then deleted again.
+    soft.changes(4, [("b", 3, 2.5), ("b", None, 3.5), ("a", None, 2.5), ("a", 5, 3.5)])
+    assert soft.current() == {"a": (5, None), "b": (3, at(3.5))}
+
+
 def test_history_of_full_loads(history):
     history.full(1, {"a": 1, "b": 2})
     history.full(2, {"a": 1, "b": 20, "c": 3})
