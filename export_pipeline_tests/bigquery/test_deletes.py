@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 from google.cloud.bigquery import SchemaField
 
@@ -28,6 +29,9 @@ COLUMNS = [
     SelectColumn("pk", "`pk`", "STRING", description="Key."),
     SelectColumn("qty", "CAST(`qty` AS INT64)", "INT64", description="Quantity."),
 ]
+PARQUET_SCHEMA = pa.schema(
+    [("pk", pa.string()), ("qty", pa.string()), ("ts", pa.int64()), ("deleted", pa.bool_())]
+)
 CHANGE_TIME = "TIMESTAMP_ADD(TIMESTAMP '1970-01-01 00:00:00+00', INTERVAL `ts` MICROSECOND)"
 
 
@@ -42,19 +46,22 @@ def micros(hours: float) -> int:
 class Table:
     """One target table loaded again and again, as a source would."""
 
-    def __init__(self, client, table_id, write_parquet, mode: DeletesMode) -> None:
+    def __init__(
+        self, client, table_id, write_parquet, mode: DeletesMode, name: str = "orders"
+    ) -> None:
         self.client, self.table_id, self.write_parquet = client, table_id, write_parquet
         self.mode = mode
-        self.target = table_id("orders")
+        self.target = table_id(name)
         self.loads = 0
         self.mark: Watermark | None = None
 
     def _stage(self, changes):
         self.loads += 1
-        staging = self.table_id(f"_stage{self.loads}")
+        staging = self.table_id(f"_stage_{self.target.table}_{self.loads}")
         path = self.write_parquet(
             [{"pk": p, "qty": q, "ts": t, "deleted": d} for p, q, t, d in changes],
-            name=f"stage{self.loads}.parquet",
+            schema=PARQUET_SCHEMA,  # also for an empty load
+            name=f"stage_{self.target.table}_{self.loads}.parquet",
         )
         load_parquet_to_staging(self.client, [path], staging, STAGING_SCHEMA)
         return staging
