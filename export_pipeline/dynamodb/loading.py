@@ -414,13 +414,14 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         job,
         pending,
         result,
-        rows,
+        count_live_rows(job.client, job.target),
         "incremental",
         staged_bytes=staged.bytes,
         check=(
             rows == distinct,
             f"{rows} rows for {distinct} distinct keys (an incremental manifest does not tell "
-            "the table's item count; this checks the merge kept one row per key)",
+            "the table's item count; this checks the merge kept one row per key, rows kept "
+            "as deleted included)",
             {"bigquery_rows": rows, "distinct_keys": distinct},
         ),
     )
