@@ -20,8 +20,9 @@ Both ways run inside the transaction that publishes the load (`publish`):
 a full load becomes `DELETE` of the rows whose key the load holds, `UPDATE`
 of the rest (`_deleted_at` set where still NULL), `INSERT` of the load,
 instead of one `CREATE OR REPLACE TABLE`, which BigQuery does not allow in a
-transaction; an incremental load's MERGE sets `_deleted_at` instead of
-deleting. The key (`key_columns`) must identify one row of a load: a load that
+transaction; an incremental load is two MERGEs (each key's latest upsert,
+then each key whose latest change is a delete gets `_deleted_at`) instead of
+one that deletes (`merge_statements`). The key (`key_columns`) must identify one row of a load: a load that
 holds a key twice fails the transaction with the key named.
 """
 

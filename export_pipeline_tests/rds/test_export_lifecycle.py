@@ -261,6 +261,7 @@ def test_aurora_cluster_and_the_choice_of_snapshot(local_cloud, pipeline_config,
             "identifier": "aurora" + uuid.uuid4().hex[:8],
             "kind": "cluster",
             "export_only": ["shop.type_zoo"],
+            "tables": {},
         }
     )
     config = config_for(pipeline_config, rds_dataset, [cluster])
