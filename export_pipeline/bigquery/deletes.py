@@ -22,8 +22,9 @@ of the rest (`_deleted_at` set where still NULL), `INSERT` of the load,
 instead of one `CREATE OR REPLACE TABLE`, which BigQuery does not allow in a
 transaction; an incremental load is two MERGEs (each key's latest upsert,
 then each key whose latest change is a delete gets `_deleted_at`) instead of
-one that deletes (`merge_statements`). The key (`key_columns`) must identify one row of a load: a load that
-holds a key twice fails the transaction with the key named.
+one that deletes (`merge_statements`). The key (`key_columns`) must identify
+one row of a load: a load that holds a key twice fails the transaction with
+the key named.
 """
 
 from __future__ import annotations
