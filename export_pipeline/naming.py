@@ -32,7 +32,7 @@ MAX_TABLE_NAME = 1024
 _INVALID = re.compile(r"[^A-Za-z0-9_]+")
 _RESERVED_PREFIXES = ("_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colon_")
 # Columns the pipeline adds itself; a source column of the same name is renamed.
-PIPELINE_COLUMNS = frozenset({"_exported_at"})
+PIPELINE_COLUMNS = frozenset({"_exported_at", "_deleted_at"})
 # Names the pipeline uses for its own columns and aliases start with this; no
 # source column is ever given such a name (`readable_column_name`).
 INTERNAL_PREFIX = "_export_pipeline"

@@ -64,11 +64,15 @@ def _run_everything(config: PipelineConfig) -> None:
     assert failed_checks == []
 
 
-def _bigquery_rows(settings: LocalCloudSettings, config: PipelineConfig, table: str) -> list[dict]:
+def _bigquery_rows(
+    settings: LocalCloudSettings, config: PipelineConfig, table: str, *, deleted: bool = False
+) -> list[dict]:
+    """The rows of `table` the source holds (`deleted`: those kept as deleted, `deletes: soft`)."""
     client = control.bigquery_client(settings)
     try:
         sql = f"SELECT * FROM `{settings.bigquery_project}.{config.bigquery.dataset}.{table}`"
-        return [dict(row.items()) for row in client.query(sql).result()]
+        rows = [dict(row.items()) for row in client.query(sql).result()]
+        return [r for r in rows if (r.get("_deleted_at") is not None) == deleted]
     finally:
         client.close()
 
@@ -136,3 +140,7 @@ def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> 
     assert len(_bigquery_rows(settings, config, "dynamodb_orders")) == (
         orders_before + created - deleted
     )
+    # Orders has `deletes: soft` in the demo: the deleted items are still there, dated.
+    kept = _bigquery_rows(settings, config, "dynamodb_orders", deleted=True)
+    assert len(kept) == deleted
+    assert all(row["_deleted_at"] is not None for row in kept)

@@ -23,6 +23,9 @@ API (everything takes a `google.cloud.bigquery.Client`):
     merge_changes(client, *, staging, target, key_columns, order_column, deleted_column,
                   columns, watermark, expected_previous, table_description=None, labels=None,
                   job_labels=None, drop_staging=True) -> PublishResult
+    Both take `deletes=KeptDeletes(mode, key_columns, as_of, change_time=None, ...)`
+    (deletes.py) for `deletes: soft`/`history`: deleted rows kept with `_deleted_at`,
+    versions in `<table>_history` (history.py), in the same transaction.
     Watermark(source_key, export_arn, exported_to: aware datetime)
     read_watermark(client, target, source_key) -> Watermark | None
     count_rows(client, target) -> int           (COUNT(*); numRows is stale after DML)

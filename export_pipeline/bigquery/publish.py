@@ -45,6 +45,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
+from export_pipeline.bigquery.deletes import DELETED_AT_FIELD, KeptDeletes
 from export_pipeline.bigquery.evolve import (
     Convert,
     Widen,
@@ -277,6 +278,7 @@ def replace_table(
     drop_staging: bool = True,
     widen: Widen = widened_field,
     convert: Convert = convert_sql,
+    deletes: KeptDeletes | None = None,
 ) -> PublishResult:
     """Atomically make `target` hold exactly `SELECT select_columns FROM staging`.
 
@@ -289,10 +291,14 @@ def replace_table(
     `WatermarkConflictError` if it changed meanwhile.
     The staging table is dropped after success (kept on failure, for
     diagnosis; it expires).
+    With `deletes` (soft/history) the rows are swapped in a transaction as with
+    a watermark, rows the load lacks kept as deleted (`deletes.KeptDeletes`).
     """
+    if deletes is not None:
+        select_columns = [*select_columns, SelectColumn.absent(DELETED_AT_FIELD)]
     _check_columns(target, select_columns)
     what = f"replacing {target} from {staging}"
-    if watermark is None:
+    if watermark is None and deletes is None:
         selects = ", ".join(f"{c.typed_sql} AS {quote_identifier(c.name)}" for c in select_columns)
         sql = (
             f"CREATE OR REPLACE TABLE {target.sql}\n"
@@ -311,14 +317,26 @@ def replace_table(
             f"INSERT INTO {target.sql} ({', '.join(name for name, _ in pairs)}) "
             f"SELECT {', '.join(sql for _, sql in pairs)} FROM {staging.sql}"
         )
+        swap = [Statement(f"DELETE FROM {target.sql} WHERE TRUE"), insert]
+        if deletes is not None:
+            swap = deletes.replace_statements(
+                client,
+                target=target,
+                staging=staging,
+                pairs=pairs,
+                widen=widen,
+                convert=convert,
+                job_labels=dict(job_labels or {}),
+            )
+        mark = [] if watermark is None else [upsert_statement(target, watermark)]
+        guard = (
+            []
+            if watermark is None
+            else [guard_statement(target, watermark.source_key, expected_previous)]
+        )
         run_transaction(
             client,
-            [
-                guard_statement(target, watermark.source_key, expected_previous),
-                Statement(f"DELETE FROM {target.sql} WHERE TRUE"),
-                insert,
-                upsert_statement(target, watermark),
-            ],
+            [*guard, *swap, *mark],
             job_labels=dict(job_labels or {}),
             description=what,
         )
@@ -346,6 +364,7 @@ def merge_changes(
     drop_staging: bool = True,
     widen: Widen = widened_field,
     convert: Convert = convert_sql,
+    deletes: KeptDeletes | None = None,
 ) -> PublishResult:
     """Apply the change rows in `staging` to `target` and move the mark, in one transaction.
 
@@ -359,7 +378,11 @@ def merge_changes(
     target not in `columns` keep their values on update and are NULL on insert.
     `expected_previous`: the mark read at the start of the run (see
     `replace_table`).
+    With `deletes` (soft/history) a deleted key's row stays with `_deleted_at`
+    set, an upsert clears it, and the history gets the changes as versions.
     """
+    if deletes is not None:
+        columns = [*columns, SelectColumn.absent(DELETED_AT_FIELD)]
     _check_columns(target, columns)
     names = {c.name.lower(): c for c in columns}
     if not key_columns:
@@ -392,11 +415,26 @@ def merge_changes(
         + "WHEN NOT MATCHED AND NOT s.__export_pipeline_deleted THEN "
         f"INSERT ({', '.join(all_names)}) VALUES ({', '.join(f's.{n}' for n in all_names)})"
     )
+    merge = [Statement(merge_sql)]
+    if deletes is not None:
+        merge = deletes.merge_statements(
+            client,
+            target=target,
+            staging=staging,
+            pairs=pairs,
+            key_columns=keys,
+            partition=partition,
+            order_column=order_column,
+            deleted_sql=deleted,
+            widen=widen,
+            convert=convert,
+            job_labels=dict(job_labels or {}),
+        )
     run_transaction(
         client,
         [
             guard_statement(target, watermark.source_key, expected_previous),
-            Statement(merge_sql),
+            *merge,
             upsert_statement(target, watermark),
         ],
         job_labels=dict(job_labels or {}),

@@ -21,6 +21,7 @@ from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from export_pipeline import bigquery as core
+from export_pipeline.bigquery.deletes import DELETED_AT, KeptDeletes
 from export_pipeline.bigquery.watermark import timestamp_literal
 from export_pipeline.dynamodb import widening
 from export_pipeline.dynamodb.column_names import RecordedColumns, recorded_columns
@@ -31,13 +32,39 @@ from export_pipeline.dynamodb.convert import (
     ConversionResult,
 )
 from export_pipeline.naming import quote_identifier
+from export_pipeline.table_settings import DeletesMode
 
 EXPORTED_AT = "_exported_at"
 EXPORTED_AT_DESCRIPTION = (
     "Time of the DynamoDB export this row was loaded from (the data are as of this time)."
 )
 # The columns the loader keeps in DynamoDB tables besides the attributes.
-PIPELINE_COLUMNS = (EXPORTED_AT, WRITE_TIMESTAMP_COLUMN)
+PIPELINE_COLUMNS = (EXPORTED_AT, WRITE_TIMESTAMP_COLUMN, DELETED_AT)
+# Each change's time: Metadata.WriteTimestampMicros of its record, exactly. (Not
+# TIMESTAMP_MICROS: see `watermark.timestamp_literal`.)
+CHANGE_TIME_SQL = (
+    "TIMESTAMP_ADD(TIMESTAMP '1970-01-01 00:00:00+00', "
+    f"INTERVAL {quote_identifier(WRITE_TIMESTAMP_COLUMN)} MICROSECOND)"
+)
+
+
+def kept_deletes(
+    deletes: DeletesMode, keys: list[str], as_of: datetime, *, incremental: bool
+) -> KeptDeletes | None:
+    """How a `soft`/`history` DynamoDB table keeps deletions (None: `hard`).
+
+    `keys`: the key schema's columns. A full load dates a deletion at the
+    export's time; an incremental one at the change's WriteTimestampMicros.
+    """
+    if deletes is DeletesMode.HARD:
+        return None
+    return KeptDeletes(
+        deletes,
+        tuple(keys),
+        as_of,
+        change_time=CHANGE_TIME_SQL if incremental else None,
+        bookkeeping_columns=PIPELINE_COLUMNS,
+    )
 
 
 def schema_field(column: ColumnSpec) -> SchemaField:
@@ -75,6 +102,8 @@ def replace_table(
     description: str,
     watermark: core.Watermark | None,
     expected_previous: core.Watermark | None,
+    deletes: DeletesMode = DeletesMode.HARD,
+    key_attributes: list[str] | None = None,
 ) -> core.StagingResult:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
@@ -97,6 +126,9 @@ def replace_table(
         expected_previous=expected_previous,
         widen=widening.widened_field,
         convert=widening.convert_sql,
+        deletes=kept_deletes(
+            deletes, key_columns(result, key_attributes or []), exported_at, incremental=False
+        ),
     )
     return staged
 
@@ -113,6 +145,7 @@ def merge_changes(
     description: str,
     watermark: core.Watermark,
     expected_previous: core.Watermark,
+    deletes: DeletesMode = DeletesMode.HARD,
 ) -> core.StagingResult:
     """Apply converted incremental changes with the shared MERGE (+ the mark, atomically).
 
@@ -125,7 +158,13 @@ def merge_changes(
     (AWS leaves such items out), yet BigQuery may hold it from the previous
     load. Every row last written at or after `window_start` must appear in
     the export unless it ended deleted, so for such rows that are absent a
-    deletion is added to the staging table before the MERGE.
+    deletion is added to the staging table before the MERGE (without a write
+    time: when it happened is not known, so a kept deletion is dated at the
+    export's time).
+
+    `deletes` soft/history: a delete keeps the row with `_deleted_at` (the
+    change's WriteTimestampMicros) and the history gets every change
+    (`kept_deletes`).
     """
     staged = stage(client, target, result, run_id, expected_rows=result.item_count)
     data = [c for c in result.columns if c.name != DELETED_COLUMN]
@@ -137,9 +176,12 @@ def merge_changes(
     keys = key_columns(result, key_attributes)
     _add_implied_deletes(client, target, staged.table, keys, window_start)
     from_staging = {c.name.lower(): c for c in data}
+    kept = kept_deletes(deletes, keys, exported_at, incremental=True)
     columns: list[core.SelectColumn] = []
     for field in schema:
         name = field.name.lower()
+        if name == DELETED_AT and kept is not None:
+            continue  # the shared MERGE keeps it (`deletes.KeptDeletes`)
         if name == EXPORTED_AT:
             columns.append(_exported_at(exported_at))
         elif name in from_staging:
@@ -161,6 +203,7 @@ def merge_changes(
         table_description=description,
         widen=widening.widened_field,
         convert=widening.convert_sql,
+        deletes=kept,
     )
     return staged
 
@@ -181,7 +224,7 @@ def _add_implied_deletes(
     client.query(
         f"INSERT INTO {staging.sql} ({', '.join(quoted)}, {DELETED_COLUMN}, "
         f"{WRITE_TIMESTAMP_COLUMN}) "
-        f"SELECT {', '.join(f't.{k}' for k in quoted)}, TRUE, t.{WRITE_TIMESTAMP_COLUMN} "
+        f"SELECT {', '.join(f't.{k}' for k in quoted)}, TRUE, NULL "
         f"FROM {target.sql} AS t WHERE t.{WRITE_TIMESTAMP_COLUMN} >= UNIX_MICROS({start}) "
         f"AND NOT EXISTS (SELECT 1 FROM {staging.sql} AS s WHERE {match})"
     ).result()

@@ -30,6 +30,7 @@ from dagster import Failure, MetadataValue, TableColumn, TableSchema
 from google.api_core.exceptions import NotFound
 
 from export_pipeline import bigquery as core
+from export_pipeline.bigquery.deletes import count_live_rows
 from export_pipeline.config import DynamoDBExportMode, PipelineConfig
 from export_pipeline.contract import LOAD_METADATA
 from export_pipeline.dynamodb import bigquery_tables as bq
@@ -60,6 +61,7 @@ from export_pipeline.errors import OutOfMemoryError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.s3_locations import check_readable
+from export_pipeline.table_settings import DeletesMode
 
 Log = Callable[[str], None]
 
@@ -170,6 +172,8 @@ class _Load:
     work_dir: Path
     log: Log
     started: float
+    key_attributes: tuple[str, ...] = ()
+    deletes: DeletesMode = DeletesMode.HARD
 
 
 def load_exports(
@@ -216,14 +220,32 @@ def load_exports(
     with bigquery.get_client() as client:
         core.require_dataset(client, target.project, target.dataset)
         job = _Load(
-            client, target, table, table_arn, mode, run_id, config, s3, work_dir, log, started
+            client,
+            target,
+            table,
+            table_arn,
+            mode,
+            run_id,
+            config,
+            s3,
+            work_dir,
+            log,
+            started,
+            key_attributes=tuple(_key_attributes(ddb, table)),
+            deletes=_deletes_mode(config, table),
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
             return _load_full(job, full[0])
-        return _load_incremental(job, manifests, _key_attributes(ddb, table))
+        return _load_incremental(job, manifests, list(job.key_attributes))
+
+
+def _deletes_mode(config: PipelineConfig, table: str) -> DeletesMode:
+    """The table's `deletes` setting (`hard` for a table the configuration does not list)."""
+    entry = next((t for t in config.dynamodb.tables if t.name == table), None)
+    return DeletesMode.HARD if entry is None else entry.deletes
 
 
 @contextmanager
@@ -304,8 +326,10 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         description=_table_description(manifest, [manifest]),
         watermark=watermark,
         expected_previous=previous,
+        deletes=job.deletes,
+        key_attributes=list(job.key_attributes),
     )
-    rows = core.count_rows(job.client, job.target)
+    rows = count_live_rows(job.client, job.target)
     return _outcome(
         job,
         [manifest],
@@ -382,6 +406,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         description=_table_description(pending[-1], pending),
         watermark=core.Watermark(job.table_arn, pending[-1].export_arn, new_mark),
         expected_previous=previous,
+        deletes=job.deletes,
     )
     rows = core.count_rows(job.client, job.target)
     distinct = bq.distinct_key_count(job.client, job.target, bq.key_columns(result, keys))
@@ -389,13 +414,14 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         job,
         pending,
         result,
-        rows,
+        count_live_rows(job.client, job.target),
         "incremental",
         staged_bytes=staged.bytes,
         check=(
             rows == distinct,
             f"{rows} rows for {distinct} distinct keys (an incremental manifest does not tell "
-            "the table's item count; this checks the merge kept one row per key)",
+            "the table's item count; this checks the merge kept one row per key, rows kept "
+            "as deleted included)",
             {"bigquery_rows": rows, "distinct_keys": distinct},
         ),
     )

@@ -49,6 +49,7 @@ import pyarrow as pa
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
+from export_pipeline.bigquery.deletes import KeptDeletes, count_live_rows
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.staging import (
@@ -70,6 +71,7 @@ from export_pipeline.rds.export_files import (
 from export_pipeline.rds.parquet_rewrite import rewrite_renamed
 from export_pipeline.rds.types import RAW_SUFFIX
 from export_pipeline.s3_uri import s3_uri
+from export_pipeline.table_settings import DeletesMode, RdsTableSettings
 
 EXPORTED_AT_COLUMN = "_exported_at"
 
@@ -301,6 +303,35 @@ def removed_columns(previous: list[str], new: list[str]) -> list[str]:
     ]
 
 
+def kept_deletes(
+    info: TableInfo,
+    columns: list[PlannedColumn],
+    settings: RdsTableSettings,
+    exported_at: dt.datetime,
+) -> KeptDeletes | None:
+    """How a `soft`/`history` table keeps rows the snapshot lacks (None: `hard`).
+
+    The configured `key` names source columns; a deletion is dated at the
+    snapshot time (the first export that no longer holds the row).
+    """
+    if settings.deletes is DeletesMode.HARD:
+        return None
+    assert settings.key  # validated with the configuration
+    by_source = {c.mapping.source_name: c.name for c in columns}
+    missing = [k for k in settings.key if k not in by_source]
+    if missing:
+        raise RdsLoadError(
+            f"{info.target}: key column(s) {missing} (rds.instances[].tables.{info.target}.key) "
+            f"are not columns of the export ({sorted(by_source)}); fix the key in pipeline.yaml"
+        )
+    return KeptDeletes(
+        settings.deletes,
+        tuple(by_source[k] for k in settings.key),
+        exported_at,
+        bookkeeping_columns=tuple(PIPELINE_COLUMNS),
+    )
+
+
 def load_export_table(
     *,
     s3: Any,
@@ -314,10 +345,13 @@ def load_export_table(
     warn: Callable[[str], None] | None = None,
     parallel_uploads: int = 1,
     engine: Engine = MYSQL,
+    settings: RdsTableSettings | None = None,
 ) -> TableLoadResult:
     """Load `info.target` from the export into `table_ref` (project.dataset.table).
 
     `warn` (default: `log`) hears about columns the new snapshot removed.
+    `settings`: the table's governed settings (`deletes` soft/history keep rows
+    the snapshot lacks, by `key`; the row count is then of the rows it holds).
     """
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
     started = time.monotonic()
@@ -327,6 +361,7 @@ def load_export_table(
         raise RdsLoadError(f"{info.target}: {exc}") from None
     parquet_schema = _check_same_schema(files, info.target)
     columns = plan_columns(info, parquet_schema, engine)
+    deletes = kept_deletes(info, columns, settings or RdsTableSettings(), exported_at)
     if parquet_schema is not None and engine.type_disagreement is not None:
         _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key), engine)
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
@@ -356,7 +391,9 @@ def load_export_table(
             table_description=description,
             labels={"export_pipeline_source": "rds"},
             drop_staging=False,  # dropped below, also on failure
+            deletes=deletes,
         )
+        rows = published.rows if deletes is None else count_live_rows(client, target)
         replace_seconds = time.monotonic() - replace_started
     except (StagingLoadError, BigQueryPublishError) as error:
         raise RdsLoadError(f"{info.target}: {error}") from error
@@ -364,7 +401,12 @@ def load_export_table(
         # Also on failure (the shared layer keeps it for diagnosis): a half-filled
         # staging table is of no use to a re-run, which always starts a fresh one.
         client.delete_table(staging.reference, not_found_ok=True)
-    if removed:
+    if removed and deletes is not None:
+        (warn or log)(
+            f"{info.target}: column(s) {', '.join(removed)} of {table_ref} are not in the new "
+            f"snapshot; deletes: {deletes.mode.value} keeps them, NULL in this snapshot's rows"
+        )
+    elif removed:
         (warn or log)(
             f"{info.target}: column(s) {', '.join(removed)} of {table_ref} are not in the new "
             "snapshot and are no longer in BigQuery (BigQuery mirrors the newest snapshot; "
@@ -377,7 +419,7 @@ def load_export_table(
         expected, source = info.row_count, "export table statistics"
     return TableLoadResult(
         table_id=table_ref,
-        row_count=published.rows,
+        row_count=rows,
         expected_row_count=expected,
         expected_row_count_source=source,
         files=len(files),

@@ -25,12 +25,14 @@ BUCKET = "export-pipeline-local"  # created by the local cloud's seeding
 DATASET = "aws_raw"
 
 
-def make_config(table: str, mode: str = "full", bucket: str = BUCKET) -> PipelineConfig:
+def make_config(
+    table: str, mode: str = "full", bucket: str = BUCKET, deletes: str = "hard"
+) -> PipelineConfig:
     return PipelineConfig(
         environment="local",
         aws=AwsConfig(region=REGION, export_bucket=bucket, export_prefix="exports"),
         dynamodb=DynamoDBConfig(
-            tables=[DynamoDBTableConfig(name=table, mode=mode)],
+            tables=[DynamoDBTableConfig(name=table, mode=mode, deletes=deletes)],
             export_timeout_minutes=2,
             poll_max_interval_seconds=1,
             max_parallel_files=1,
