@@ -30,6 +30,7 @@ from dagster import Failure, MetadataValue, TableColumn, TableSchema
 from google.api_core.exceptions import NotFound
 
 from export_pipeline import bigquery as core
+from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.config import DynamoDBExportMode, PipelineConfig
 from export_pipeline.contract import LOAD_METADATA
 from export_pipeline.dynamodb import bigquery_tables as bq
@@ -60,6 +61,7 @@ from export_pipeline.errors import OutOfMemoryError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.s3_locations import check_readable
+from export_pipeline.table_settings import TableSettings
 
 Log = Callable[[str], None]
 
@@ -170,6 +172,17 @@ class _Load:
     work_dir: Path
     log: Log
     started: float
+    settings: TableSettings
+    key_attributes: list[str] | None  # incremental mode: the default clustering
+
+    def layout(self, result: ConversionResult) -> TableLayout:
+        """The table's layout for this conversion (`bigquery_tables.layout_of`)."""
+        try:
+            return bq.layout_of(
+                self.client, self.target, self.table, self.settings, result, self.key_attributes
+            )
+        except LayoutError as error:
+            raise Failure(description=f"{error}; nothing was loaded") from None
 
 
 def load_exports(
@@ -213,17 +226,31 @@ def load_exports(
             f"load ({[m.export_arn for m in manifests]})"
         )
     table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    settings = next((t for t in config.dynamodb.tables if t.name == table), None)
+    keys = _key_attributes(ddb, table) if mode is DynamoDBExportMode.INCREMENTAL else None
     with bigquery.get_client() as client:
         core.require_dataset(client, target.project, target.dataset)
         job = _Load(
-            client, target, table, table_arn, mode, run_id, config, s3, work_dir, log, started
+            client,
+            target,
+            table,
+            table_arn,
+            mode,
+            run_id,
+            config,
+            s3,
+            work_dir,
+            log,
+            started,
+            settings if settings is not None else TableSettings(),
+            keys,
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
             return _load_full(job, full[0])
-        return _load_incremental(job, manifests, _key_attributes(ddb, table))
+        return _load_incremental(job, manifests, keys or _key_attributes(ddb, table))
 
 
 @contextmanager
@@ -304,6 +331,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         description=_table_description(manifest, [manifest]),
         watermark=watermark,
         expected_previous=previous,
+        layout=job.layout(result),
     )
     rows = core.count_rows(job.client, job.target)
     return _outcome(
@@ -382,6 +410,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         description=_table_description(pending[-1], pending),
         watermark=core.Watermark(job.table_arn, pending[-1].export_arn, new_mark),
         expected_previous=previous,
+        layout=job.layout(result),
     )
     rows = core.count_rows(job.client, job.target)
     distinct = bq.distinct_key_count(job.client, job.target, bq.key_columns(result, keys))

@@ -336,6 +336,7 @@ class RdsSource(Source):
                 warn=context.log.warning,
                 parallel_uploads=PARALLEL_UPLOADS,
                 engine=self.engine,
+                settings=source.table_settings(tuple(parts)),
             )
         return LoadOutcome(
             metadata={
