@@ -39,6 +39,7 @@ tables (rebuild, patches, the MERGE's pruning filter).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -343,7 +344,7 @@ class TableLayout:
             if tag is None:
                 out.append(f)
                 continue
-            api = f.to_api_repr()
+            api = copy.deepcopy(f.to_api_repr())  # the client returns its own dict
             api["policyTags"] = {"names": [tag]}
             out.append(SchemaField.from_api_repr(api))
         return out

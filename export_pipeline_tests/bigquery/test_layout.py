@@ -296,3 +296,23 @@ def test_schema_rewrite_keeps_the_layout(bigquery_client, table_id, write_parque
     table = bigquery_client.get_table(target.reference)
     assert "extra" in [f.name for f in table.schema]
     assert _storage(bigquery_client, target)[:2] == (("MONTH", "day"), ["pk"])
+
+
+@pytest.mark.parametrize("watermark", [None, MARKS[0]])
+def test_emulator_gap_integer_range_partitioning_is_not_held(
+    bigquery_client, table_id, write_parquet, watermark
+):
+    """bqemulator 1.4.0 keeps no `rangePartitioning` (DDL, tables.insert or tables.patch).
+
+    Fails when a new bqemulator holds it, so that docs/local-cloud.md stays
+    true; the requests that set it are checked in `test_layout_requests.py`.
+    """
+    target = table_id("orders")
+    staging = _stage(bigquery_client, table_id, write_parquet, "_s1", _items(5))
+    spec = {"integer_range": {"column": "n", "start": 0, "end": 100, "interval": 10}}
+    layout = _layout(partition=spec)
+    _replace(bigquery_client, staging, target, layout, watermark=watermark, expected_previous=None)
+    table = bigquery_client.get_table(target.reference)
+    assert table.range_partitioning is None
+    assert layout.differences(table) == ["partitioning none -> integer_range n"]
+    assert len(_content(bigquery_client, target)) == 5
