@@ -316,3 +316,34 @@ def test_emulator_gap_integer_range_partitioning_is_not_held(
     assert table.range_partitioning is None
     assert layout.differences(table) == ["partitioning none -> integer_range n"]
     assert len(_content(bigquery_client, target)) == 5
+
+
+def test_ingestion_time_table_is_created_through_the_api_and_replaced_in_place(
+    bigquery_client, table_id, write_parquet
+):
+    """BigQuery cannot CTAS ingestion-time partitioning: created by API, rows swapped by DML."""
+    target = table_id("orders")
+    layout = _layout(partition={"ingestion": "DAY"}, cluster_by=["country"])
+    staging = _stage(bigquery_client, table_id, write_parquet, "_s1", _items(6))
+    _replace(bigquery_client, staging, target, layout)
+    table = bigquery_client.get_table(target.reference)
+    assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", None)
+    assert table.clustering_fields == ["country"]
+    staging = _stage(bigquery_client, table_id, write_parquet, "_s2", _items(4, country="de"))
+    _replace(bigquery_client, staging, target, layout)
+    assert [r[3] for r in _content(bigquery_client, target)] == ["de"] * 4
+    assert bigquery_client.get_table(target.reference).time_partitioning.field is None
+
+
+def test_changing_an_existing_table_to_ingestion_time_fails_in_one_line(
+    bigquery_client, table_id, write_parquet
+):
+    target = table_id("orders")
+    staging = _stage(bigquery_client, table_id, write_parquet, "_s1", _items(3))
+    _replace(bigquery_client, staging, target, _layout(cluster_by=["pk"]))
+    staging = _stage(bigquery_client, table_id, write_parquet, "_s2", _items(5))
+    with pytest.raises(LayoutError) as failure:
+        _replace(bigquery_client, staging, target, _layout(partition={"ingestion": "DAY"}))
+    assert str(failure.value).startswith("Orders: bigquery.partition: ")
+    assert "drop the table" in str(failure.value) and "\n" not in str(failure.value)
+    assert len(_content(bigquery_client, target)) == 3
