@@ -205,9 +205,7 @@ def _rewrite(
         f"{table_options(table.description, table.labels, layout.options())}\n"
         f"AS SELECT {', '.join(selects)} FROM {target.sql}"
     )
-    config = bigquery.QueryJobConfig(labels=job_labels or {})
-    config.destination_encryption_configuration = layout.encryption
-    client.query(sql, job_config=config).result()
+    client.query(sql, job_config=bigquery.QueryJobConfig(labels=job_labels or {})).result()
     restore_declared_types(client, target, new_schema)
     rewritten = apply_metadata(client, target, new_schema, table.description, table.labels)
     patch = []

@@ -14,8 +14,14 @@ table keeps its layout whichever way it is written:
 - `tables.insert` with `timePartitioning` / `rangePartitioning` /
   `clustering` / `encryptionConfiguration` / policy tags (an incremental
   target created empty before its first MERGE, staging tables);
-- `destinationEncryptionConfiguration` on every load and query job writing
-  the table or its staging table.
+- `destinationEncryptionConfiguration` on every load job (staging tables).
+
+Where the key goes: a table's key is part of the table (`kms_key_name` in
+the DDL's OPTIONS, `encryptionConfiguration` in `tables.insert`); DDL jobs
+take it only there (BigQuery does not take a job-level destination
+encryption for DDL), and DML (MERGE, the transactions' DELETE/INSERT)
+writes under the key of the table it writes, so query jobs need no key of
+their own. Load jobs name it, as BigQuery's load API asks.
 
 Partitioning and clustering decide where rows are stored, so a table whose
 stored layout differs from the configured one is rebuilt (one CTAS of

@@ -70,8 +70,6 @@ def _rebuild(
         f"AS SELECT * FROM {target.sql}"
     )
     config = bigquery.QueryJobConfig(labels=dict(job_labels or {}))
-    if layout.encryption is not None:
-        config.destination_encryption_configuration = layout.encryption
     try:
         client.query(sql, job_config=config).result()
     except GoogleAPICallError as error:

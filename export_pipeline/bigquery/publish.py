@@ -174,18 +174,11 @@ def _check_columns(target: TableId, columns: Sequence[SelectColumn]) -> None:
             )
 
 
-def _query(
-    client: bigquery.Client,
-    sql: str,
-    job_labels: Mapping[str, str] | None,
-    what: str,
-    layout: TableLayout | None = None,
-):
-    config = bigquery.QueryJobConfig(labels=dict(job_labels or {}))
-    if layout is not None and layout.encryption is not None:
-        config.destination_encryption_configuration = layout.encryption
+def _query(client: bigquery.Client, sql: str, job_labels: Mapping[str, str] | None, what: str):
     try:
-        return client.query(sql, job_config=config).result()
+        return client.query(
+            sql, job_config=bigquery.QueryJobConfig(labels=dict(job_labels or {}))
+        ).result()
     except google_exceptions.GoogleAPICallError as error:
         raise BigQueryPublishError(f"{what} failed: {error}") from error
 
@@ -322,7 +315,7 @@ def replace_table(
             f"{table_options(table_description, dict(labels or {}), options)}\n"
             f"AS SELECT {selects} FROM {staging.sql}"
         )
-        _query(client, sql, job_labels, what, layout)
+        _query(client, sql, job_labels, what)
         _check_types(client, target, fields)
         restore_declared_types(client, target, fields)
         if layout is not None:

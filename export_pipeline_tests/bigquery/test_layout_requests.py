@@ -109,7 +109,7 @@ def test_staging_table_and_its_load_jobs_carry_the_key(proxy, client, table_id, 
     assert all(load["destinationEncryptionConfiguration"] == {"kmsKeyName": KEY} for load in loads)
 
 
-def test_full_replace_query_carries_key_layout_and_policy_tags(
+def test_full_replace_ddl_carries_key_layout_and_policy_tags(
     proxy, client, table_id, write_parquet
 ):
     staging = _staged(client, table_id, write_parquet, "_s")
@@ -129,7 +129,8 @@ def test_full_replace_query_carries_key_layout_and_policy_tags(
         if "CREATE OR REPLACE TABLE" in b.get("configuration", {}).get("query", {}).get("query", "")
     ]
     [ctas] = queries
-    assert ctas["destinationEncryptionConfiguration"] == {"kmsKeyName": KEY}
+    # DDL takes the key in its OPTIONS, not as a job-level destination encryption.
+    assert "destinationEncryptionConfiguration" not in ctas
     sql = ctas["query"]
     assert "PARTITION BY RANGE_BUCKET(`n`, GENERATE_ARRAY(0, 1000, 100))" in sql
     assert "CLUSTER BY `pk`" in sql
