@@ -347,3 +347,41 @@ def test_changing_an_existing_table_to_ingestion_time_fails_in_one_line(
     assert str(failure.value).startswith("Orders: bigquery.partition: ")
     assert "drop the table" in str(failure.value) and "\n" not in str(failure.value)
     assert len(_content(bigquery_client, target)) == 3
+
+
+def test_emulator_gap_ddl_drops_truncated_partitioning_and_clustering(bigquery_client, table_id):
+    """bqemulator 1.4.0 keeps a plain `PARTITION BY <column>` from DDL, nothing else.
+
+    Why `layout_sync.ensure_storage` patches after a CTAS (docs/local-cloud.md);
+    fails when a new bqemulator keeps them, so the list is updated.
+    """
+    plain, truncated = table_id("plain"), table_id("truncated")
+    select = "SELECT 'a' AS pk, TIMESTAMP '2026-01-01 10:00:00+00' AS at, DATE '2026-01-01' AS d"
+    bigquery_client.query(
+        f"CREATE TABLE {plain.sql} PARTITION BY d CLUSTER BY pk AS {select}"
+    ).result()
+    bigquery_client.query(
+        f"CREATE TABLE {truncated.sql} PARTITION BY TIMESTAMP_TRUNC(at, HOUR) AS {select}"
+    ).result()
+    plain_table = bigquery_client.get_table(plain.reference)
+    assert plain_table.time_partitioning.field == "d"
+    assert plain_table.clustering_fields is None
+    assert bigquery_client.get_table(truncated.reference).time_partitioning is None
+
+
+def test_emulator_gap_cmek_policy_tags_and_partition_filter_are_not_kept(bigquery_client, table_id):
+    """Accepted by bqemulator 1.4.0 in `tables.insert`, not stored (real BigQuery only)."""
+    layout = _layout(
+        partition={"column": "day"},
+        require_partition_filter=True,
+        kms_key_name="projects/p/locations/eu/keyRings/r/cryptoKeys/k",
+        policy_tags={"country": "projects/p/locations/eu/taxonomies/t/policyTags/x"},
+    )
+    target = table_id("orders")
+    schema = [c.schema_field for c in COLUMNS]
+    bigquery_client.create_table(layout.new_table(target.reference, schema, "Orders", None))
+    table = bigquery_client.get_table(target.reference)
+    assert table.time_partitioning.field == "day"  # what it does keep
+    assert table.encryption_configuration is None
+    assert not table.require_partition_filter
+    assert all(f.policy_tags is None for f in table.schema)
