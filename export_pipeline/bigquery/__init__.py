@@ -23,6 +23,11 @@ API (everything takes a `google.cloud.bigquery.Client`):
     merge_changes(client, *, staging, target, key_columns, order_column, deleted_column,
                   columns, watermark, expected_previous, table_description=None, labels=None,
                   job_labels=None, drop_staging=True) -> PublishResult
+    TableLayout.from_settings(table, settings.bigquery, {source name: BigQuery name},
+                              default_cluster_by)   (layout.py; .check(schema) -> LayoutError)
+        passed as `layout=` to replace_table / merge_changes, `encryption=layout.encryption`
+        to load_parquet_to_staging: partitioning, clustering, labels, options, CMEK and
+        policy tags on every write; a changed partitioning/clustering rebuilds the table.
     Watermark(source_key, export_arn, exported_to: aware datetime)
     read_watermark(client, target, source_key) -> Watermark | None
     count_rows(client, target) -> int           (COUNT(*); numRows is stale after DML)
@@ -59,6 +64,7 @@ from export_pipeline.bigquery.evolve import (
     reconcile_schema,
     widened_field,
 )
+from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.bigquery.parquet_schema import (
     ParquetSchemaError,
     bigquery_schema_from_parquet,
@@ -96,6 +102,7 @@ from export_pipeline.bigquery.watermark import (
 __all__ = [
     "BigQueryPublishError",
     "DatasetNotFoundError",
+    "LayoutError",
     "ParquetSchemaError",
     "ParquetSource",
     "PublishResult",
@@ -104,6 +111,7 @@ __all__ = [
     "StagingLoadError",
     "StagingResult",
     "TableId",
+    "TableLayout",
     "Watermark",
     "WatermarkConflictError",
     "WatermarkInFutureError",
