@@ -1,10 +1,12 @@
 """Bringing an existing table to its `TableLayout`, and the MERGE's pruning filter.
 
-`ensure_layout` rebuilds a table whose partitioning or clustering differs
-from its configuration (one CTAS of itself, atomic for readers) and patches
-the options that can change in place; `ensure_storage` follows a CTAS that
-carried the layout's clauses (see its docstring for what bqemulator keeps);
-`pruning_condition` lets a MERGE prune the target's blocks.
+`prepare_layout` gives a table whose partitioning or clustering differs
+from its configuration the configured ones before a write (see its
+docstring for how, and why not by `CREATE OR REPLACE`); `ensure_layout`
+patches the options that change in place after it; `ensure_storage`
+follows a CTAS that carried the layout's clauses (see its docstring for
+what bqemulator keeps); `pruning_condition` lets a MERGE prune the
+target's blocks.
 """
 
 from __future__ import annotations
@@ -13,73 +15,177 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from google.api_core.exceptions import GoogleAPICallError
+from google.api_core.exceptions import GoogleAPICallError, NotFound
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from export_pipeline.bigquery.evolve import METADATA_RETRY, apply_metadata, restore_declared_types
-from export_pipeline.bigquery.layout import LayoutError, TableLayout
+from export_pipeline.bigquery.layout import LayoutError, Partition, TableLayout
 from export_pipeline.bigquery.sql import standard_type, string_literal, table_options
-from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
+from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
 from export_pipeline.bigquery.watermark import timestamp_literal
 from export_pipeline.naming import quote_identifier
 
+RELAYOUT_SUFFIX = "__relayout"
 
-def ensure_layout(
+
+def relayout_table_id(target: TableId) -> TableId:
+    """Where a repartitioned copy of `target` is built (see `prepare_layout`)."""
+    return target.sibling(f"{target.table[: 1024 - len(RELAYOUT_SUFFIX)]}{RELAYOUT_SUFFIX}")
+
+
+def prepare_layout(
     client: bigquery.Client,
     target: TableId,
     layout: TableLayout,
     job_labels: Mapping[str, str] | None = None,
     *,
-    rebuild: bool = True,
-) -> bigquery.Table:
-    """Make an existing `target` laid out as `layout` says.
+    keep_rows: bool = True,
+) -> None:
+    """Before a write: give an existing `target` the configured partitioning and clustering.
 
-    A different partitioning or clustering (`rebuild=True`) rebuilds the
-    table with one `CREATE OR REPLACE TABLE … PARTITION BY … CLUSTER BY …
-    AS SELECT * FROM` itself: readers see the old or the new table, rows and
-    column metadata are kept. Then the options that can change in place
-    (require_partition_filter, partition expiration, CMEK, policy tags) are
-    patched with `tables.patch` where the table reports otherwise.
+    BigQuery refuses `CREATE OR REPLACE` of a table whose partitioning or
+    clustering would change ("Cannot replace a table with a different
+    partitioning spec"), so a change is applied before the write that would
+    carry it, and the write then matches:
+
+    - clustering only: `tables.patch` of the clustering (a metadata change,
+      atomic), then, when the rows stay (`keep_rows`: a MERGE or a reseed
+      follows, not a full replace), one `UPDATE … SET c = c WHERE TRUE`
+      rewriting every row under the new clustering (one DML, atomic);
+    - partitioning: BigQuery cannot change it in place, nor replace a table
+      with another partitioning, nor rename over a table. The rows are
+      copied into `<table>__relayout` laid out anew and checked by count,
+      then the table is dropped and created again from that copy, and the
+      copy dropped. Between the drop and the create readers get "not
+      found" (the one non-atomic step, for the time of one CTAS); no row is
+      ever only in flight: a run that stops there is finished by the next
+      one before it writes anything (`_resume`).
     """
-    table = client.get_table(target.reference)
-    if rebuild and layout.differences(table):
-        table = _rebuild(client, target, table, layout, job_labels)
-    return _patch_options(client, table, layout)
+    _resume(client, target, layout, job_labels)
+    try:
+        table = client.get_table(target.reference)
+    except NotFound:
+        return
+    current = Partition.of_table(table)
+    if layout.partition is None:
+        same_partition = current is None
+    else:
+        same_partition = layout.partition.same_as(current)
+    clustering = [c.lower() for c in (table.clustering_fields or [])]
+    if not same_partition:
+        _repartition(client, target, table, layout, job_labels)
+    elif clustering != [c.lower() for c in layout.cluster_by]:
+        table.clustering_fields = list(layout.cluster_by) or None
+        client.update_table(table, ["clustering_fields"], retry=METADATA_RETRY)
+        if keep_rows:
+            first = quote_identifier(table.schema[0].name)
+            _run(
+                client,
+                f"UPDATE {target.sql} SET {first} = {first} WHERE TRUE",
+                job_labels,
+                f"reclustering {target} on {list(layout.cluster_by)}",
+            )
 
 
-def _rebuild(
+def _run(
+    client: bigquery.Client, sql: str, job_labels: Mapping[str, str] | None, what: str
+) -> None:
+    config = bigquery.QueryJobConfig(labels=dict(job_labels or {}))
+    try:
+        client.query(sql, job_config=config).result()
+    except GoogleAPICallError as error:
+        raise BigQueryPublishError(f"{what} failed: {error}") from error
+
+
+def _copy(
+    client: bigquery.Client,
+    source: TableId,
+    destination: TableId,
+    table: bigquery.Table,
+    layout: TableLayout,
+    job_labels: Mapping[str, str] | None,
+) -> None:
+    """`destination` created (it must not exist) with `layout` and `source`'s rows and metadata."""
+    schema = list(table.schema)
+    _run(
+        client,
+        f"CREATE TABLE {destination.sql}\n{layout.ddl_clauses(schema)}\n"
+        f"{table_options(table.description, dict(table.labels or {}), layout.options())}\n"
+        f"AS SELECT * FROM {source.sql}",
+        job_labels,
+        f"copying {source} into {destination} with the configured layout",
+    )
+    restore_declared_types(client, destination, schema)
+    apply_metadata(client, destination, schema, table.description, dict(table.labels or {}))
+    ensure_storage(client, destination, layout)
+
+
+def _repartition(
     client: bigquery.Client,
     target: TableId,
     table: bigquery.Table,
     layout: TableLayout,
     job_labels: Mapping[str, str] | None,
-) -> bigquery.Table:
+) -> None:
     if layout.needs_api_creation:
         raise LayoutError(
             f"{layout.table}: bigquery.partition: {target} exists with "
-            f"{'; '.join(layout.differences(table))}, and BigQuery cannot rebuild a table "
-            "into ingestion-time partitioning in one statement; drop the table (the next "
-            "load recreates it) or choose a column partitioning"
+            f"{'; '.join(layout.differences(table))}, and BigQuery cannot create "
+            "ingestion-time partitioning from a query; drop the table (the next load "
+            "recreates it) or choose a column partitioning"
         )
-    schema = list(table.schema)
-    options = layout.options()
-    sql = (
-        f"CREATE OR REPLACE TABLE {target.sql}\n{layout.ddl_clauses(schema)}\n"
-        f"{table_options(table.description, dict(table.labels or {}), options)}\n"
-        f"AS SELECT * FROM {target.sql}"
-    )
-    config = bigquery.QueryJobConfig(labels=dict(job_labels or {}))
-    try:
-        client.query(sql, job_config=config).result()
-    except GoogleAPICallError as error:
+    copy = relayout_table_id(target)
+    client.delete_table(copy.reference, not_found_ok=True)  # a copy of an earlier attempt
+    _copy(client, target, copy, table, layout, job_labels)
+    copied, held = count_rows(client, copy), count_rows(client, target)
+    if copied != held:
         raise BigQueryPublishError(
-            f"rebuilding {target} with {'; '.join(layout.differences(table))} failed "
-            f"(the table is unchanged): {error}"
-        ) from error
-    restore_declared_types(client, target, schema)
-    apply_metadata(client, target, schema, table.description, dict(table.labels or {}))
-    return ensure_storage(client, target, layout)
+            f"repartitioning {target}: the copy {copy} holds {copied} rows, the table {held}; "
+            "the table is unchanged"
+        )
+    client.delete_table(target.reference)
+    _finish(client, target, copy, layout, job_labels)
+
+
+def _finish(
+    client: bigquery.Client,
+    target: TableId,
+    copy: TableId,
+    layout: TableLayout,
+    job_labels: Mapping[str, str] | None,
+) -> None:
+    _copy(client, copy, target, client.get_table(copy.reference), layout, job_labels)
+    client.delete_table(copy.reference, not_found_ok=True)
+
+
+def _resume(
+    client: bigquery.Client,
+    target: TableId,
+    layout: TableLayout,
+    job_labels: Mapping[str, str] | None,
+) -> None:
+    """Finish a repartitioning that stopped between dropping the table and creating it."""
+    copy = relayout_table_id(target)
+    try:
+        client.get_table(copy.reference)
+    except NotFound:
+        return
+    try:
+        client.get_table(target.reference)
+    except NotFound:
+        _finish(client, target, copy, layout, job_labels)
+        return
+    client.delete_table(copy.reference, not_found_ok=True)  # the table was never dropped
+
+
+def ensure_layout(client: bigquery.Client, target: TableId, layout: TableLayout) -> bigquery.Table:
+    """After a write: patch the options that change in place where the table reports otherwise.
+
+    require_partition_filter, partition expiration, CMEK and policy tags
+    (`tables.patch`); partitioning and clustering are `prepare_layout`'s.
+    """
+    return _patch_options(client, client.get_table(target.reference), layout)
 
 
 def ensure_storage(client: bigquery.Client, target: TableId, layout: TableLayout) -> bigquery.Table:

@@ -56,7 +56,12 @@ from export_pipeline.bigquery.evolve import (
     widened_field,
 )
 from export_pipeline.bigquery.layout import TableLayout
-from export_pipeline.bigquery.layout_sync import ensure_layout, ensure_storage, pruning_condition
+from export_pipeline.bigquery.layout_sync import (
+    ensure_layout,
+    ensure_storage,
+    prepare_layout,
+    pruning_condition,
+)
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
 from export_pipeline.bigquery.watermark import (
@@ -255,9 +260,9 @@ def _reconciled_target(
     or clustering differs), its schema is widened to hold `columns`, and each column's
     (quoted target name, SQL converting it to the target's type)."""
     ensure_state_table(client, target)
-    _ensure_target(client, target, columns, description, labels, layout)
     if layout is not None:
-        ensure_layout(client, target, layout, dict(job_labels or {}))
+        prepare_layout(client, target, layout, job_labels)
+    _ensure_target(client, target, columns, description, labels, layout)
     effective = reconcile_schema(
         client,
         target,
@@ -310,6 +315,8 @@ def replace_table(
         fields = [c.schema_field for c in select_columns]
         clauses = layout.ddl_clauses(fields) + "\n" if layout is not None else ""
         options = layout.options() if layout is not None else {}
+        if layout is not None:
+            prepare_layout(client, target, layout, job_labels, keep_rows=False)
         sql = (
             f"CREATE OR REPLACE TABLE {target.sql}\n{clauses}"
             f"{table_options(table_description, dict(labels or {}), options)}\n"
@@ -351,7 +358,7 @@ def replace_table(
         fields = [c.schema_field for c in select_columns]
     apply_metadata(client, target, fields, table_description, dict(labels or {}))
     if layout is not None:
-        ensure_layout(client, target, layout, dict(job_labels or {}), rebuild=False)
+        ensure_layout(client, target, layout)
     if drop_staging:
         client.delete_table(staging.reference, not_found_ok=True)
     return _result(client, target)
@@ -447,7 +454,7 @@ def merge_changes(
         None if labels is None else dict(labels),
     )
     if layout is not None:
-        ensure_layout(client, target, layout, dict(job_labels or {}), rebuild=False)
+        ensure_layout(client, target, layout)
     if drop_staging:
         client.delete_table(staging.reference, not_found_ok=True)
     return _result(client, target)

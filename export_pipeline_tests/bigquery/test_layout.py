@@ -385,3 +385,32 @@ def test_emulator_gap_cmek_policy_tags_and_partition_filter_are_not_kept(bigquer
     assert table.encryption_configuration is None
     assert not table.require_partition_filter
     assert all(f.policy_tags is None for f in table.schema)
+
+
+def test_a_repartitioning_stopped_after_the_drop_is_finished_by_the_next_load(
+    bigquery_client, table_id, write_parquet
+):
+    """The copy `<table>__relayout` holds every row while the table is dropped."""
+    target = table_id("orders")
+    keyed = _layout(key=["pk"])
+    seed = _stage(bigquery_client, table_id, write_parquet, "_seed", _items(12))
+    _replace(bigquery_client, seed, target, keyed, watermark=MARKS[0], expected_previous=None)
+    before = _content(bigquery_client, target)
+    copy = target.sibling("orders__relayout")
+    bigquery_client.query(f"CREATE TABLE {copy.sql} AS SELECT * FROM {target.sql}").result()
+    bigquery_client.delete_table(target.reference)  # the run stopped here
+    monthly = _layout(partition={"column": "day", "granularity": "MONTH"}, cluster_by=["pk"])
+    change = _stage(
+        bigquery_client,
+        table_id,
+        write_parquet,
+        "_c1",
+        [("k003", dt.date(2026, 1, 4), 300, "de", 10, False)],
+    )
+    _merge(bigquery_client, change, target, monthly, 1)
+    after = {pk: (n, country) for pk, _day, n, country in _content(bigquery_client, target)}
+    assert len(after) == len(before) == 12
+    assert after["k003"] == (300, "de") and after["k004"] == (4, "fr")
+    assert _storage(bigquery_client, target)[:2] == (("MONTH", "day"), ["pk"])
+    tables = {t.table_id for t in bigquery_client.list_tables(f"{target.project}.{target.dataset}")}
+    assert copy.table not in tables

@@ -179,3 +179,83 @@ def test_incremental_target_is_created_with_key_layout_and_policy_tags(
     ]
     # The MERGE prunes on the clustering key: a constant range from staging.
     assert merges and all('AND t.`pk` BETWEEN "a" AND "a"' in m for m in merges)
+
+
+def _merge(client, staging, target, layout, watermark, previous):
+    merge_changes(
+        client,
+        staging=staging,
+        target=target,
+        key_columns=["pk"],
+        order_column="ts",
+        deleted_column="deleted",
+        columns=COLUMNS,
+        watermark=watermark,
+        expected_previous=previous,
+        table_description="Orders",
+        layout=layout,
+    )
+
+
+def _queries(proxy: FaultProxy) -> list[str]:
+    return [
+        b["configuration"]["query"]["query"]
+        for b in _bodies(proxy, "POST", "/jobs")
+        if "query" in b.get("configuration", {})
+    ]
+
+
+LATER = Watermark(
+    SOURCE, f"{SOURCE}/export/01764118800000-bbbbbbbb", MARK.exported_to.replace(hour=1)
+)
+
+
+def _plain_layout(**settings) -> TableLayout:
+    return TableLayout.from_settings(
+        "Orders", BigQueryTableSettings(**settings), {c.name: c.name for c in COLUMNS}
+    )
+
+
+def test_a_layout_change_is_never_a_replace_of_the_differently_laid_out_table(
+    proxy, client, table_id, write_parquet
+):
+    """BigQuery refuses CREATE OR REPLACE across partitioning/clustering specs."""
+    target = table_id("orders")
+    _merge(
+        client,
+        _staged(client, table_id, write_parquet, "_s1"),
+        target,
+        _plain_layout(cluster_by=["pk"]),
+        MARK,
+        None,
+    )
+    proxy.log.clear()
+    reclustered = _plain_layout(cluster_by=["email", "pk"])
+    _merge(
+        client, _staged(client, table_id, write_parquet, "_s2"), target, reclustered, LATER, MARK
+    )
+    patches = _bodies(proxy, "PATCH", f"/tables/{target.table}")
+    assert {"clustering": {"fields": ["email", "pk"]}} in patches
+    assert any(q.startswith(f"UPDATE {target.sql} SET") for q in _queries(proxy))
+    assert not any(f"CREATE OR REPLACE TABLE {target.sql}" in q for q in _queries(proxy))
+    proxy.log.clear()
+    repartitioned = _plain_layout(
+        partition={"integer_range": {"column": "n", "start": 0, "end": 100, "interval": 10}},
+        cluster_by=["email", "pk"],
+    )
+    third = Watermark(
+        SOURCE, f"{SOURCE}/export/01764122400000-cccccccc", LATER.exported_to.replace(hour=2)
+    )
+    _merge(
+        client, _staged(client, table_id, write_parquet, "_s3"), target, repartitioned, third, LATER
+    )
+    queries = _queries(proxy)
+    copy = target.sibling("orders__relayout")
+    assert any(q.startswith(f"CREATE TABLE {copy.sql}") and "RANGE_BUCKET" in q for q in queries)
+    assert any(q.startswith(f"CREATE TABLE {target.sql}") and "RANGE_BUCKET" in q for q in queries)
+    assert not any(f"CREATE OR REPLACE TABLE {target.sql}" in q for q in queries)
+    deletes = [r.path for r in proxy.log if r.method == "DELETE"]
+    assert any(p.split("?")[0].endswith(f"/tables/{target.table}") for p in deletes)
+    assert any(p.split("?")[0].endswith(f"/tables/{copy.table}") for p in deletes)
+    rows = list(client.query(f"SELECT pk, n FROM {target.sql}").result())
+    assert [(r["pk"], r["n"]) for r in rows] == [("a", 5)]
