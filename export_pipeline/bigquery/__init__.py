@@ -27,7 +27,7 @@ API (everything takes a `google.cloud.bigquery.Client`):
                               default_cluster_by)   (layout.py; .check(schema) -> LayoutError)
         passed as `layout=` to replace_table / merge_changes, `encryption=layout.encryption`
         to load_parquet_to_staging: partitioning, clustering, labels, options, CMEK and
-        policy tags on every write; a changed partitioning/clustering rebuilds the table.
+        policy tags on every write; a changed partitioning/clustering is applied first.
     Watermark(source_key, export_arn, exported_to: aware datetime)
     read_watermark(client, target, source_key) -> Watermark | None
     count_rows(client, target) -> int           (COUNT(*); numRows is stale after DML)

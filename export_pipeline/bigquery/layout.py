@@ -10,7 +10,7 @@ created empty, and the encryption of the jobs that write it, so that the
 table keeps its layout whichever way it is written:
 
 - `CREATE OR REPLACE TABLE … PARTITION BY … CLUSTER BY … OPTIONS(…) AS
-  SELECT …` (full replaces, schema rewrites, layout rebuilds);
+  SELECT …` (full replaces, schema rewrites, repartitioning copies);
 - `tables.insert` with `timePartitioning` / `rangePartitioning` /
   `clustering` / `encryptionConfiguration` / policy tags (an incremental
   target created empty before its first MERGE, staging tables);
@@ -24,9 +24,9 @@ writes under the key of the table it writes, so query jobs need no key of
 their own. Load jobs name it, as BigQuery's load API asks.
 
 Partitioning and clustering decide where rows are stored, so a table whose
-stored layout differs from the configured one is rebuilt (one CTAS of
-itself, atomic for readers) before it is written; `differences` says what
-differs. Labels, expiration options, CMEK and policy tags are patched.
+stored layout differs from the configured one gets the configured one
+before it is written (`layout_sync.prepare_layout`); `differences` says
+what differs. Labels, expiration options, CMEK and policy tags are patched.
 
 Why column types are checked here: BigQuery partitions on a DATE, DATETIME
 or TIMESTAMP column (or an INT64 for integer ranges) and clusters on
@@ -40,7 +40,7 @@ Ingestion-time partitioning cannot be created by `CREATE TABLE … AS SELECT`
 created through the API and written with DML (see `needs_api_creation`).
 
 This module holds the values and their SQL; `layout_sync` applies them to
-tables (rebuild, patches, the MERGE's pruning filter).
+tables (layout changes, patches, the MERGE's pruning filter).
 """
 
 from __future__ import annotations
