@@ -257,8 +257,9 @@ def _reconciled_target(
 ) -> list[tuple[str, str]]:
     """Before writing into an existing table (with its mark): the state table and the
     target exist, the target is laid out as `layout` says (`layout_sync.prepare_layout`
-    when its partitioning or clustering differs), its schema is widened to hold `columns`, and each column's
-    (quoted target name, SQL converting it to the target's type)."""
+    when its partitioning or clustering differs), its schema is widened to hold
+    `columns`, and each column's (quoted target name, SQL converting it to the
+    target's type)."""
     ensure_state_table(client, target)
     if layout is not None:
         prepare_layout(client, target, layout, job_labels)
