@@ -12,6 +12,7 @@ target's blocks.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
@@ -279,30 +280,37 @@ def pruning_condition(
     row = next(iter(client.query(f"SELECT {selects} FROM ({source_sql})").result()))
     out = []
     for i, column in enumerate(wanted):
-        lo, hi = row[f"lo{i}"], row[f"hi{i}"]
+        lo, hi = _literal(row[f"lo{i}"], low=True), _literal(row[f"hi{i}"], low=False)
         if lo is None or hi is None:
-            continue
-        out.append(
-            f" AND {alias}.{quote_identifier(column)} BETWEEN {_literal(lo)} AND {_literal(hi)}"
-        )
+            continue  # no rows, or a value without an exact literal: no filter on it
+        out.append(f" AND {alias}.{quote_identifier(column)} BETWEEN {lo} AND {hi}")
     return "".join(out)
 
 
 _LITERAL_TYPES = ("STRING", "INT64", "NUMERIC", "BIGNUMERIC", "DATE", "TIMESTAMP")
+_INT64 = range(-(2**63), 2**63)
 
 
-def _literal(value: object) -> str:
-    """A GoogleSQL literal of exactly `value` (as the client library returns it)."""
+def _literal(value: object, *, low: bool) -> str | None:
+    """A GoogleSQL literal bounding `value` (as the client library returns it), or None.
+
+    Exact for integers, strings, dates and timestamps. A NUMERIC value is
+    bounded by the integer below (`low`) or above it: a range only needs to
+    contain the values, and an INT64 literal compared with a NUMERIC column
+    is exact on BigQuery and on bqemulator (whose NUMERIC literals can be
+    narrowed to DECIMAL(18,3), see docs/local-cloud.md).
+    """
     if isinstance(value, bool):
-        raise TypeError("BOOL is not a pruning column")
+        return None
     if isinstance(value, int):
-        return str(value)
+        return str(value) if value in _INT64 else None
     if isinstance(value, Decimal):
-        return f"NUMERIC {string_literal(format(value, 'f'))}"
-    if isinstance(value, dt.datetime):
+        bound = math.floor(value) if low else math.ceil(value)
+        return str(bound) if bound in _INT64 else None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return timestamp_literal(value)
-    if isinstance(value, dt.date):
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return f"DATE {string_literal(value.isoformat())}"
     if isinstance(value, str):
         return string_literal(value)
-    raise TypeError(f"no literal for {type(value).__name__}")
+    return None
