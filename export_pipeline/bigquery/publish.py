@@ -397,7 +397,7 @@ def merge_changes(
     `expected_previous`: the mark read at the start of the run (see
     `replace_table`). `layout`: as in `replace_table`; the MERGE's match condition
     also holds a constant range of the layout's key columns, computed from
-    staging, so BigQuery can prune the target's blocks (`layout.pruning_condition`).
+    staging, so BigQuery can prune the target's blocks (`layout_sync.pruning_condition`).
     """
     _check_columns(target, columns)
     if layout is not None:
