@@ -208,13 +208,7 @@ def _rewrite(
     client.query(sql, job_config=bigquery.QueryJobConfig(labels=job_labels or {})).result()
     restore_declared_types(client, target, new_schema)
     rewritten = apply_metadata(client, target, new_schema, table.description, table.labels)
-    patch = []
-    if layout.differences(rewritten):  # bqemulator: see `layout_sync.ensure_storage`
-        rewritten.clustering_fields = list(layout.cluster_by) or None
-        layout.set_storage(rewritten)
-        patch.append("clustering_fields")
-        if layout.partition is not None:
-            patch += ["time_partitioning", "range_partitioning"]
+    patch = layout.storage_patch(rewritten)
     if layout.policy_tags:
         rewritten.schema = layout.tagged(rewritten.schema)
         patch.append("schema")

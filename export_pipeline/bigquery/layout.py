@@ -385,6 +385,23 @@ class TableLayout:
         first = [self.partition.column] if self.partition and self.partition.column else []
         return [*first, *(c for c in self.cluster_by if c not in first)]
 
+    def storage_patch(self, table: bigquery.Table) -> list[str]:
+        """Set this partitioning and clustering on `table` where it differs; fields to patch.
+
+        For after a CTAS that carried `ddl_clauses`: on BigQuery the table
+        reports them and nothing is patched; bqemulator 1.4.0 keeps only a
+        plain `PARTITION BY <column>` from DDL (see `layout_sync.ensure_storage`).
+        """
+        if not self.differences(table):
+            return []
+        table.clustering_fields = list(self.cluster_by) or None
+        fields = ["clustering_fields"]
+        if self.partition is not None:
+            self.set_storage(table)
+            kind = self.partition.kind
+            fields.append("range_partitioning" if kind == "integer_range" else "time_partitioning")
+        return fields
+
     # ------------------------------------------------------------------ comparison
 
     def differences(self, table: bigquery.Table) -> list[str]:

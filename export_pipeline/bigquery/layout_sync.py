@@ -198,17 +198,9 @@ def ensure_storage(client: bigquery.Client, target: TableId, layout: TableLayout
     `tables.patch`, which is what this sends when they differ.
     """
     table = client.get_table(target.reference)
-    if not layout.differences(table):
+    fields = layout.storage_patch(table)
+    if not fields:
         return table
-    fields = ["clustering_fields"]
-    table.clustering_fields = list(layout.cluster_by) or None
-    if layout.partition is not None:
-        layout.set_storage(table)
-        fields.append(
-            "range_partitioning"
-            if layout.partition.kind == "integer_range"
-            else "time_partitioning"
-        )
     return client.update_table(table, fields, retry=METADATA_RETRY)
 
 
