@@ -6,10 +6,10 @@ BigQuery column names the pipeline gave the source's columns (settings name
 source columns: DynamoDB attributes, RDS columns; a pipeline column such as
 `_exported_at` may be named as it is). It renders the DDL clauses every
 statement that (re)creates the table carries, the API fields of a table
-created empty, and the encryption of the jobs that write it, so that the
-table keeps its layout whichever way it is written:
+created empty, and the encryption of the load jobs that stage its rows, so
+that the table keeps its layout whichever way it is written:
 
-- `CREATE OR REPLACE TABLE … PARTITION BY … CLUSTER BY … OPTIONS(…) AS
+- `CREATE [OR REPLACE] TABLE … PARTITION BY … CLUSTER BY … OPTIONS(…) AS
   SELECT …` (full replaces, schema rewrites, repartitioning copies);
 - `tables.insert` with `timePartitioning` / `rangePartitioning` /
   `clustering` / `encryptionConfiguration` / policy tags (an incremental
