@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 
 from export_pipeline.rds.export_files import read_tables_info
 from export_pipeline.rds.loading import RdsLoadError, load_export_table
 from export_pipeline.table_settings import RdsTableSettings
+from export_pipeline_tests.faults.proxy import fault_proxy
 from export_pipeline_tests.rds.test_loading import _write_export
 from export_pipeline_tests.support.aws_samples import RDS_SNAPSHOT_TIME
 
@@ -110,3 +114,48 @@ def test_bad_layout_column_fails_in_one_line_and_keeps_the_table(
     assert "\n" not in text
     assert bigquery_client.get_table(table_ref).clustering_fields == ["id"]
     assert _ids(bigquery_client, table_ref) == [1, 2, 3]
+
+
+def test_the_load_sends_the_key_and_policy_tags_with_every_write(
+    aws_clients, local_cloud, export, table_ref
+):
+    """Through a recording proxy (bqemulator keeps neither): staging table, load jobs,
+    the replace's DDL and the policy-tag patch all carry what the settings say."""
+    key = "projects/p/locations/eu/keyRings/r/cryptoKeys/k"
+    tag = "projects/p/locations/eu/taxonomies/t/policyTags/country"
+    settings = {"key": ["id"], "bigquery": {"kms_key_name": key, "policy_tags": {"country": tag}}}
+    with fault_proxy(local_cloud.host, local_cloud.bigquery_port) as proxy:
+        client = bigquery.Client(
+            project=local_cloud.bigquery_project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": proxy.url},
+        )
+        _load(aws_clients, client, export, table_ref, settings)
+        client.close()
+    bodies = [
+        (r.method, r.path.split("?")[0], json.loads(r.body))
+        for r in proxy.log
+        if r.body.startswith(b"{")
+    ]
+    staging = [
+        b for m, p, b in bodies if m == "POST" and p.endswith("/tables") and "_staging_" in str(b)
+    ]
+    assert staging and all(b["encryptionConfiguration"] == {"kmsKeyName": key} for b in staging)
+    loads = [
+        b["configuration"]["load"] for _m, _p, b in bodies if "load" in b.get("configuration", {})
+    ]
+    assert loads
+    assert all(load["destinationEncryptionConfiguration"] == {"kmsKeyName": key} for load in loads)
+    queries = [
+        b["configuration"]["query"]["query"]
+        for _m, _p, b in bodies
+        if "query" in b.get("configuration", {})
+    ]
+    [ddl] = [q for q in queries if q.startswith("CREATE OR REPLACE TABLE")]
+    assert f'kms_key_name="{key}"' in ddl and "CLUSTER BY `id`" in ddl
+    tagged = [
+        {f["name"]: f["policyTags"]["names"] for f in b["schema"]["fields"] if "policyTags" in f}
+        for m, p, b in bodies
+        if m == "PATCH" and p.endswith("/tables/customers") and "schema" in b
+    ]
+    assert {"country": [tag]} in tagged
