@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from dagster import DagsterInstance
+import json
+
+from dagster import DagsterInstance, materialize
 
 from export_pipeline.config import DynamoDBTableConfig
+from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     REGION,
+    assets_for,
     bigquery_rows,
     create_table,
     make_config,
     run,
     table_id,
 )
+from export_pipeline_tests.faults.proxy import fault_proxy, resources_through
 
 ITEMS = [
     {"pk": {"S": "a"}, "sk": {"N": "1"}, "order-date": {"S": "2026-01-01"}, "qty": {"N": "5"}},
@@ -87,3 +92,40 @@ def test_unknown_attribute_fails_in_one_line_before_anything_is_loaded(
     assert failure.endswith("nothing was loaded") and "\n" not in failure
     assert bigquery_client.get_table(table_id(table)).clustering_fields is None
     assert sorted(bigquery_rows(bigquery_client, table)) == ["a", "b", "c"]
+
+
+def test_the_load_sends_the_key_with_the_staging_table_and_its_load_jobs(
+    aws_clients, local_cloud, unique_name
+):
+    """Through a recording proxy (bqemulator keeps no CMEK): what the asset sends."""
+    table = f"layout-{unique_name}"
+    create_table(aws_clients.dynamodb, table, ITEMS, range_key="sk")
+    key = "projects/p/locations/eu/keyRings/r/cryptoKeys/k"
+    config = _config(table, "incremental", bigquery={"kms_key_name": key})
+    shift_history(aws_clients.dynamodb.meta.endpoint_url, table, 2 * 3600, REGION)
+    with fault_proxy(local_cloud.host, local_cloud.bigquery_port) as proxy:
+        resources = resources_through(build_resources(config), aws=None, bigquery=proxy)
+        result = materialize(
+            list(assets_for(config)), resources=resources, instance=DagsterInstance.ephemeral()
+        )
+    assert result.success
+    bodies = [
+        (r.method, r.path.split("?")[0], json.loads(r.body))
+        for r in proxy.log
+        if r.body.startswith(b"{")
+    ]
+    created = {
+        b["tableReference"]["tableId"]: b
+        for m, p, b in bodies
+        if m == "POST" and p.endswith("/tables")
+    }
+    staging = [b for name, b in created.items() if name.startswith("_staging_")]
+    assert staging and all(b["encryptionConfiguration"] == {"kmsKeyName": key} for b in staging)
+    target = created[table_id(table).rsplit(".", 1)[1]]
+    assert target["encryptionConfiguration"] == {"kmsKeyName": key}
+    assert target["clustering"] == {"fields": ["pk", "sk"]}
+    loads = [
+        b["configuration"]["load"] for _m, _p, b in bodies if "load" in b.get("configuration", {})
+    ]
+    assert loads
+    assert all(load["destinationEncryptionConfiguration"] == {"kmsKeyName": key} for load in loads)
