@@ -26,6 +26,11 @@ API (everything takes a `google.cloud.bigquery.Client`):
     Both take `deletes=KeptDeletes(mode, key_columns, as_of, change_time=None, ...)`
     (deletes.py) for `deletes: soft`/`history`: deleted rows kept with `_deleted_at`,
     versions in `<table>_history` (history.py), in the same transaction.
+    TableLayout.from_settings(table, settings.bigquery, {source name: BigQuery name},
+                              default_cluster_by)   (layout.py; .check(schema) -> LayoutError)
+        passed as `layout=` to replace_table / merge_changes, `encryption=layout.encryption`
+        to load_parquet_to_staging: partitioning, clustering, labels, options, CMEK and
+        policy tags on every write; a changed partitioning/clustering is applied first.
     Watermark(source_key, export_arn, exported_to: aware datetime)
     read_watermark(client, target, source_key) -> Watermark | None
     count_rows(client, target) -> int           (COUNT(*); numRows is stale after DML)
@@ -62,6 +67,7 @@ from export_pipeline.bigquery.evolve import (
     reconcile_schema,
     widened_field,
 )
+from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.bigquery.parquet_schema import (
     ParquetSchemaError,
     bigquery_schema_from_parquet,
@@ -99,6 +105,7 @@ from export_pipeline.bigquery.watermark import (
 __all__ = [
     "BigQueryPublishError",
     "DatasetNotFoundError",
+    "LayoutError",
     "ParquetSchemaError",
     "ParquetSource",
     "PublishResult",
@@ -107,6 +114,7 @@ __all__ = [
     "StagingLoadError",
     "StagingResult",
     "TableId",
+    "TableLayout",
     "Watermark",
     "WatermarkConflictError",
     "WatermarkInFutureError",

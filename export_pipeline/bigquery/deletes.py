@@ -184,12 +184,15 @@ class KeptDeletes:
         widen: Widen,
         convert: Convert,
         job_labels: dict[str, str] | None,
+        prune: str = "",
     ) -> list[Statement]:
         """The statements applying incremental changes with deleted rows kept.
 
         `pairs` as in `replace_statements` (with `_deleted_at`, NULL);
         `key_columns` quoted target names; `partition` the key as SQL over
-        staging; `deleted_sql` BOOL over staging. Two MERGEs: the latest
+        staging; `deleted_sql` BOOL over staging; `prune` a condition on the
+        target (` AND t.<key> BETWEEN …`, `layout_sync.pruning_condition`)
+        added to both MERGEs' match, so BigQuery can skip blocks. Two MERGEs: the latest
         upsert of each key first (its values, `_deleted_at` cleared), then
         each key whose latest change is a delete gets `_deleted_at` where
         it has none. So a key that came back and went again within one load
@@ -215,7 +218,7 @@ class KeptDeletes:
             f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
             f"ORDER BY {quote_identifier(order_column)} DESC) = 1"
         )
-        on = " AND ".join(f"t.{k} = s.{k}" for k in key_columns)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in key_columns) + prune
         names = [name for name, _ in pairs]
         update = ", ".join(f"{n} = s.{n}" for n in names if n not in key_columns)
         upserts = (

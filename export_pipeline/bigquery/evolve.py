@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
+from export_pipeline.bigquery.layout import layout_of_table
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 from export_pipeline.naming import quote_identifier
@@ -179,6 +180,9 @@ def _rewrite(
     type the same (the emulator would store a listed NUMERIC as
     DECIMAL(18,3)). Then `restore_declared_types` and `apply_metadata` make
     the reported schema and the descriptions/labels what was declared.
+    The table's partitioning, clustering, options and CMEK go into the CTAS
+    (`layout.layout_of_table`): a CREATE OR REPLACE without them would drop
+    them; policy tags are patched back with the descriptions.
     """
     wanted = _by_name(widen)
     new_schema: list[SchemaField] = []
@@ -194,13 +198,23 @@ def _rewrite(
     for field in add:
         selects.append(f"{null_sql(field)} AS {quote_identifier(field.name)}")
         new_schema.append(field)
+    layout = layout_of_table(table)
+    clauses = layout.ddl_clauses(new_schema)
     sql = (
-        f"CREATE OR REPLACE TABLE {target.sql}\n{table_options(table.description, table.labels)}\n"
+        f"CREATE OR REPLACE TABLE {target.sql}\n{clauses + chr(10) if clauses else ''}"
+        f"{table_options(table.description, table.labels, layout.options())}\n"
         f"AS SELECT {', '.join(selects)} FROM {target.sql}"
     )
     client.query(sql, job_config=bigquery.QueryJobConfig(labels=job_labels or {})).result()
     restore_declared_types(client, target, new_schema)
-    return apply_metadata(client, target, new_schema, table.description, table.labels)
+    rewritten = apply_metadata(client, target, new_schema, table.description, table.labels)
+    patch = layout.storage_patch(rewritten)
+    if layout.policy_tags:
+        rewritten.schema = layout.tagged(rewritten.schema)
+        patch.append("schema")
+    if not patch:
+        return rewritten
+    return client.update_table(rewritten, patch, retry=METADATA_RETRY)
 
 
 def restore_declared_types(

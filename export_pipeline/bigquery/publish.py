@@ -56,6 +56,13 @@ from export_pipeline.bigquery.evolve import (
     restore_declared_types,
     widened_field,
 )
+from export_pipeline.bigquery.layout import TableLayout
+from export_pipeline.bigquery.layout_sync import (
+    ensure_layout,
+    ensure_storage,
+    prepare_layout,
+    pruning_condition,
+)
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
 from export_pipeline.bigquery.watermark import (
@@ -217,11 +224,11 @@ def _ensure_target(
     columns: Sequence[SelectColumn],
     description: str | None,
     labels: Mapping[str, str] | None,
+    layout: TableLayout | None = None,
 ) -> None:
-    """Create `target` empty with the columns' schema if it does not exist yet."""
-    table = bigquery.Table(target.reference, schema=[c.schema_field for c in columns])
-    table.description = description
-    table.labels = dict(labels or {})
+    """Create `target` empty with the columns' schema (and `layout`) if it does not exist yet."""
+    schema = [c.schema_field for c in columns]
+    table = (layout or TableLayout()).new_table(target.reference, schema, description, labels)
     client.create_table(table, exists_ok=True)
 
 
@@ -247,12 +254,17 @@ def _reconciled_target(
     job_labels: Mapping[str, str] | None,
     widen: Widen,
     convert: Convert,
+    layout: TableLayout | None = None,
 ) -> list[tuple[str, str]]:
     """Before writing into an existing table (with its mark): the state table and the
-    target exist, the target's schema is widened to hold `columns`, and each column's
-    (quoted target name, SQL converting it to the target's type)."""
+    target exist, the target is laid out as `layout` says (`layout_sync.prepare_layout`
+    when its partitioning or clustering differs), its schema is widened to hold
+    `columns`, and each column's (quoted target name, SQL converting it to the
+    target's type)."""
     ensure_state_table(client, target)
-    _ensure_target(client, target, columns, description, labels)
+    if layout is not None:
+        prepare_layout(client, target, layout, job_labels)
+    _ensure_target(client, target, columns, description, labels, layout)
     effective = reconcile_schema(
         client,
         target,
@@ -279,6 +291,7 @@ def replace_table(
     widen: Widen = widened_field,
     convert: Convert = convert_sql,
     deletes: KeptDeletes | None = None,
+    layout: TableLayout | None = None,
 ) -> PublishResult:
     """Atomically make `target` hold exactly `SELECT select_columns FROM staging`.
 
@@ -289,6 +302,9 @@ def replace_table(
     that also sets the mark; `expected_previous` is the mark read at the
     start of the run (None: none expected) and the transaction fails with
     `WatermarkConflictError` if it changed meanwhile.
+    `layout` (`bigquery.layout`): partitioning, clustering, options, CMEK and
+    policy tags the table is created or replaced with; its columns are checked
+    against `select_columns` first (`LayoutError`, nothing published).
     The staging table is dropped after success (kept on failure, for
     diagnosis; it expires).
     With `deletes` (soft/history) the rows are swapped in a transaction as with
@@ -297,21 +313,42 @@ def replace_table(
     if deletes is not None:
         select_columns = [*select_columns, SelectColumn.absent(DELETED_AT_FIELD)]
     _check_columns(target, select_columns)
+    if layout is not None:
+        layout.check([c.schema_field for c in select_columns])
+        labels = layout.labels_with(labels)
     what = f"replacing {target} from {staging}"
-    if watermark is None and deletes is None:
+    if (
+        watermark is None
+        and deletes is None
+        and not (layout is not None and layout.needs_api_creation)
+    ):
         selects = ", ".join(f"{c.typed_sql} AS {quote_identifier(c.name)}" for c in select_columns)
+        fields = [c.schema_field for c in select_columns]
+        clauses = layout.ddl_clauses(fields) + "\n" if layout is not None else ""
+        options = layout.options() if layout is not None else {}
+        if layout is not None:
+            prepare_layout(client, target, layout, job_labels, keep_rows=False)
         sql = (
-            f"CREATE OR REPLACE TABLE {target.sql}\n"
-            f"{table_options(table_description, dict(labels or {}))}\n"
+            f"CREATE OR REPLACE TABLE {target.sql}\n{clauses}"
+            f"{table_options(table_description, dict(labels or {}), options)}\n"
             f"AS SELECT {selects} FROM {staging.sql}"
         )
         _query(client, sql, job_labels, what)
-        fields = [c.schema_field for c in select_columns]
         _check_types(client, target, fields)
         restore_declared_types(client, target, fields)
+        if layout is not None:
+            ensure_storage(client, target, layout)
     else:
         pairs = _reconciled_target(
-            client, target, select_columns, table_description, labels, job_labels, widen, convert
+            client,
+            target,
+            select_columns,
+            table_description,
+            labels,
+            job_labels,
+            widen,
+            convert,
+            layout,
         )
         insert = Statement(
             f"INSERT INTO {target.sql} ({', '.join(name for name, _ in pairs)}) "
@@ -334,6 +371,8 @@ def replace_table(
             if watermark is None
             else [guard_statement(target, watermark.source_key, expected_previous)]
         )
+        # Without a watermark or deletes: ingestion-time partitioning
+        # (`TableLayout.needs_api_creation`), a table created through the API.
         run_transaction(
             client,
             [*guard, *swap, *mark],
@@ -342,6 +381,8 @@ def replace_table(
         )
         fields = [c.schema_field for c in select_columns]
     apply_metadata(client, target, fields, table_description, dict(labels or {}))
+    if layout is not None:
+        ensure_layout(client, target, layout)
     if drop_staging:
         client.delete_table(staging.reference, not_found_ok=True)
     return _result(client, target)
@@ -365,6 +406,7 @@ def merge_changes(
     widen: Widen = widened_field,
     convert: Convert = convert_sql,
     deletes: KeptDeletes | None = None,
+    layout: TableLayout | None = None,
 ) -> PublishResult:
     """Apply the change rows in `staging` to `target` and move the mark, in one transaction.
 
@@ -380,10 +422,16 @@ def merge_changes(
     `replace_table`).
     With `deletes` (soft/history) a deleted key's row stays with `_deleted_at`
     set, an upsert clears it, and the history gets the changes as versions.
+    `layout`: as in `replace_table`; the MERGE's match condition
+    also holds a constant range of the layout's key columns, computed from
+    staging, so BigQuery can prune the target's blocks (`layout_sync.pruning_condition`).
     """
     if deletes is not None:
         columns = [*columns, SelectColumn.absent(DELETED_AT_FIELD)]
     _check_columns(target, columns)
+    if layout is not None:
+        layout.check([c.schema_field for c in columns])
+        labels = layout.labels_with(labels)
     names = {c.name.lower(): c for c in columns}
     if not key_columns:
         raise ValueError(f"{target}: merge needs key columns")
@@ -392,7 +440,7 @@ def merge_changes(
         raise ValueError(f"{target}: key columns {missing} are not among the columns")
     what = f"merging {staging} into {target}"
     pairs = _reconciled_target(
-        client, target, columns, table_description, labels, job_labels, widen, convert
+        client, target, columns, table_description, labels, job_labels, widen, convert, layout
     )
     keys = [quote_identifier(names[k.lower()].name) for k in key_columns]
     deleted = f"COALESCE({quote_identifier(deleted_column)}, FALSE)" if deleted_column else "FALSE"
@@ -404,7 +452,11 @@ def merge_changes(
         f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} "
         f"ORDER BY {quote_identifier(order_column)} DESC) = 1"
     )
-    on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    prune = ""
+    if layout is not None:
+        key_fields = [names[k.lower()].schema_field for k in key_columns]
+        prune = pruning_condition(client, source, layout, key_fields, alias="t")
+    on = " AND ".join(f"t.{k} = s.{k}" for k in keys) + prune
     non_keys = [name for name, _ in pairs if name not in keys]
     update = ", ".join(f"{n} = s.{n}" for n in non_keys)
     all_names = [name for name, _ in pairs]
@@ -426,6 +478,7 @@ def merge_changes(
             partition=partition,
             order_column=order_column,
             deleted_sql=deleted,
+            prune=prune,
             widen=widen,
             convert=convert,
             job_labels=dict(job_labels or {}),
@@ -447,6 +500,8 @@ def merge_changes(
         table_description,
         None if labels is None else dict(labels),
     )
+    if layout is not None:
+        ensure_layout(client, target, layout)
     if drop_staging:
         client.delete_table(staging.reference, not_found_ok=True)
     return _result(client, target)

@@ -99,8 +99,16 @@ def cast_to(expression: str, field: SchemaField) -> str:
     return f"CAST({expression} AS {base})"
 
 
-def table_options(description: str | None, labels: dict[str, str] | None) -> str:
-    """`OPTIONS(description=…, labels=[…])`, or "" when there is nothing to set."""
+def table_options(
+    description: str | None,
+    labels: dict[str, str] | None,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """`OPTIONS(description=…, labels=[…], <extra>)`, or "" when there is nothing to set.
+
+    `extra`: further options, name -> value already written as GoogleSQL
+    (`layout.TableLayout.options`: CMEK, partition options).
+    """
     options = []
     if description is not None:
         options.append(f"description={string_literal(description)}")
@@ -109,4 +117,5 @@ def table_options(description: str | None, labels: dict[str, str] | None) -> str
             f"({string_literal(k)}, {string_literal(v)})" for k, v in sorted(labels.items())
         )
         options.append(f"labels=[{pairs}]")
+    options.extend(f"{name}={value}" for name, value in (extra or {}).items())
     return f"OPTIONS({', '.join(options)})" if options else ""

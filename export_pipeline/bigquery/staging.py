@@ -88,22 +88,27 @@ def create_staging_table(
     *,
     labels: Mapping[str, str] | None = None,
     expiration: dt.timedelta = STAGING_EXPIRATION,
+    encryption: bigquery.EncryptionConfiguration | None = None,
 ) -> bigquery.Table:
     """(Re)create `staging` empty with `schema`, expiring after `expiration`.
 
     Dropped first if it exists: a staging table from a failed attempt with
-    the same name must not contribute rows to this one.
+    the same name must not contribute rows to this one. `encryption`: the
+    CMEK of the table it stages for (`layout.TableLayout.encryption`).
     """
     client.delete_table(staging.reference, not_found_ok=True)
     table = bigquery.Table(staging.reference, schema=list(schema))
     table.expires = dt.datetime.now(dt.UTC) + expiration
     table.labels = {"export_pipeline": "staging", **dict(labels or {})}
     table.description = "export_pipeline staging table; safe to delete, expires by itself."
+    table.encryption_configuration = encryption
     return client.create_table(table)
 
 
 def _load_config(
-    schema: Sequence[SchemaField], job_labels: Mapping[str, str] | None
+    schema: Sequence[SchemaField],
+    job_labels: Mapping[str, str] | None,
+    encryption: bigquery.EncryptionConfiguration | None = None,
 ) -> bigquery.LoadJobConfig:
     parquet_options = bigquery.ParquetOptions()
     parquet_options.enable_list_inference = True
@@ -117,6 +122,8 @@ def _load_config(
     )
     if job_labels:
         config.labels = dict(job_labels)
+    if encryption is not None:
+        config.destination_encryption_configuration = encryption
     return config
 
 
@@ -190,6 +197,7 @@ def load_parquet_to_staging(
     timeout: float | None = 1800,
     parallel_uploads: int = 1,
     on_loaded: Callable[[ParquetSource], None] | None = None,
+    encryption: bigquery.EncryptionConfiguration | None = None,
 ) -> StagingResult:
     """Create `staging` with `schema` and load every Parquet file into it.
 
@@ -204,7 +212,8 @@ def load_parquet_to_staging(
     count), the total must match it too. `labels` are added to the staging
     table's; `parallel_uploads` > 1 runs that many load jobs at once (BigQuery
     allows concurrent appends to one table; the threads mostly wait on the
-    network); `on_loaded` is called after each file (e.g. to log it).
+    network); `on_loaded` is called after each file (e.g. to log it);
+    `encryption` (CMEK) encrypts the staging table and its load jobs.
     """
     sources = [f if isinstance(f, ParquetSource) else ParquetSource.from_path(f) for f in files]
     non_empty = [s for s in sources if s.size > 0]
@@ -214,8 +223,8 @@ def load_parquet_to_staging(
             raise ValueError(f"{staging}: schema=None needs local paths to read the schema from")
         schema = bigquery_schema_of_files([p for p in map(Path, paths) if p.stat().st_size > 0])
     schema = list(schema)
-    create_staging_table(client, staging, schema, labels=labels)
-    config = _load_config(schema, job_labels)
+    create_staging_table(client, staging, schema, labels=labels, encryption=encryption)
+    config = _load_config(schema, job_labels, encryption)
 
     def upload(source: ParquetSource) -> None:
         _upload(client, source, staging, config, timeout)

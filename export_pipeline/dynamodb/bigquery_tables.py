@@ -9,7 +9,10 @@ transaction as the data). This module only adds what DynamoDB needs on top:
 - whole-image upserts: a DynamoDB NewImage is the complete item, so target
   columns the image lacks are set to NULL (the shared MERGE keeps columns it
   is not given);
-- deletes a widened window cannot carry (see `merge_changes`).
+- deletes a widened window cannot carry (see `merge_changes`);
+- the table's layout (`layout_of`): configured attribute names resolved to
+  the columns the loader gave them, clustered on the key schema by default
+  in incremental mode.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from google.cloud.bigquery import SchemaField
 
 from export_pipeline import bigquery as core
 from export_pipeline.bigquery.deletes import DELETED_AT, KeptDeletes
+from export_pipeline.bigquery.layout import CLUSTER_TYPES, TableLayout
+from export_pipeline.bigquery.sql import standard_type
 from export_pipeline.bigquery.watermark import timestamp_literal
 from export_pipeline.dynamodb import widening
-from export_pipeline.dynamodb.column_names import RecordedColumns, recorded_columns
+from export_pipeline.dynamodb.column_names import (
+    RecordedColumns,
+    attribute_of_description,
+    recorded_columns,
+)
 from export_pipeline.dynamodb.convert import (
     DELETED_COLUMN,
     WRITE_TIMESTAMP_COLUMN,
@@ -32,7 +41,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionResult,
 )
 from export_pipeline.naming import quote_identifier
-from export_pipeline.table_settings import DeletesMode
+from export_pipeline.table_settings import DeletesMode, TableSettings
 
 EXPORTED_AT = "_exported_at"
 EXPORTED_AT_DESCRIPTION = (
@@ -77,18 +86,64 @@ def _exported_at(exported_at: datetime) -> core.SelectColumn:
     return core.SelectColumn.timestamp(EXPORTED_AT, exported_at, EXPORTED_AT_DESCRIPTION)
 
 
+def layout_of(
+    client: bigquery.Client,
+    target: core.TableId,
+    table: str,
+    settings: TableSettings,
+    result: ConversionResult,
+    default_cluster_by: list[str] | None,
+) -> TableLayout:
+    """The table's layout, checked against its columns before anything is staged.
+
+    Settings name attributes; an attribute maps to the column this
+    conversion gave it, else to the column the table recorded for it (an
+    incremental window need not hold every attribute). `default_cluster_by`:
+    the key attributes (incremental mode), used when `cluster_by` is not set.
+    Raises `LayoutError` naming the table, the setting and the column.
+    """
+    existing = table_schema(client, target)
+    names: dict[str, str] = {EXPORTED_AT: EXPORTED_AT}
+    for field in existing:
+        attribute = attribute_of_description(field.description or "")
+        names[attribute if attribute is not None else field.name] = field.name
+    names.update({c.source_name: c.name for c in result.columns if c.source_name is not None})
+    schema = {f.name.lower(): f for f in existing}
+    schema.update({c.name.lower(): schema_field(c) for c in result.columns})
+    schema[EXPORTED_AT] = SchemaField(EXPORTED_AT, "TIMESTAMP")
+    # A key BigQuery cannot cluster on (a binary `B` key is BYTES) is left
+    # out of the default; a configured one fails in `check`.
+    default = [
+        k
+        for k in default_cluster_by or []
+        if k in names
+        and k.lower() != EXPORTED_AT
+        and standard_type(schema[names[k].lower()].field_type) in CLUSTER_TYPES
+        and schema[names[k].lower()].mode != "REPEATED"
+    ]
+    layout = TableLayout.from_settings(table, settings.bigquery, names, default)
+    layout.check(list(schema.values()))
+    return layout
+
+
 def stage(
     client: bigquery.Client,
     target: core.TableId,
     result: ConversionResult,
     run_id: str,
     expected_rows: int | None,
+    layout: TableLayout | None = None,
 ) -> core.StagingResult:
     """Upload the converted Parquet files into a fresh staging table (the shared staging load)."""
     schema = [schema_field(c) for c in result.columns]
     staging = core.staging_table_id(target, run_id)
     return core.load_parquet_to_staging(
-        client, result.parquet_files, staging, schema, expected_rows=expected_rows
+        client,
+        result.parquet_files,
+        staging,
+        schema,
+        expected_rows=expected_rows,
+        encryption=layout.encryption if layout is not None else None,
     )
 
 
@@ -104,6 +159,7 @@ def replace_table(
     expected_previous: core.Watermark | None,
     deletes: DeletesMode = DeletesMode.HARD,
     key_attributes: list[str] | None = None,
+    layout: TableLayout | None = None,
 ) -> core.StagingResult:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
@@ -111,7 +167,7 @@ def replace_table(
     with one (seeding an incremental table) it swaps the rows and sets the
     mark in one transaction, the table keeping its identity.
     """
-    staged = stage(client, target, result, run_id, expected_rows=result.item_count)
+    staged = stage(client, target, result, run_id, expected_rows=result.item_count, layout=layout)
     columns = [
         core.SelectColumn.passthrough(schema_field(c), c.description) for c in result.columns
     ]
@@ -129,6 +185,7 @@ def replace_table(
         deletes=kept_deletes(
             deletes, key_columns(result, key_attributes or []), exported_at, incremental=False
         ),
+        layout=layout,
     )
     return staged
 
@@ -146,6 +203,7 @@ def merge_changes(
     watermark: core.Watermark,
     expected_previous: core.Watermark,
     deletes: DeletesMode = DeletesMode.HARD,
+    layout: TableLayout | None = None,
 ) -> core.StagingResult:
     """Apply converted incremental changes with the shared MERGE (+ the mark, atomically).
 
@@ -166,7 +224,7 @@ def merge_changes(
     change's WriteTimestampMicros) and the history gets every change
     (`kept_deletes`).
     """
-    staged = stage(client, target, result, run_id, expected_rows=result.item_count)
+    staged = stage(client, target, result, run_id, expected_rows=result.item_count, layout=layout)
     data = [c for c in result.columns if c.name != DELETED_COLUMN]
     desired = [schema_field(c) for c in data]
     desired.append(_exported_at(exported_at).schema_field)
@@ -204,6 +262,7 @@ def merge_changes(
         widen=widening.widened_field,
         convert=widening.convert_sql,
         deletes=kept,
+        layout=layout,
     )
     return staged
 

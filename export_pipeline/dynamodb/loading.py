@@ -31,6 +31,7 @@ from google.api_core.exceptions import NotFound
 
 from export_pipeline import bigquery as core
 from export_pipeline.bigquery.deletes import count_live_rows
+from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.config import DynamoDBExportMode, PipelineConfig
 from export_pipeline.contract import LOAD_METADATA
 from export_pipeline.dynamodb import bigquery_tables as bq
@@ -61,7 +62,7 @@ from export_pipeline.errors import OutOfMemoryError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.s3_locations import check_readable
-from export_pipeline.table_settings import DeletesMode
+from export_pipeline.table_settings import DeletesMode, TableSettings
 
 Log = Callable[[str], None]
 
@@ -172,8 +173,28 @@ class _Load:
     work_dir: Path
     log: Log
     started: float
-    key_attributes: tuple[str, ...] = ()
-    deletes: DeletesMode = DeletesMode.HARD
+    settings: TableSettings
+    key_attributes: tuple[str, ...]  # the table's key schema
+
+    @property
+    def deletes(self) -> DeletesMode:
+        return self.settings.deletes
+
+    def layout(self, result: ConversionResult) -> TableLayout:
+        """The table's layout for this conversion (`bigquery_tables.layout_of`).
+
+        Incremental tables are clustered on the key schema by default; full ones
+        only when configured.
+        """
+        default_cluster = (
+            list(self.key_attributes) if self.mode is DynamoDBExportMode.INCREMENTAL else None
+        )
+        try:
+            return bq.layout_of(
+                self.client, self.target, self.table, self.settings, result, default_cluster
+            )
+        except LayoutError as error:
+            raise Failure(description=f"{error}; nothing was loaded") from None
 
 
 def load_exports(
@@ -217,6 +238,7 @@ def load_exports(
             f"load ({[m.export_arn for m in manifests]})"
         )
     table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    settings = next((t for t in config.dynamodb.tables if t.name == table), None)
     with bigquery.get_client() as client:
         core.require_dataset(client, target.project, target.dataset)
         job = _Load(
@@ -231,8 +253,8 @@ def load_exports(
             work_dir,
             log,
             started,
-            key_attributes=tuple(_key_attributes(ddb, table)),
-            deletes=_deletes_mode(config, table),
+            settings if settings is not None else TableSettings(),
+            tuple(_key_attributes(ddb, table)),
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
@@ -240,12 +262,6 @@ def load_exports(
         if full:
             return _load_full(job, full[0])
         return _load_incremental(job, manifests, list(job.key_attributes))
-
-
-def _deletes_mode(config: PipelineConfig, table: str) -> DeletesMode:
-    """The table's `deletes` setting (`hard` for a table the configuration does not list)."""
-    entry = next((t for t in config.dynamodb.tables if t.name == table), None)
-    return DeletesMode.HARD if entry is None else entry.deletes
 
 
 @contextmanager
@@ -328,6 +344,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         expected_previous=previous,
         deletes=job.deletes,
         key_attributes=list(job.key_attributes),
+        layout=job.layout(result),
     )
     rows = count_live_rows(job.client, job.target)
     return _outcome(
@@ -407,6 +424,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         watermark=core.Watermark(job.table_arn, pending[-1].export_arn, new_mark),
         expected_previous=previous,
         deletes=job.deletes,
+        layout=job.layout(result),
     )
     rows = core.count_rows(job.client, job.target)
     distinct = bq.distinct_key_count(job.client, job.target, bq.key_columns(result, keys))

@@ -50,6 +50,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from export_pipeline.bigquery.deletes import KeptDeletes, count_live_rows
+from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.staging import (
@@ -175,6 +176,28 @@ def _check_aws_types(info: TableInfo, schema: pa.Schema, where: str, engine: Eng
                 f"{info.target}: {where}: {reason}; nothing was loaded (the file is not what "
                 "the export wrote for this table: export the snapshot again)"
             )
+
+
+def _layout(
+    info: TableInfo, columns: list[PlannedColumn], settings: RdsTableSettings
+) -> TableLayout:
+    """The table's layout on its BigQuery column names, checked against their final types.
+
+    The final type of a fallible column can fall back to STRING when values
+    do not fit; the check uses the mapped type, and `replace_table` checks
+    again against the columns actually published.
+    """
+    names = {c.mapping.source_name: c.name for c in columns}
+    names[EXPORTED_AT_COLUMN] = EXPORTED_AT_COLUMN
+    try:
+        layout = TableLayout.from_settings(
+            info.target, settings.bigquery, names, settings.cluster_by
+        )
+        schema = [bigquery.SchemaField(c.name, c.mapping.target_type) for c in columns]
+        layout.check([*schema, bigquery.SchemaField(EXPORTED_AT_COLUMN, "TIMESTAMP")])
+    except LayoutError as error:
+        raise RdsLoadError(f"{error}; nothing was loaded") from None
+    return layout
 
 
 def _staging_schema(columns: list[PlannedColumn]) -> list[bigquery.SchemaField]:
@@ -351,7 +374,9 @@ def load_export_table(
 
     `warn` (default: `log`) hears about columns the new snapshot removed.
     `settings`: the table's governed settings (`deletes` soft/history keep rows
-    the snapshot lacks, by `key`; the row count is then of the rows it holds).
+    the snapshot lacks, by `key`; the row count is then of the rows it holds);
+    its `bigquery` layout (clustered on `key` by default) is resolved against the
+    export's columns and checked before anything is staged.
     """
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
     started = time.monotonic()
@@ -365,6 +390,7 @@ def load_export_table(
     if parquet_schema is not None and engine.type_disagreement is not None:
         _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key), engine)
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
+    layout = _layout(info, columns, settings or RdsTableSettings())
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
     try:
@@ -377,6 +403,7 @@ def load_export_table(
             labels={"source": "rds"},
             timeout=None,
             parallel_uploads=parallel_uploads,
+            encryption=layout.encryption,
         )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()
@@ -392,6 +419,7 @@ def load_export_table(
             labels={"export_pipeline_source": "rds"},
             drop_staging=False,  # dropped below, also on failure
             deletes=deletes,
+            layout=layout,
         )
         rows = published.rows if deletes is None else count_live_rows(client, target)
         replace_seconds = time.monotonic() - replace_started

@@ -26,6 +26,7 @@ from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
 from export_pipeline.rds.source import RdsSource
 from export_pipeline_tests.faults.proxy import FaultProxy, resources_through
+from export_pipeline_tests.support.rds import loading_only
 
 REGION = "eu-west-1"
 BUCKET = "export-pipeline-local"
@@ -76,10 +77,7 @@ def make_config(
 def rds_source(base: PipelineConfig, tables: list[str] | None = None) -> RdsInstanceConfig:
     """The demo RDS instance of `base` (pipeline.yaml), exporting only `tables`."""
     demo = next(i for i in base.rds.instances if i.engine_family == "mysql")
-    export_only = tables or [RDS_TABLE]
-    # Only the settings of the tables it still loads (settings of others are an error).
-    settings = {name: s for name, s in demo.tables.items() if name in export_only}
-    return demo.model_copy(update={"export_only": export_only, "tables": settings})
+    return loading_only(demo.model_copy(update={"export_only": tables or [RDS_TABLE]}))
 
 
 def create_dynamodb_table(ddb: Any, name: str, items: list[dict[str, Any]]) -> None:

@@ -51,7 +51,7 @@ from it, such as a resumable upload's session URL, stay valid); the answer's
 status, headers and body are relayed unchanged, only re-framed with a
 Content-Length (hop-by-hop headers dropped). A rewritten answer also loses
 the headers that vouch for the old bytes (DynamoDB's x-amz-crc32, ETag).
-Every request is recorded in `proxy.log` (`ProxiedRequest`) with the action
+Every request is recorded in `proxy.log` (`ProxiedRequest`, with its body) with the action
 taken, so a test can assert that its faults really fired.
 
 How tests use it
@@ -330,6 +330,7 @@ class ProxiedRequest:
     action: str  # "forward" or the fault's description
     rule: str = ""
     status: int | None = None
+    body: bytes = b""  # the request body as the client sent it
 
 
 # --------------------------------------------------------------------------- server
@@ -364,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
         action = rule.action if rule else None
         record = lambda label, status=None: proxy.record(  # noqa: E731
             ProxiedRequest(
-                self.command, self.path, target, label, rule.label if rule else "", status
+                self.command, self.path, target, label, rule.label if rule else "", status, body
             )
         )
         if isinstance(action, Respond):

@@ -12,6 +12,19 @@ from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.rds.source import RdsSource
 
 
+def loading_only(instance: RdsInstanceConfig) -> RdsInstanceConfig:
+    """`instance` keeping the table settings of the tables it loads.
+
+    Tests narrow the demo instance with `model_copy(update={"export_only": …})`,
+    which does not validate; the demo's settings of a table the copy no longer
+    loads would then fail the configuration's check that settings name loaded
+    tables.
+    """
+    loaded = {".".join(parts) for parts in instance.loaded_tables()}
+    tables = {name: s for name, s in instance.tables.items() if name in loaded}
+    return instance.model_copy(update={"tables": tables})
+
+
 def config_for(
     base: PipelineConfig,
     dataset: str,
@@ -20,7 +33,9 @@ def config_for(
 ) -> PipelineConfig:
     """`base` with its own dataset, the given RDS sources and fast polling."""
     rds = RdsConfig(
-        instances=instances if instances is not None else list(base.rds.instances),
+        instances=[
+            loading_only(i) for i in (instances if instances is not None else base.rds.instances)
+        ],
         poll_max_interval_seconds=rds_options.pop("poll_max_interval_seconds", 0.5),
         **rds_options,
     )
