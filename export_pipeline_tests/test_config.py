@@ -199,3 +199,26 @@ def test_the_job_command_prints_one_line_and_no_traceback(tmp_path: Path) -> Non
         "(valid here: name, mode, wait, deletes, schema_changes, columns, bigquery)"
     ]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_key_given_twice_is_refused_in_one_line_with_its_place(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys; a second `tables:` would drop the first."""
+    text = (DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")).replace(
+        "      snapshot_type: any\n", "      snapshot_type: any\n      snapshot_type: manual\n", 1
+    )
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(bad)
+    message = str(error.value)
+    line = text.splitlines().index("      snapshot_type: manual") + 1
+    assert message.startswith(f"{bad}:{line}:7: not valid YAML: key 'snapshot_type' is given twice")
+    assert "\n" not in message
+
+
+def test_unclosed_yaml_is_one_line_with_its_place(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("aws: [unclosed\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "bad.yaml")
+    assert str(error.value).startswith(f"{tmp_path / 'bad.yaml'}:2:1: not valid YAML: ")
+    assert "\n" not in str(error.value)
