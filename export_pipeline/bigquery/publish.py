@@ -37,6 +37,7 @@ new table without column descriptions for a moment; data is never partial.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from export_pipeline.bigquery.evolve import (
     restore_declared_types,
     widened_field,
 )
+from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaPolicy
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
 from export_pipeline.bigquery.watermark import (
@@ -158,6 +160,8 @@ class PublishResult:
     rows: int
     console_url: str
     schema: list[SchemaField]
+    # How the columns differ from the previous load's (None: not compared).
+    schema_change: SchemaChange | None = None
 
 
 def _check_columns(target: TableId, columns: Sequence[SelectColumn]) -> None:
@@ -277,6 +281,7 @@ def replace_table(
     drop_staging: bool = True,
     widen: Widen = widened_field,
     convert: Convert = convert_sql,
+    schema_policy: SchemaPolicy | None = None,
 ) -> PublishResult:
     """Atomically make `target` hold exactly `SELECT select_columns FROM staging`.
 
@@ -288,9 +293,15 @@ def replace_table(
     start of the run (None: none expected) and the transaction fails with
     `WatermarkConflictError` if it changed meanwhile.
     The staging table is dropped after success (kept on failure, for
-    diagnosis; it expires).
+    diagnosis; it expires). `schema_policy`: the columns are compared with
+    the target's first, and a change the policy forbids fails here, before
+    anything is written (`schema_policy`).
     """
     _check_columns(target, select_columns)
+    change = None
+    if schema_policy is not None:
+        fields = [c.schema_field for c in select_columns]
+        change = schema_policy.check(client, target, fields, complete=True)
     what = f"replacing {target} from {staging}"
     if watermark is None:
         selects = ", ".join(f"{c.typed_sql} AS {quote_identifier(c.name)}" for c in select_columns)
@@ -326,7 +337,7 @@ def replace_table(
     apply_metadata(client, target, fields, table_description, dict(labels or {}))
     if drop_staging:
         client.delete_table(staging.reference, not_found_ok=True)
-    return _result(client, target)
+    return dataclasses.replace(_result(client, target), schema_change=change)
 
 
 def merge_changes(

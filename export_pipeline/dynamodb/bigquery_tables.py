@@ -21,6 +21,7 @@ from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
 from export_pipeline import bigquery as core
+from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaPolicy
 from export_pipeline.bigquery.watermark import timestamp_literal
 from export_pipeline.dynamodb import widening
 from export_pipeline.dynamodb.column_names import RecordedColumns, recorded_columns
@@ -31,6 +32,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionResult,
 )
 from export_pipeline.naming import quote_identifier
+from export_pipeline.table_settings import SchemaChanges
 
 EXPORTED_AT = "_exported_at"
 EXPORTED_AT_DESCRIPTION = (
@@ -38,6 +40,11 @@ EXPORTED_AT_DESCRIPTION = (
 )
 # The columns the loader keeps in DynamoDB tables besides the attributes.
 PIPELINE_COLUMNS = (EXPORTED_AT, WRITE_TIMESTAMP_COLUMN)
+
+
+def schema_policy(mode: SchemaChanges) -> SchemaPolicy:
+    """The table's policy; the loader's own columns are not compared."""
+    return SchemaPolicy(mode, frozenset(PIPELINE_COLUMNS))
 
 
 def schema_field(column: ColumnSpec) -> SchemaField:
@@ -75,19 +82,21 @@ def replace_table(
     description: str,
     watermark: core.Watermark | None,
     expected_previous: core.Watermark | None,
-) -> core.StagingResult:
+    schema_changes: SchemaChanges = SchemaChanges.ALLOW,
+) -> tuple[core.StagingResult, SchemaChange | None]:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
     Without a watermark (mode full) the shared publish replaces the table with one CTAS;
     with one (seeding an incremental table) it swaps the rows and sets the
-    mark in one transaction, the table keeping its identity.
+    mark in one transaction, the table keeping its identity. Returns the
+    staging load and how the columns differ from the previous load's.
     """
     staged = stage(client, target, result, run_id, expected_rows=result.item_count)
     columns = [
         core.SelectColumn.passthrough(schema_field(c), c.description) for c in result.columns
     ]
     columns.append(_exported_at(exported_at))
-    core.replace_table(
+    published = core.replace_table(
         client,
         staging=staged.table,
         target=target,
@@ -97,8 +106,9 @@ def replace_table(
         expected_previous=expected_previous,
         widen=widening.widened_field,
         convert=widening.convert_sql,
+        schema_policy=schema_policy(schema_changes),
     )
-    return staged
+    return staged, published.schema_change
 
 
 def merge_changes(
@@ -113,7 +123,8 @@ def merge_changes(
     description: str,
     watermark: core.Watermark,
     expected_previous: core.Watermark,
-) -> core.StagingResult:
+    schema_changes: SchemaChanges = SchemaChanges.ALLOW,
+) -> tuple[core.StagingResult, SchemaChange | None]:
     """Apply converted incremental changes with the shared MERGE (+ the mark, atomically).
 
     Per key the latest change (`_write_timestamp_micros`) wins; a delete
@@ -126,11 +137,16 @@ def merge_changes(
     load. Every row last written at or after `window_start` must appear in
     the export unless it ended deleted, so for such rows that are absent a
     deletion is added to the staging table before the MERGE.
+
+    The columns are compared with the target's before its schema is widened
+    (`schema_policy`; a change set cannot show a removed column): a change
+    the policy forbids fails before anything is written.
     """
     staged = stage(client, target, result, run_id, expected_rows=result.item_count)
     data = [c for c in result.columns if c.name != DELETED_COLUMN]
     desired = [schema_field(c) for c in data]
     desired.append(_exported_at(exported_at).schema_field)
+    change = schema_policy(schema_changes).check(client, target, desired, complete=False)
     schema = core.reconcile_schema(
         client, target, desired, widen=widening.widened_field, convert=widening.convert_sql
     )
@@ -162,7 +178,7 @@ def merge_changes(
         widen=widening.widened_field,
         convert=widening.convert_sql,
     )
-    return staged
+    return staged, change
 
 
 def _add_implied_deletes(
