@@ -217,7 +217,10 @@ def schema_check_result(
         description = "no export applied: nothing compared"
         metadata: dict[str, Any] = {}
     else:
-        metadata = {k: MetadataValue.json(v) for k, v in change.as_metadata().items()}
+        metadata = {
+            k: MetadataValue.json(v) if isinstance(v, list | dict) else v
+            for k, v in change.as_metadata().items()
+        }
         if change.first_load:
             description = "first load: no previous load to compare with"
         else:
