@@ -185,3 +185,16 @@ def test_the_export_check_names_the_tables_that_hash(monkeypatch) -> None:
         check_hash_key(ENV, shop, "shopdb")
     monkeypatch.setenv(ENV, "k")
     check_hash_key(ENV, shop, "shopdb")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(min_size=1, max_size=200), st.lists(st.one_of(st.none(), hostile_text), max_size=5)
+)
+def test_any_key_length_gives_hmac_sha256(secret: bytes, values: list[str | None]) -> None:
+    """Keys shorter than, equal to and longer than SHA-256's 64-byte block (hashed first)."""
+    hashed = hash_array(HashKey(secret), pa.array(values, pa.string())).to_pylist()
+    assert hashed == [
+        None if v is None else hmac.new(secret, v.encode(), hashlib.sha256).hexdigest()
+        for v in values
+    ]
