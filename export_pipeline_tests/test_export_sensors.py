@@ -194,7 +194,7 @@ def test_rds_sensor_mode_requests_every_table_load(
     local_cloud, bigquery_client, pipeline_config, rds_dataset, aws_clients
 ):
     demo = pipeline_config.rds.instances[0]  # the MySQL demo instance
-    source = demo.model_copy(update={"export_only": ["shop.orders"]})
+    source = demo.model_copy(update={"export_only": ["shop.orders"], "tables": {}})
     config = config_for(pipeline_config, rds_dataset, instances=[source])
     instance = DagsterInstance.ephemeral()
     assets = build_source_assets(RdsSource(config))

@@ -76,7 +76,10 @@ def make_config(
 def rds_source(base: PipelineConfig, tables: list[str] | None = None) -> RdsInstanceConfig:
     """The demo RDS instance of `base` (pipeline.yaml), exporting only `tables`."""
     demo = next(i for i in base.rds.instances if i.engine_family == "mysql")
-    return demo.model_copy(update={"export_only": tables or [RDS_TABLE]})
+    export_only = tables or [RDS_TABLE]
+    # The demo's governed settings of the tables still exported (pipeline.yaml).
+    governed = {name: settings for name, settings in demo.tables.items() if name in export_only}
+    return demo.model_copy(update={"export_only": export_only, "tables": governed})
 
 
 def create_dynamodb_table(ddb: Any, name: str, items: list[dict[str, Any]]) -> None:

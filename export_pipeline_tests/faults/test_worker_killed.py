@@ -419,6 +419,7 @@ def _rds_source(local_cloud: Any, aws_clients: Any, pipeline_config: PipelineCon
         update={
             "identifier": "kill" + uuid.uuid4().hex[:8],
             "export_only": [f"{RDS_DATABASE}.items"],
+            "tables": {},  # the demo's governed tables are not exported here
         }
     )
     store = live_store(local_cloud.state_dir, _runs.REGION, source.identifier)

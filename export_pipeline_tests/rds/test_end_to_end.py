@@ -255,7 +255,11 @@ def private_shop(local_cloud, pipeline_config, rds_dataset):
     demo = pipeline_config.rds.instances[0]
     # Orders only: it gets inserts, updates and deletes (and keeps the test short).
     source = demo.model_copy(
-        update={"identifier": "shop" + uuid.uuid4().hex[:8], "export_only": ["shop.orders"]}
+        update={
+            "identifier": "shop" + uuid.uuid4().hex[:8],
+            "export_only": ["shop.orders"],
+            "tables": {},
+        }
     )
     config = config_for(pipeline_config, rds_dataset, [source])
     clients = AwsClients.for_config(local_cloud, config)

@@ -41,7 +41,7 @@ def private_source(local_cloud, pipeline_config, rds_dataset):
     demo = pipeline_config.rds.instances[0]  # its IAM role and KMS key exist (seeded)
     identifier = "db" + uuid.uuid4().hex[:10]
     source = demo.model_copy(
-        update={"identifier": identifier, "export_only": ["app.good", "app.bad"]}
+        update={"identifier": identifier, "export_only": ["app.good", "app.bad"], "tables": {}}
     )
     config = config_for(pipeline_config, rds_dataset, [source])
     clients = AwsClients.for_config(local_cloud, config)
@@ -261,6 +261,7 @@ def test_aurora_cluster_and_the_choice_of_snapshot(local_cloud, pipeline_config,
             "identifier": "aurora" + uuid.uuid4().hex[:8],
             "kind": "cluster",
             "export_only": ["shop.type_zoo"],
+            "tables": {},
         }
     )
     config = config_for(pipeline_config, rds_dataset, [cluster])

@@ -81,7 +81,9 @@ def team_source(local_cloud, pipeline_config, rds_dataset):
     """An instance `db<hex>` with `app.people`, one automated snapshot, and its configuration."""
     demo = pipeline_config.rds.instances[0]  # its IAM role and KMS key exist (seeded)
     identifier = "db" + uuid.uuid4().hex[:10]
-    source = demo.model_copy(update={"identifier": identifier, "export_only": ["app.people"]})
+    source = demo.model_copy(
+        update={"identifier": identifier, "export_only": ["app.people"], "tables": {}}
+    )
     config = config_for(pipeline_config, rds_dataset, [source])
     clients = AwsClients.for_config(local_cloud, config)
     store = live_store(local_cloud.state_dir, config.aws.region, identifier)

@@ -138,7 +138,7 @@ def test_mariadb_backed_instance_round_trip(
     demo = pipeline_config.rds.instances[0]
     identifier = "maria" + uuid.uuid4().hex[:8]
     source = demo.model_copy(
-        update={"identifier": identifier, "export_only": [f"{database}.items"]}
+        update={"identifier": identifier, "export_only": [f"{database}.items"], "tables": {}}
     )
     config = config_for(pipeline_config, rds_dataset, [source])
     clients = AwsClients.for_config(local_cloud, config)

@@ -66,7 +66,11 @@ def _instance(local_cloud: Any, aws_clients: Any, pipeline_config: Any) -> Any:
     """A DB instance of this test's own holding `drift.items` (BEFORE), with a snapshot."""
     demo = pipeline_config.rds.instances[0]
     source = demo.model_copy(
-        update={"identifier": "drift" + uuid.uuid4().hex[:8], "export_only": ["drift.items"]}
+        update={
+            "identifier": "drift" + uuid.uuid4().hex[:8],
+            "export_only": ["drift.items"],
+            "tables": {},
+        }
     )
     store = live_store(local_cloud.state_dir, pipeline_config.aws.region, source.identifier)
     store.create_table(DATABASE, "items", BEFORE)
