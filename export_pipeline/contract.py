@@ -38,6 +38,8 @@ from export_pipeline.config import PipelineConfig, WaitMode
 SOURCE_TAG = "export_pipeline/source"
 OWNERS = ("team:data-platform",)
 ROW_COUNT_CHECK = "row_count_matches_export"
+# Table assets: columns added, removed or retyped against the previous load (WARN).
+SCHEMA_CHECK = "schema_unchanged"
 # Export asset metadata: how the asset waited ("blocking" or "sensor").
 WAIT_MODE_METADATA = "wait_mode"
 # The BigQuery table a table asset writes (Dagster's own metadata names).
@@ -161,12 +163,18 @@ class ToLoad:
 
 @dataclass
 class LoadOutcome:
-    """What a table asset reports: its metadata and its row-count check."""
+    """What a table asset reports: its metadata, its row-count check, its schema change.
+
+    `schema_change`: an `export_pipeline.bigquery.schema_policy.SchemaChange`
+    (how the columns differ from the previous load's), or None when nothing
+    was loaded; the `schema_unchanged` check reports it.
+    """
 
     metadata: dict[str, Any]
     check_passed: bool
     check_description: str
     check_metadata: dict[str, Any] = field(default_factory=dict)
+    schema_change: Any = None
 
 
 class Source(ABC):

@@ -23,6 +23,10 @@ GCP_CREDENTIALS_ENV = "GCP_CREDENTIALS"
 # so that Dagster shows only their names, never the values, as for real secrets.
 LOCAL_ACCESS_KEY_ENV = "EXPORT_PIPELINE_LOCAL_AWS_ACCESS_KEY_ID"
 LOCAL_SECRET_KEY_ENV = "EXPORT_PIPELINE_LOCAL_AWS_SECRET_ACCESS_KEY"
+# The local demo's HMAC key for hashed columns (`bigquery.hash_key`), set only when the
+# environment is local and the variable is unset: a fixed, public, fake key, so the
+# demo hashes the same across runs. Production reads the real secret, never this.
+LOCAL_DEMO_HASH_KEY = "local-demo-hash-key-NOT-A-SECRET"
 
 
 def build_resources(config: PipelineConfig) -> dict[str, Any]:
@@ -59,6 +63,7 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
     settings = LocalCloudSettings.from_env()
     os.environ.setdefault(LOCAL_ACCESS_KEY_ENV, settings.aws_access_key_id)
     os.environ.setdefault(LOCAL_SECRET_KEY_ENV, settings.aws_secret_access_key)
+    os.environ.setdefault(config.bigquery.hash_key.env_var, LOCAL_DEMO_HASH_KEY)
     aws = {
         "region_name": config.aws.region,
         "endpoint_url": settings.aws_endpoint_url,

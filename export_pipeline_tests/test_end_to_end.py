@@ -11,6 +11,8 @@ the sources again, deletes included.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig, load_config
 from export_pipeline.definitions import build_definitions
+from export_pipeline.environment import LOCAL_DEMO_HASH_KEY
 from export_pipeline.local_cloud import control
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.rds_client import live_store
@@ -51,17 +54,17 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
         patch.undo()
 
 
-def _run_everything(config: PipelineConfig) -> None:
+def _run_everything(config: PipelineConfig) -> list[Any]:
+    """Run the main job; the checks that did not pass."""
     job = build_definitions(config).resolve_job_def("aws_to_bigquery")
     result = job.execute_in_process()
     assert result.success
-    failed_checks = [
+    return [
         e.asset_check_evaluation_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and not e.asset_check_evaluation_data.passed
     ]
-    assert failed_checks == []
 
 
 def _bigquery_rows(
@@ -98,13 +101,21 @@ def _assert_dynamodb_matches(
     assert sorted(loaded) == sorted(source)
     # Every plain string and integer attribute arrives unchanged (the type
     # mapping's own tests cover every other type with edge values).
+    excluded = next(t for t in config.dynamodb.tables if t.name == table).excluded_columns
     for key, item in source.items():
         row = loaded[key]
+        assert not set(excluded) & set(row), (table, key)  # pipeline.yaml's `exclude`
         for name, value in item.items():
             if name in row and isinstance(value, str) and isinstance(row[name], str):
                 assert row[name] == value, (table, key, name)
             if name in row and isinstance(value, Decimal) and isinstance(row[name], int):
                 assert Decimal(row[name]) == value, (table, key, name)
+
+
+def _demo_hash(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return hmac.new(LOCAL_DEMO_HASH_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 def _assert_rds_matches(settings: LocalCloudSettings, config: PipelineConfig, table: str) -> None:
@@ -113,14 +124,19 @@ def _assert_rds_matches(settings: LocalCloudSettings, config: PipelineConfig, ta
     loaded = {row["id"]: row for row in _bigquery_rows(settings, config, f"rds_shop_{table}")}
     assert sorted(loaded) == sorted(source)
     for key, row in source.items():
-        assert loaded[key]["name" if table == "customers" else "customer_id"] is not None
+        if table == "customers":
+            # pipeline.yaml: `name` excluded, `email` hashed with the demo's key.
+            assert "name" not in loaded[key]
+            assert loaded[key]["email"] == _demo_hash(row["email"]), key
+        else:
+            assert loaded[key]["customer_id"] is not None
         if table == "orders" and row["amount"] is not None:
             assert loaded[key]["amount"] == Decimal(row["amount"]), key
 
 
 def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> None:
     settings, config = demo_cloud
-    _run_everything(config)
+    assert _run_everything(config) == []
     _assert_dynamodb_matches(settings, config, "Orders", ["customerId", "orderId"])
     _assert_dynamodb_matches(settings, config, "Products", ["sku"])
     for table in ("customers", "orders"):
@@ -131,7 +147,13 @@ def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> 
     assert changes["dynamodb"]["Orders"]["deleted"] > 0
     assert changes["rds"]["shopdb"]["tables"]["orders"]["deleted"] > 0
 
-    _run_everything(config)
+    warned = _run_everything(config)
+    # `mutate` sets a new attribute, updatedAt, on DynamoDB items: the schema check warns
+    # (WARN, the run succeeds) on both DynamoDB tables, and no other check fails.
+    assert sorted(w.asset_key.path[-1] for w in warned) == ["dynamodb_orders", "dynamodb_products"]
+    for warning in warned:
+        assert warning.check_name == "schema_unchanged", warning
+        assert warning.severity.value == "WARN" and "added updatedAt" in warning.description
     _assert_dynamodb_matches(settings, config, "Orders", ["customerId", "orderId"])
     _assert_dynamodb_matches(settings, config, "Products", ["sku"])
     for table in ("customers", "orders"):

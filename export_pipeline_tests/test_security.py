@@ -1,7 +1,8 @@
 """No credential may show up in logs, metadata, errors or what the UI displays.
 
-The local cloud's credentials are fake but distinctive
-(`export_pipeline.local_cloud.settings`), so they stand in for real ones:
+The local cloud's credentials and the demo's hash key are fake but distinctive
+(`export_pipeline.local_cloud.settings`, `environment.LOCAL_DEMO_HASH_KEY`), so
+they stand in for real ones:
 every place a run leaves text behind is serialized and searched for them,
 in the forms a leak could take (raw, URL-encoded, JSON-escaped, base64).
 A positive control shows that the search does find a secret that is there.
@@ -21,6 +22,7 @@ from dagster._serdes import serialize_value
 
 from export_pipeline.config import current_config
 from export_pipeline.definitions import build_definitions
+from export_pipeline.environment import LOCAL_DEMO_HASH_KEY
 from export_pipeline.local_cloud.settings import (
     LOCAL_AWS_ACCESS_KEY_ID,
     LOCAL_AWS_SECRET_ACCESS_KEY,
@@ -30,6 +32,8 @@ from export_pipeline_tests.faults import _runs
 SECRETS = {
     "aws_secret_access_key": LOCAL_AWS_SECRET_ACCESS_KEY,
     "aws_access_key_id": LOCAL_AWS_ACCESS_KEY_ID,
+    # The HMAC key of hashed columns (the demo's shop.customers hashes `email`).
+    "hash_key": LOCAL_DEMO_HASH_KEY,
 }
 
 
@@ -119,6 +123,9 @@ def test_a_full_materialization_leaks_no_secret(
             for event in result.get_asset_materialization_events()
         ]
     assert len(metadata) == 4  # both exports and both tables: the scan covers their metadata
+    # The RDS table hashes a column (pipeline.yaml), so the run used the hash key.
+    [rds] = clean.config.rds.instances
+    assert rds.table_settings(("shop", "customers")).hashed_columns == ["email"]
     assert leaked(texts + metadata) == []
 
 

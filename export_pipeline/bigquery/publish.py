@@ -37,6 +37,7 @@ new table without column descriptions for a moment; data is never partial.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from export_pipeline.bigquery.layout_sync import (
     prepare_layout,
     pruning_condition,
 )
+from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaPolicy
 from export_pipeline.bigquery.sql import cast_to, column_type, standard_type, table_options
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId, count_rows
 from export_pipeline.bigquery.watermark import (
@@ -166,6 +168,8 @@ class PublishResult:
     rows: int
     console_url: str
     schema: list[SchemaField]
+    # How the columns differ from the previous load's (None: not compared).
+    schema_change: SchemaChange | None = None
 
 
 def _check_columns(target: TableId, columns: Sequence[SelectColumn]) -> None:
@@ -292,6 +296,7 @@ def replace_table(
     convert: Convert = convert_sql,
     deletes: KeptDeletes | None = None,
     layout: TableLayout | None = None,
+    schema_policy: SchemaPolicy | None = None,
 ) -> PublishResult:
     """Atomically make `target` hold exactly `SELECT select_columns FROM staging`.
 
@@ -306,7 +311,9 @@ def replace_table(
     policy tags the table is created or replaced with; its columns are checked
     against `select_columns` first (`LayoutError`, nothing published).
     The staging table is dropped after success (kept on failure, for
-    diagnosis; it expires).
+    diagnosis; it expires). `schema_policy`: the columns are compared with
+    the target's first, and a change the policy forbids fails here, before
+    anything is written (`schema_policy`).
     With `deletes` (soft/history) the rows are swapped in a transaction as with
     a watermark, rows the load lacks kept as deleted (`deletes.KeptDeletes`).
     """
@@ -316,6 +323,10 @@ def replace_table(
     if layout is not None:
         layout.check([c.schema_field for c in select_columns])
         labels = layout.labels_with(labels)
+    change = None
+    if schema_policy is not None:
+        fields = [c.schema_field for c in select_columns]
+        change = schema_policy.check(client, target, fields, complete=True)
     what = f"replacing {target} from {staging}"
     if (
         watermark is None
@@ -385,7 +396,7 @@ def replace_table(
         ensure_layout(client, target, layout)
     if drop_staging:
         client.delete_table(staging.reference, not_found_ok=True)
-    return _result(client, target)
+    return dataclasses.replace(_result(client, target), schema_change=change)
 
 
 def merge_changes(

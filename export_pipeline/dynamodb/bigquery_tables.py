@@ -26,6 +26,7 @@ from google.cloud.bigquery import SchemaField
 from export_pipeline import bigquery as core
 from export_pipeline.bigquery.deletes import DELETED_AT, KeptDeletes
 from export_pipeline.bigquery.layout import CLUSTER_TYPES, TableLayout
+from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaPolicy
 from export_pipeline.bigquery.sql import standard_type
 from export_pipeline.bigquery.watermark import timestamp_literal
 from export_pipeline.dynamodb import widening
@@ -41,7 +42,7 @@ from export_pipeline.dynamodb.convert import (
     ConversionResult,
 )
 from export_pipeline.naming import quote_identifier
-from export_pipeline.table_settings import DeletesMode, TableSettings
+from export_pipeline.table_settings import DeletesMode, SchemaChanges, TableSettings
 
 EXPORTED_AT = "_exported_at"
 EXPORTED_AT_DESCRIPTION = (
@@ -74,6 +75,11 @@ def kept_deletes(
         change_time=CHANGE_TIME_SQL if incremental else None,
         bookkeeping_columns=PIPELINE_COLUMNS,
     )
+
+
+def schema_policy(mode: SchemaChanges) -> SchemaPolicy:
+    """The table's policy; the loader's own columns are not compared."""
+    return SchemaPolicy(mode, frozenset(PIPELINE_COLUMNS))
 
 
 def schema_field(column: ColumnSpec) -> SchemaField:
@@ -160,19 +166,21 @@ def replace_table(
     deletes: DeletesMode = DeletesMode.HARD,
     key_attributes: list[str] | None = None,
     layout: TableLayout | None = None,
-) -> core.StagingResult:
+    schema_changes: SchemaChanges = SchemaChanges.ALLOW,
+) -> tuple[core.StagingResult, SchemaChange | None]:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
     Without a watermark (mode full) the shared publish replaces the table with one CTAS;
     with one (seeding an incremental table) it swaps the rows and sets the
-    mark in one transaction, the table keeping its identity.
+    mark in one transaction, the table keeping its identity. Returns the
+    staging load and how the columns differ from the previous load's.
     """
     staged = stage(client, target, result, run_id, expected_rows=result.item_count, layout=layout)
     columns = [
         core.SelectColumn.passthrough(schema_field(c), c.description) for c in result.columns
     ]
     columns.append(_exported_at(exported_at))
-    core.replace_table(
+    published = core.replace_table(
         client,
         staging=staged.table,
         target=target,
@@ -186,8 +194,9 @@ def replace_table(
             deletes, key_columns(result, key_attributes or []), exported_at, incremental=False
         ),
         layout=layout,
+        schema_policy=schema_policy(schema_changes),
     )
-    return staged
+    return staged, published.schema_change
 
 
 def merge_changes(
@@ -204,7 +213,8 @@ def merge_changes(
     expected_previous: core.Watermark,
     deletes: DeletesMode = DeletesMode.HARD,
     layout: TableLayout | None = None,
-) -> core.StagingResult:
+    schema_changes: SchemaChanges = SchemaChanges.ALLOW,
+) -> tuple[core.StagingResult, SchemaChange | None]:
     """Apply converted incremental changes with the shared MERGE (+ the mark, atomically).
 
     Per key the latest change (`_write_timestamp_micros`) wins; a delete
@@ -223,11 +233,16 @@ def merge_changes(
     `deletes` soft/history: a delete keeps the row with `_deleted_at` (the
     change's WriteTimestampMicros) and the history gets every change
     (`kept_deletes`).
+
+    The columns are compared with the target's before its schema is widened
+    (`schema_policy`; a change set cannot show a removed column): a change
+    the policy forbids fails before anything is written.
     """
     staged = stage(client, target, result, run_id, expected_rows=result.item_count, layout=layout)
     data = [c for c in result.columns if c.name != DELETED_COLUMN]
     desired = [schema_field(c) for c in data]
     desired.append(_exported_at(exported_at).schema_field)
+    change = schema_policy(schema_changes).check(client, target, desired, complete=False)
     schema = core.reconcile_schema(
         client, target, desired, widen=widening.widened_field, convert=widening.convert_sql
     )
@@ -264,7 +279,7 @@ def merge_changes(
         deletes=kept,
         layout=layout,
     )
-    return staged
+    return staged, change
 
 
 def _add_implied_deletes(

@@ -20,7 +20,7 @@ BigQuery write and names the S3 object.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +32,15 @@ from google.api_core.exceptions import NotFound
 from export_pipeline import bigquery as core
 from export_pipeline.bigquery.deletes import count_live_rows
 from export_pipeline.bigquery.layout import LayoutError, TableLayout
-from export_pipeline.config import DynamoDBExportMode, PipelineConfig
+from export_pipeline.bigquery.schema_policy import SchemaChange
+from export_pipeline.column_hashing import read_hash_key
+from export_pipeline.config import DynamoDBExportMode, DynamoDBTableConfig, PipelineConfig
 from export_pipeline.contract import LOAD_METADATA
 from export_pipeline.dynamodb import bigquery_tables as bq
 from export_pipeline.dynamodb.convert import (
     ConversionError,
     ConversionResult,
+    PersonalData,
     convert_full_export,
     convert_incremental_export,
     parser_name,
@@ -58,7 +61,7 @@ from export_pipeline.dynamodb.exports import (
     table_name_from_arn,
 )
 from export_pipeline.dynamodb.run_config import LATEST
-from export_pipeline.errors import OutOfMemoryError
+from export_pipeline.errors import OutOfMemoryError, PermanentError
 from export_pipeline.naming import dynamodb_table_name
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.s3_locations import check_readable
@@ -75,6 +78,8 @@ class LoadOutcome:
     check_passed: bool
     check_description: str
     check_metadata: dict[str, Any] = field(default_factory=dict)
+    # How the columns differ from the previous load's (None: nothing loaded).
+    schema_change: SchemaChange | None = None
 
 
 def table_id(bigquery: BigQueryResource, config: PipelineConfig, table: str) -> core.TableId:
@@ -145,6 +150,40 @@ def _key_attributes(ddb: Any, table: str) -> list[str]:
     schema = ddb.describe_table(TableName=table)["Table"]["KeySchema"]
     order = {"HASH": 0, "RANGE": 1}
     return [k["AttributeName"] for k in sorted(schema, key=lambda k: order[k["KeyType"]])]
+
+
+def _settings(config: PipelineConfig, table: str) -> DynamoDBTableConfig:
+    """The table's pipeline.yaml entry (defaults for a table loaded without one)."""
+    found = next((t for t in config.dynamodb.tables if t.name == table), None)
+    return found or DynamoDBTableConfig(name=table)
+
+
+def personal_data(config: PipelineConfig, table: str) -> PersonalData:
+    """The table's excluded and hashed attributes, with the hash key when it hashes any.
+
+    Raises `MissingHashKeyError` (one line naming the variable and the table)
+    when a column is hashed and the key's environment variable is not set.
+    """
+    settings = _settings(config, table)
+    if not settings.columns:
+        return PersonalData()
+    hashed = frozenset(settings.hashed_columns)
+    key = read_hash_key(config.bigquery.hash_key.env_var, [table]) if hashed else None
+    return PersonalData(frozenset(settings.excluded_columns), hashed, key)
+
+
+class ExcludedKeyError(PermanentError):
+    """A key attribute is configured `exclude`: rows could not be told apart or merged."""
+
+
+def check_keys_kept(table: str, excluded: Collection[str], keys: Sequence[str]) -> None:
+    """One line naming the table and the key attribute(s) that `columns` excludes."""
+    wrong = [k for k in keys if k in excluded]
+    if wrong:
+        raise ExcludedKeyError(
+            f"dynamodb.tables[{table}].columns: key attribute(s) {', '.join(wrong)} cannot be "
+            "excluded (every row needs its key); hash them instead, or remove them from columns"
+        )
 
 
 def _download_all(
@@ -238,7 +277,6 @@ def load_exports(
             f"load ({[m.export_arn for m in manifests]})"
         )
     table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
-    settings = next((t for t in config.dynamodb.tables if t.name == table), None)
     with bigquery.get_client() as client:
         core.require_dataset(client, target.project, target.dataset)
         job = _Load(
@@ -253,13 +291,15 @@ def load_exports(
             work_dir,
             log,
             started,
-            settings if settings is not None else TableSettings(),
+            _settings(config, table),
             tuple(_key_attributes(ddb, table)),
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
+            excluded = personal_data(config, table).excluded
+            check_keys_kept(table, excluded, job.key_attributes)
             return _load_full(job, full[0])
         return _load_incremental(job, manifests, list(job.key_attributes))
 
@@ -307,6 +347,7 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
             max_workers=job.config.dynamodb.max_parallel_files,
             declared_items=_declared_items(local),
             recorded=bq.recorded(job.client, job.target),
+            personal_data=personal_data(job.config, job.table),
         )
     job.log(
         f"{job.table}: converted {result.item_count} items in "
@@ -333,7 +374,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         f"{job.table}: {result.item_count} items in {len(result.parquet_files)} Parquet "
         f"file(s); replacing {job.target} as of {exported_at.isoformat()}"
     )
-    staged = bq.replace_table(
+    staged, change = bq.replace_table(
         job.client,
         job.target,
         result,
@@ -345,6 +386,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         deletes=job.deletes,
         key_attributes=list(job.key_attributes),
         layout=job.layout(result),
+        schema_changes=job.settings.schema_changes,
     )
     rows = count_live_rows(job.client, job.target)
     return _outcome(
@@ -354,6 +396,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         rows,
         "full",
         staged_bytes=staged.bytes,
+        schema_change=change,
         check=(
             rows == manifest.item_count,
             f"BigQuery has {rows} rows; the export manifest's itemCount is {manifest.item_count}",
@@ -389,6 +432,8 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         pending.append(manifest)
     if not pending:
         return _outcome(job, [], None, _rows(job), "up_to_date")
+    treatment = personal_data(job.config, job.table)
+    check_keys_kept(job.table, treatment.excluded, keys)
     local = _download_all(job.s3, pending, job.work_dir, job.log)
     started = time.monotonic()
     with _naming_s3_objects(pending[0], local):
@@ -399,6 +444,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
             max_workers=job.config.dynamodb.max_parallel_files,
             declared_items=_declared_items(local),
             recorded=bq.recorded(job.client, job.target),
+            personal_data=treatment,
         )
     job.log(
         f"{job.table}: converted {result.item_count} change(s) in "
@@ -412,7 +458,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
     )
     window_start = pending[0].export_from_time
     assert window_start is not None
-    staged = bq.merge_changes(
+    staged, change = bq.merge_changes(
         job.client,
         job.target,
         result,
@@ -425,6 +471,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         expected_previous=previous,
         deletes=job.deletes,
         layout=job.layout(result),
+        schema_changes=job.settings.schema_changes,
     )
     rows = core.count_rows(job.client, job.target)
     distinct = bq.distinct_key_count(job.client, job.target, bq.key_columns(result, keys))
@@ -435,6 +482,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         count_live_rows(job.client, job.target),
         "incremental",
         staged_bytes=staged.bytes,
+        schema_change=change,
         check=(
             rows == distinct,
             f"{rows} rows for {distinct} distinct keys (an incremental manifest does not tell "
@@ -468,6 +516,7 @@ def _outcome(
     *,
     staged_bytes: int = 0,
     check: tuple[bool, str, dict[str, Any]] | None = None,
+    schema_change: SchemaChange | None = None,
 ) -> LoadOutcome:
     schema = bq.table_schema(job.client, job.target)
     metadata: dict[str, Any] = {
@@ -493,7 +542,7 @@ def _outcome(
     if check is None:
         check = (True, f"{how}: no export applied, nothing to check", {"bigquery_rows": rows})
     passed, description, check_metadata = check
-    return LoadOutcome(metadata, passed, description, check_metadata)
+    return LoadOutcome(metadata, passed, description, check_metadata, schema_change)
 
 
 def _type_name(field: Any) -> str:

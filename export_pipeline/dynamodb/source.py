@@ -408,7 +408,10 @@ class DynamoDBSource(Source):
     ) -> Export:
         name = unit.name
         ddb = context.resources.dynamodb.get_client()
-        table_arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
+        described = ddb.describe_table(TableName=name)["Table"]
+        table_arn = described["TableArn"]
+        key_schema = [k["AttributeName"] for k in described["KeySchema"]]
+        loading.check_keys_kept(name, unit.settings.excluded_columns, key_schema)
         bigquery = context.resources.bigquery
         planned = _plan(context, unit.settings, self.config, ddb, bigquery, table_arn)
         plan = planned.plan

@@ -38,6 +38,8 @@ from dagster import (
     multi_asset,
 )
 
+from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaChangeRejected
+from export_pipeline.column_hashing import check_hash_key
 from export_pipeline.config import WaitMode
 from export_pipeline.contract import (
     BIGQUERY_TABLE_URL_METADATA,
@@ -46,6 +48,7 @@ from export_pipeline.contract import (
     OWNERS,
     ROW_COUNT_CHECK,
     ROW_COUNT_METADATA,
+    SCHEMA_CHECK,
     SOURCE_TAG,
     TABLE_NAME_METADATA,
     WAIT_MODE_METADATA,
@@ -95,6 +98,8 @@ def build_export_asset(source: Source, unit: ExportUnit) -> AssetsDefinition:
         """Exports the source to S3 so BigQuery can be brought up to date."""
         with retry_only_transient(f"{source.kind} export of {unit.name}", context.log.warning):
             started = time.monotonic()
+            # A table that hashes columns fails here without its key, before any export.
+            check_hash_key(source.config.bigquery.hash_key.env_var, unit.settings, unit.name)
             export = source.start_export(context, unit, config)
             if waits(config.wait_for_completion, unit.wait):
                 export = source.wait_for_export(context, unit, export)
@@ -142,7 +147,8 @@ def build_table_asset(source: Source, unit: ExportUnit, table: TableTarget) -> A
         check_specs=[
             AssetCheckSpec(
                 ROW_COUNT_CHECK, asset=key, description=source.row_count_check_description
-            )
+            ),
+            AssetCheckSpec(SCHEMA_CHECK, asset=key, description=SCHEMA_CHECK_DESCRIPTION),
         ],
         can_subset=True,
         pool=table.pool,
@@ -167,7 +173,12 @@ def build_table_asset(source: Source, unit: ExportUnit, table: TableTarget) -> A
                 f"{to_load.found_in}"
             )
             started = time.monotonic()
-            outcome = source.load_table(context, unit, table, to_load)
+            try:
+                outcome = source.load_table(context, unit, table, to_load)
+            except SchemaChangeRejected as rejected:
+                # The load fails; the check still shows what changed.
+                yield schema_check_result(key, rejected.change, rejected=True)
+                raise
         metadata = {**outcome.metadata, DURATION_METADATA: round(time.monotonic() - started, 3)}
         if TABLE_NAME_METADATA in metadata:
             link = context.resources.bigquery.table_url(metadata[TABLE_NAME_METADATA])
@@ -184,11 +195,46 @@ def build_table_asset(source: Source, unit: ExportUnit, table: TableTarget) -> A
                     severity=AssetCheckSeverity.ERROR,
                     metadata=outcome.check_metadata,
                     description=outcome.check_description,
-                )
+                ),
+                schema_check_result(key, outcome.schema_change),
             ],
         )
 
     return _bigquery_table
+
+
+SCHEMA_CHECK_DESCRIPTION = (
+    "Warns when the source's columns changed since the previous load: columns added, removed "
+    "or retyped (old -> new type), listed in the check's metadata"
+)
+
+
+def schema_check_result(
+    key: Any, change: SchemaChange | None, rejected: bool = False
+) -> AssetCheckResult:
+    """The `schema_unchanged` result (WARN) of a load, from its comparison with the previous."""
+    if change is None:
+        description = "no export applied: nothing compared"
+        metadata: dict[str, Any] = {}
+    else:
+        metadata = {
+            k: MetadataValue.json(v) if isinstance(v, list | dict) else v
+            for k, v in change.as_metadata().items()
+        }
+        if change.first_load:
+            description = "first load: no previous load to compare with"
+        else:
+            description = change.summary()
+        if rejected:
+            description += " (the table's schema_changes policy failed the load)"
+    return AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        asset_key=key,
+        passed=change is None or not change.changed,
+        severity=AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=description,
+    )
 
 
 def load_line(source_name: str, metadata: dict[str, Any]) -> str:

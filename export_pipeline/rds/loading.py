@@ -30,12 +30,16 @@ result names it (`columns_removed`) and `warn` says so.
 
 Column names BigQuery cannot take are mapped with `naming.column_names`;
 Parquet loads match columns by name, so such a table's files are first
-rewritten with the new names (Arrow, in batches, through a temporary file) —
-the one case where the files are not passed through as they are.
+rewritten with the new names (Arrow, in batches, through a temporary file).
+Personal data (`RdsTableSettings.columns`) is handled in the same copy: an
+excluded column is left out, a hashed one holds the HMAC text of its values
+(`column_hashing`) and is a STRING column. These are the only cases where the
+files are not passed through as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tempfile
 import time
@@ -53,6 +57,7 @@ from export_pipeline.bigquery.deletes import KeptDeletes, count_live_rows
 from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
+from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaPolicy
 from export_pipeline.bigquery.staging import (
     ParquetSource,
     StagingLoadError,
@@ -60,6 +65,7 @@ from export_pipeline.bigquery.staging import (
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
+from export_pipeline.column_hashing import HashKey
 from export_pipeline.naming import PIPELINE_COLUMNS, column_names, quote_identifier
 from export_pipeline.rds.engine import MYSQL, ColumnMapping, Engine
 from export_pipeline.rds.export_files import (
@@ -69,7 +75,7 @@ from export_pipeline.rds.export_files import (
     TableInfo,
     inspect_table_files,
 )
-from export_pipeline.rds.parquet_rewrite import rewrite_renamed
+from export_pipeline.rds.parquet_rewrite import Rewrite, rewrite
 from export_pipeline.rds.types import RAW_SUFFIX
 from export_pipeline.s3_uri import s3_uri
 from export_pipeline.table_settings import DeletesMode, RdsTableSettings
@@ -88,6 +94,7 @@ class PlannedColumn:
     name: str  # BigQuery name (also the staging name)
     mapping: ColumnMapping
     raw_name: str  # name of the `__raw` column, used only when needed
+    hashed: bool = False  # holds the HMAC text of the values (`column_hashing`)
 
 
 @dataclass
@@ -106,6 +113,8 @@ class TableLoadResult:
     renamed_columns: dict[str, str] = field(default_factory=dict)
     # Columns of the previous BigQuery table that the new snapshot no longer has.
     columns_removed: list[str] = field(default_factory=list)
+    # How the columns differ from the previous load's (`schema_policy`).
+    schema_change: SchemaChange | None = None
 
 
 def plan_columns(
@@ -144,6 +153,44 @@ def plan_columns(
             )
         )
     return planned
+
+
+def governed_columns(
+    info: TableInfo, columns: list[PlannedColumn], settings: RdsTableSettings
+) -> list[PlannedColumn]:
+    """The planned columns without the excluded ones, hashed ones typed STRING as loaded.
+
+    A column named in `columns` that the table does not have fails the load:
+    a misspelt name would otherwise let a personal-data column through.
+    """
+    source_names = {c.mapping.source_name for c in columns}
+    unknown = sorted(set(settings.columns) - source_names)
+    if unknown:
+        raise RdsLoadError(
+            f"{info.target}: columns {', '.join(map(repr, unknown))} configured as "
+            f"exclude/hash are not columns of the table ({', '.join(sorted(source_names))}); "
+            "fix the names under rds.instances[].tables in pipeline.yaml"
+        )
+    governed = []
+    for column in columns:
+        source = column.mapping.source_name
+        if source in settings.excluded_columns:
+            continue
+        if source in settings.hashed_columns:
+            mapping = dataclasses.replace(
+                column.mapping,
+                staging_type="STRING",
+                target_type="STRING",
+                conversion=type(column.mapping.conversion).AS_LOADED,
+            )
+            column = dataclasses.replace(column, mapping=mapping, hashed=True)
+        governed.append(column)
+    return governed
+
+
+def _bytes_are_text(column: PlannedColumn) -> bool:
+    """A binary Parquet column that holds text (MySQL CHAR, which AWS writes as bytes)."""
+    return getattr(column.mapping, "conversion", None) == "char_bytes"
 
 
 def _raw_source_name(name: str, taken: list[str]) -> str:
@@ -204,29 +251,30 @@ def _staging_schema(columns: list[PlannedColumn]) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(c.name, c.mapping.staging_type) for c in columns]
 
 
-def _s3_source(s3: Any, bucket: str, obj: ParquetObject, renames: dict[str, str]) -> ParquetSource:
+def _s3_source(s3: Any, bucket: str, obj: ParquetObject, change: Rewrite) -> ParquetSource:
     """One export file as a staging source, streamed from S3 when opened.
 
-    Without renames the stream is the GetObject body itself. With renames
-    (column names BigQuery cannot take) the file is rewritten with the new
-    names through a temporary file first, since Parquet loads match columns
-    by name: streamed in batches (`parquet_rewrite`), so memory is bounded by
-    a batch and disk by twice the file's size.
+    When nothing is to change the stream is the GetObject body itself. With
+    renames (column names BigQuery cannot take) or personal data (excluded or
+    hashed columns) the file is rewritten through a temporary file first,
+    since Parquet loads match columns by name: streamed in batches
+    (`parquet_rewrite`), so memory is bounded by a batch and disk by twice
+    the file's size.
     """
 
     @contextmanager
     def open_object() -> Iterator[BinaryIO]:
         body = s3.get_object(Bucket=bucket, Key=obj.key)["Body"]
-        if not renames:
+        if not change.needed:
             yield body
             return
-        with tempfile.TemporaryFile() as original, tempfile.TemporaryFile() as renamed:
+        with tempfile.TemporaryFile() as original, tempfile.TemporaryFile() as rewritten:
             for chunk in body.iter_chunks(1 << 20):
                 original.write(chunk)
             original.seek(0)
-            rewrite_renamed(original, renamed, renames)
-            renamed.seek(0)
-            yield renamed
+            rewrite(original, rewritten, change)
+            rewritten.seek(0)
+            yield rewritten
 
     return ParquetSource(s3_uri(bucket, obj.key), obj.num_rows, obj.size, open_object)
 
@@ -300,7 +348,15 @@ def final_select(
     selects.append(
         SelectColumn.timestamp(EXPORTED_AT_COLUMN, exported_at, "Snapshot time of the RDS export")
     )
-    return selects
+    hashed = {c.name for c in columns if c.hashed}
+    return [
+        dataclasses.replace(
+            s, description=f"{s.description}; hashed: HMAC-SHA256 of the value's text"
+        )
+        if s.name in hashed
+        else s
+        for s in selects
+    ]
 
 
 def _columns_of(client: bigquery.Client, target: TableId) -> list[str]:
@@ -369,15 +425,18 @@ def load_export_table(
     parallel_uploads: int = 1,
     engine: Engine = MYSQL,
     settings: RdsTableSettings | None = None,
+    hash_key: HashKey | None = None,
 ) -> TableLoadResult:
     """Load `info.target` from the export into `table_ref` (project.dataset.table).
 
     `warn` (default: `log`) hears about columns the new snapshot removed.
-    `settings`: the table's governed settings (`deletes` soft/history keep rows
-    the snapshot lacks, by `key`; the row count is then of the rows it holds);
-    its `bigquery` layout (clustered on `key` by default) is resolved against the
-    export's columns and checked before anything is staged.
+    `settings`: the table's governed settings: personal data (`hash_key` is
+    needed when they hash a column), schema changes, `deletes` (soft/history
+    keep rows the snapshot lacks, by `key`; the row count is then of the rows
+    it holds) and the `bigquery` layout (clustered on `key` by default),
+    resolved against the export's columns and checked before anything is staged.
     """
+    settings = settings or RdsTableSettings()
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
     started = time.monotonic()
     try:
@@ -385,19 +444,26 @@ def load_export_table(
     except ExportFilesError as exc:
         raise RdsLoadError(f"{info.target}: {exc}") from None
     parquet_schema = _check_same_schema(files, info.target)
-    columns = plan_columns(info, parquet_schema, engine)
-    deletes = kept_deletes(info, columns, settings or RdsTableSettings(), exported_at)
+    columns = governed_columns(info, plan_columns(info, parquet_schema, engine), settings)
     if parquet_schema is not None and engine.type_disagreement is not None:
         _check_aws_types(info, parquet_schema, s3_uri(location.bucket, files[0].key), engine)
+    deletes = kept_deletes(info, columns, settings, exported_at)
+    layout = _layout(info, columns, settings)
     renames = {c.mapping.source_name: c.name for c in columns if c.mapping.source_name != c.name}
-    layout = _layout(info, columns, settings or RdsTableSettings())
+    change = Rewrite(
+        renames=renames,
+        dropped=frozenset(settings.excluded_columns),
+        hashed=frozenset(settings.hashed_columns),
+        bytes_are_text=frozenset(c.mapping.source_name for c in columns if _bytes_are_text(c)),
+        hash_key=hash_key,
+    )
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
     try:
         upload_started = time.monotonic()
         load_parquet_to_staging(
             client,
-            [_s3_source(s3, location.bucket, obj, renames) for obj in files],
+            [_s3_source(s3, location.bucket, obj, change) for obj in files],
             staging,
             _staging_schema(columns),
             labels={"source": "rds"},
@@ -420,6 +486,7 @@ def load_export_table(
             drop_staging=False,  # dropped below, also on failure
             deletes=deletes,
             layout=layout,
+            schema_policy=SchemaPolicy(settings.schema_changes),
         )
         rows = published.rows if deletes is None else count_live_rows(client, target)
         replace_seconds = time.monotonic() - replace_started
@@ -459,4 +526,5 @@ def load_export_table(
         replace_seconds=replace_seconds,
         renamed_columns=renames,
         columns_removed=removed,
+        schema_change=published.schema_change,
     )

@@ -30,6 +30,7 @@ from dagster import (
 )
 
 from export_pipeline.bigquery.tables import TableId, require_dataset
+from export_pipeline.column_hashing import read_hash_key
 from export_pipeline.config import PipelineConfig, RdsInstanceConfig
 from export_pipeline.contract import (
     EXPORT_SUMMARY_METADATA,
@@ -319,6 +320,12 @@ class RdsSource(Source):
             raise RdsExportError(f"export {identifier} has no SnapshotTime")
         table_id = TableId(bigquery.project, pipeline.bigquery.dataset, key.path[-1])
         table_ref = table_id.dotted
+        settings = source.table_settings(tuple(parts))
+        hash_key = None
+        if settings.hashed_columns:
+            hash_key = read_hash_key(
+                pipeline.bigquery.hash_key.env_var, [f"{source.identifier} table {target}"]
+            )
         with bigquery.get_client() as bq:
             require_dataset(bq, table_id.project, table_id.dataset)
             result = load_export_table(
@@ -336,7 +343,8 @@ class RdsSource(Source):
                 warn=context.log.warning,
                 parallel_uploads=PARALLEL_UPLOADS,
                 engine=self.engine,
-                settings=source.table_settings(tuple(parts)),
+                settings=settings,
+                hash_key=hash_key,
             )
         return LoadOutcome(
             metadata={
@@ -367,6 +375,7 @@ class RdsSource(Source):
                 "expected_rows": result.expected_row_count,
                 "expected_from": result.expected_row_count_source,
             },
+            schema_change=result.schema_change,
         )
 
 

@@ -37,7 +37,7 @@ def test_two_assets_per_table_with_keys_kinds_tags_and_owners() -> None:
         assert spec.owners and spec.description and spec.code_version
     assert [dep.asset_key for dep in table.deps] == [export.key]
     checks = [key for d in definitions for key in d.check_keys]
-    assert {c.name for c in checks} == {"row_count_matches_export"}
+    assert {c.name for c in checks} == {"row_count_matches_export", "schema_unchanged"}
     assert {c.asset_key for c in checks} == {
         AssetKey(["bigquery", "aws_raw", "dynamodb_orders"]),
         AssetKey(["bigquery", "aws_raw", "dynamodb_product_catalog"]),

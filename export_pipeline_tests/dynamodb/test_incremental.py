@@ -147,7 +147,16 @@ def test_seed_then_changes_in_one_window(aws_clients, bigquery_client, unique_na
     assert mark.export_arn == export_meta["export_arn"]
     meta = materialization_metadata(result, bigquery_asset.key)
     assert meta["dagster/row_count"] == 3
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["row_count_matches_export"].passed
+    # The changes added `color` and made `qty` NUMERIC: the schema check warns, naming both.
+    schema_check = checks["schema_unchanged"]
+    assert not schema_check.passed and schema_check.severity.value == "WARN"
+    assert schema_check.metadata["added"].value == ["color"]
+    assert schema_check.metadata["removed"].value == []  # a change set cannot tell
+    assert schema_check.metadata["retyped"].value == [
+        {"column": "qty", "old_type": "INT64", "new_type": "NUMERIC"}
+    ]
 
 
 def test_too_soon_widens_the_window_back_to_fifteen_minutes(

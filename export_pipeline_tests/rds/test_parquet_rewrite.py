@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import io
 import json
 import subprocess
@@ -16,7 +18,8 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export_pipeline.rds.parquet_rewrite import rewrite_renamed
+from export_pipeline.column_hashing import HashKey
+from export_pipeline.rds.parquet_rewrite import Rewrite, rewrite, rewrite_renamed
 
 _SCHEMA = pa.schema(
     [
@@ -106,3 +109,66 @@ def test_a_parquet_bomb_is_copied_within_the_memory_bound(tmp_path: Path) -> Non
     assert copy.schema_arrow.names == ["bad_name", "n"] and copy.metadata.num_rows == copies
     first = next(copy.iter_batches(batch_size=1))
     assert first.column(0)[0].as_py() == value
+
+
+def _digest(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**6),
+            st.none() | st.text(max_size=30),
+            st.none() | st.text(max_size=30),
+            st.none() | st.text(max_size=10),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 7),
+)
+def test_excluded_columns_are_left_out_and_hashed_ones_hold_the_hmac(rows, row_group) -> None:
+    """The copy BigQuery loads holds no excluded column and no plaintext of a hashed one."""
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("email", pa.string()),
+            ("name", pa.string()),
+            ("country", pa.binary()),  # MySQL CHAR, as AWS writes it
+        ]
+    )
+    ids, emails, names, countries = (list(c) for c in zip(*rows, strict=True))
+    table = pa.table(
+        [
+            pa.array(ids, pa.int64()),
+            pa.array(emails, pa.string()),
+            pa.array(names, pa.string()),
+            pa.array([None if c is None else c.encode() for c in countries], pa.binary()),
+        ],
+        schema=schema,
+    )
+    source, target = io.BytesIO(), io.BytesIO()
+    pq.write_table(table, source, row_group_size=row_group, store_schema=False)
+    source.seek(0)
+    key = b"rewrite-key"
+    change = Rewrite(
+        renames={"country": "country_code"},
+        dropped={"name"},
+        hashed={"email", "country", "id"},
+        bytes_are_text={"country"},
+        hash_key=HashKey(key),
+    )
+    assert rewrite(source, target, change) == len(rows)
+    target.seek(0)
+    copied = pq.read_table(target)
+    assert copied.schema.names == ["id", "email", "country_code"]
+    assert all(f.type == pa.string() for f in copied.schema)
+    assert copied.column("id").to_pylist() == [_digest(key, str(i)) for i in ids]
+    assert copied.column("email").to_pylist() == [
+        None if e is None else _digest(key, e) for e in emails
+    ]
+    assert copied.column("country_code").to_pylist() == [
+        None if c is None else _digest(key, c) for c in countries
+    ]

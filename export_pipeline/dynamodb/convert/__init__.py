@@ -59,6 +59,7 @@ from export_pipeline.dynamodb.convert.model import (
     ColumnSpec,
     ConversionError,
     ConversionResult,
+    PersonalData,
 )
 from export_pipeline.dynamodb.convert.parse_native import parser_name as _native_parser_name
 from export_pipeline.dynamodb.convert.run import run_conversion
@@ -74,6 +75,7 @@ __all__ = [
     "ColumnType",
     "ConversionError",
     "ConversionResult",
+    "PersonalData",
     "convert_full_export",
     "convert_incremental_export",
     "parser_name",
@@ -90,11 +92,13 @@ def convert_full_export(
     max_line_bytes: int = MAX_LINE_BYTES,
     declared_items: Mapping[Path | str, int] | None = None,
     recorded: RecordedColumns | None = None,
+    personal_data: PersonalData | None = None,
 ) -> ConversionResult:
     """Convert full-export data files to Parquet files in `out_dir` (one schema).
 
     `recorded`: the target table's columns (`column_names.recorded_columns`);
     attributes it holds keep their columns and at least their types.
+    `personal_data`: attributes left out of the files or hashed in them.
 
     Zero-byte files (AWS writes them for empty partitions) hold 0 items.
     Raises ConversionError naming the file (and line) on corrupt input, at
@@ -113,6 +117,7 @@ def convert_full_export(
         max_line_bytes=max_line_bytes,
         declared_items=declared_items,
         recorded=recorded,
+        personal_data=personal_data,
     )
 
 
@@ -131,10 +136,12 @@ def convert_incremental_export(
     max_line_bytes: int = MAX_LINE_BYTES,
     declared_items: Mapping[Path | str, int] | None = None,
     recorded: RecordedColumns | None = None,
+    personal_data: PersonalData | None = None,
 ) -> ConversionResult:
     """Convert incremental-export data files to Parquet, one row per change line.
 
-    Bounds as for `convert_full_export`.
+    Bounds and `personal_data` as for `convert_full_export`; a key attribute
+    cannot be excluded (a change without its key could not be applied).
 
     Columns: the key attributes first, then the NewImage attributes (a delete
     has no NewImage: its row holds the Keys), then `_export_pipeline_deleted` (BOOL, true for
@@ -142,6 +149,12 @@ def convert_incremental_export(
     """
     if not key_attributes:
         raise ValueError("key_attributes must name the table's key attribute(s)")
+    excluded_keys = sorted(set(key_attributes) & (personal_data or PersonalData()).excluded)
+    if excluded_keys:
+        raise ValueError(
+            f"key attribute(s) {', '.join(excluded_keys)} cannot be excluded: every row needs "
+            "its key (hash it instead, or remove it from columns)"
+        )
     return run_conversion(
         files,
         out_dir,
@@ -152,4 +165,5 @@ def convert_incremental_export(
         max_line_bytes=max_line_bytes,
         declared_items=declared_items,
         recorded=recorded,
+        personal_data=personal_data,
     )

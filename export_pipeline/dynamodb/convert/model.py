@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_pipeline.column_hashing import HashKey
 from export_pipeline.dynamodb.types import ColumnType
 
 # Items per batch at most (full-export batches also end after about 4 MB of JSON,
@@ -69,6 +70,23 @@ class ColumnSpec:
     def column_type(self) -> ColumnType:
         """This column's type as a `ColumnType` (for `widen`)."""
         return ColumnType.from_bigquery(self.bq_type, self.mode)
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    """Attributes that never reach the Parquet files as they are (`TableSettings.columns`).
+
+    `excluded` attributes are left out of every row (images and keys alike);
+    `hashed` ones become STRING columns of `column_hashing`'s HMAC, keyed by `key`.
+    """
+
+    excluded: frozenset[str] = frozenset()
+    hashed: frozenset[str] = frozenset()
+    key: HashKey | None = None
+
+    def __post_init__(self) -> None:
+        if self.hashed and self.key is None:
+            raise ValueError("hashed attributes need the hash key")
 
 
 @dataclass(frozen=True)

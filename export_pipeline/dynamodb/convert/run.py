@@ -45,6 +45,7 @@ from export_pipeline.dynamodb.convert.model import (
     ColumnSpec,
     ConversionError,
     ConversionResult,
+    PersonalData,
     ShareResult,
 )
 from export_pipeline.dynamodb.convert.parse_arrow import SchemaHint
@@ -105,7 +106,9 @@ def run_conversion(
     max_line_bytes: int = rd.MAX_LINE_BYTES,
     declared_items: Mapping[Path | str, int] | None = None,
     recorded: RecordedColumns | None = None,
+    personal_data: PersonalData | None = None,
 ) -> ConversionResult:
+    personal_data = personal_data or PersonalData()
     if batch_size < 1 or max_workers < 1 or max_line_bytes < 1:
         raise ValueError("batch_size, max_workers and max_line_bytes must be at least 1")
     paths = [Path(f) for f in files]
@@ -162,14 +165,18 @@ def run_conversion(
             for file_index, batch in batches:
                 items_per_file[str(paths[file_index])] += batch.rows
             plan = _plan(
-                [b for _i, b in batches], incremental, key_attributes, recorded or RecordedColumns()
+                [b for _i, b in batches],
+                incremental,
+                key_attributes,
+                recorded or RecordedColumns(),
+                personal_data,
             )
             batches.sort(key=lambda entry: (entry[0], entry[1].first_line))
             groups = _group_batches(batches, max_workers)
             outputs = [out_dir / f"{OUTPUT_PREFIX}{n:05d}.parquet" for n in range(len(groups))]
             planned = [c for c, _spec in plan]
             writes = [
-                pool.submit(wr.write_batches, group, planned, output)
+                pool.submit(wr.write_batches, group, planned, output, personal_data.key)
                 for group, output in zip(groups, outputs, strict=True)
             ]
             for future, output in zip(writes, outputs, strict=True):
@@ -340,8 +347,12 @@ def _plan(
     incremental: bool,
     key_attributes: tuple[str, ...],
     recorded: RecordedColumns,
+    personal_data: PersonalData | None = None,
 ) -> list[tuple[wr.PlannedColumn, ColumnSpec]]:
     """Final columns, in a stable order: keys, other attributes by name, converter columns.
+
+    Excluded attributes (`personal_data`) have no column; hashed ones are
+    STRING columns of the HMAC of each value's text, whatever their types.
 
     An attribute the target table already holds keeps its column
     (`recorded`), and its type is decided over the DynamoDB types that
@@ -349,6 +360,7 @@ def _plan(
     of every value the column has held would get, so full, incremental and
     reseed loads agree on what a value is (`"1"` and `1` stay apart).
     """
+    personal_data = personal_data or PersonalData()
     tags: dict[str, dict[str, str | None]] = {key: {} for key in key_attributes}
     rank = {t.INT64: 0, t.NUMERIC: 1, t.STRING: 2}
 
@@ -360,7 +372,7 @@ def _plan(
 
     for batch in batches:
         for raw in batch.columns:
-            if raw.attribute is not None:
+            if raw.attribute is not None and raw.attribute not in personal_data.excluded:
                 see(raw.attribute, raw.tag, raw.number_kind)
     existing = recorded.resolve(list(tags), lambda a: readable_column_name(a, _RESERVED))
     for attribute, column in existing.items():
@@ -375,9 +387,14 @@ def _plan(
     order = list(key_attributes) + sorted(a for a in tags if a not in key_attributes)
     plan = []
     for attribute in order:
+        hashed = attribute in personal_data.hashed
         column_type = wr.combine(tags[attribute])
         column = existing.get(attribute)
-        if column is not None:
+        description = describe(attribute, tags[attribute], key=attribute in key_attributes)
+        if hashed:
+            column_type = t.ColumnType(t.STRING)
+            description += "; hashed: HMAC-SHA256 of the value's text (lowercase hex)"
+        elif column is not None:
             # Never narrower than the table's column: its rows then need no
             # conversion when merged (the column is only ever widened).
             current = t.ColumnType.from_bigquery(column.bq_type, column.mode)
@@ -387,9 +404,10 @@ def _plan(
             source_name=attribute,
             bq_type=column_type.bq_type,
             mode=column_type.mode,
-            description=describe(attribute, tags[attribute], key=attribute in key_attributes),
+            description=description,
         )
-        plan.append((wr.PlannedColumn(names[attribute], attribute, None, column_type), spec))
+        planned = wr.PlannedColumn(names[attribute], attribute, None, column_type, hashed)
+        plan.append((planned, spec))
     if incremental:
         for name, tag, column_type, text in (
             (

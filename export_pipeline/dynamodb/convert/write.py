@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
+from export_pipeline import column_hashing as ch
 from export_pipeline.dynamodb import types as t
 from export_pipeline.dynamodb.convert import values as cv
 from export_pipeline.dynamodb.convert.model import DELETED_TAG, TIMESTAMP_TAG, BatchInfo
@@ -73,12 +74,19 @@ class PlannedColumn:
     attribute: str | None
     pseudo_tag: str | None  # DELETED_TAG / TIMESTAMP_TAG for converter columns
     column_type: t.ColumnType
+    hashed: bool = False  # STRING of the HMAC of each value's text (`column_hashing`)
 
 
-def write_batches(batches: list[BatchInfo], plan: list[PlannedColumn], out_path: Path) -> int:
+def write_batches(
+    batches: list[BatchInfo],
+    plan: list[PlannedColumn],
+    out_path: Path,
+    hash_key: ch.HashKey | None = None,
+) -> int:
     """Cast intermediate batches to the final schema; write them as one Parquet file.
 
-    One row group per batch, so memory stays bounded by one batch.
+    One row group per batch, so memory stays bounded by one batch. Hashed
+    columns are hashed here with `hash_key`, so their values are never written.
     """
     schema = pa.schema([pa.field(p.name, arrow_type(p.column_type)) for p in plan])
     rows = 0
@@ -88,13 +96,16 @@ def write_batches(batches: list[BatchInfo], plan: list[PlannedColumn], out_path:
         out_path, schema, compression="zstd", use_dictionary=False, write_statistics=False
     ) as writer:
         for batch in batches:
-            writer.write_table(_final_table(batch, plan, schema), row_group_size=batch.rows)
+            table = _final_table(batch, plan, schema, hash_key)
+            writer.write_table(table, row_group_size=batch.rows)
             rows += batch.rows
             Path(batch.ipc_path).unlink()
     return rows
 
 
-def _final_table(batch: BatchInfo, plan: list[PlannedColumn], schema: pa.Schema) -> pa.Table:
+def _final_table(
+    batch: BatchInfo, plan: list[PlannedColumn], schema: pa.Schema, hash_key: ch.HashKey | None
+) -> pa.Table:
     with pa.memory_map(batch.ipc_path, "r") as source:
         table = pa.ipc.open_file(source).read_all()
     # Keyed by (attribute, None) or (None, pseudo tag): an attribute may be named "_deleted".
@@ -106,7 +117,13 @@ def _final_table(batch: BatchInfo, plan: list[PlannedColumn], schema: pa.Schema)
     arrays = []
     for planned in plan:
         parts = by_attribute.get((planned.attribute, planned.pseudo_tag), [])
-        arrays.append(_final_array(parts, planned.column_type, batch.rows))
+        if planned.hashed:
+            if hash_key is None:
+                raise ValueError(f"column {planned.name} is hashed but no hash key was given")
+            texts = _value_texts(parts, batch.rows)
+            arrays.append(pa.array(ch.hmac_hex(hash_key, texts), pa.string()))
+        else:
+            arrays.append(_final_array(parts, planned.column_type, batch.rows))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -147,3 +164,38 @@ def _json_array(stored: list, rows: int) -> pa.Array:
             else:  # S, BOOL, SS
                 out[row] = dumps(value)
     return pa.array(out, pa.string())
+
+
+def value_text(tag: str, value: object) -> str:
+    """The text a hashed attribute's value is hashed as (`column_hashing`'s table).
+
+    S: itself; N: its canonical decimal text; B: base64; BOOL: true/false;
+    sets, lists and maps: the converter's JSON text of them (as in a JSON column).
+    """
+    if tag == "S":
+        return value  # type: ignore[return-value]
+    if tag == "N":
+        return ch.canonical_number(value)  # type: ignore[arg-type]
+    if tag == "B":
+        return ch.base64_text(value)  # type: ignore[arg-type]
+    if tag == "BOOL":
+        return "true" if value else "false"
+    if tag in ("M", "L"):
+        return value  # type: ignore[return-value]  # already JSON text
+    if tag == "NS":
+        return cv.dumps_plain([cv.json_number(v) for v in value])  # type: ignore[union-attr]
+    if tag == "BS":
+        return cv.dumps_plain([cv.encode_base64(v) for v in value])  # type: ignore[union-attr]
+    return cv.dumps_plain(value)  # SS
+
+
+def _value_texts(parts: list, rows: int) -> list[str | None]:
+    """Per row, the text of the attribute's value (None where the item has none or NULL)."""
+    out: list[str | None] = [None] * rows
+    for tag, array in parts:
+        if array is None:
+            continue
+        for row, value in enumerate(array.to_pylist()):
+            if value is not None:
+                out[row] = value_text(tag, value)
+    return out
