@@ -45,13 +45,15 @@ def test_summary_names_exports_tables_rows_and_failed_checks() -> None:
         {"asset": "bigquery/d/t", "table": "p.d.t", "rows": 2000, "load": "full"},
         {"check": "row_count_matches_export", "asset": "bigquery/d/t", "passed": True},
         {"check": "freshness_check", "asset": "bigquery/d/t", "passed": False},
+        {"check": "schema_unchanged", "asset": "bigquery/d/t", "passed": False, "severity": "WARN"},
         {"failed_step": "bigquery__d__u"},
     ]
     lines = render_summary("aws_to_bigquery", "0123456789abcdef", False, 75.2, entries)
     assert lines[1] == "aws_to_bigquery FAILED in 1 min 15 s (run 01234567)"
     assert "  exported  dynamodb/Orders_export: full_seed: 1 export, 2,000 items" in lines
     assert "  loaded    p.d.t: 2,000 rows (full)" in lines
-    assert "  checks    1 passed, 1 failed" in lines
+    assert "  checks    1 passed, 1 warned, 1 failed" in lines
+    assert "            warned: bigquery/d/t schema_unchanged" in lines
     assert "            failed: bigquery/d/t freshness_check" in lines
     assert "  failed    bigquery__d__u" in lines
     assert render_summary("j", "r", True, 1.0, [])[-1] == "  nothing was exported or loaded"

@@ -92,6 +92,7 @@ class _SummaryHandler(logging.Handler):
                         "check": data.check_name,
                         "asset": data.asset_key.to_user_string(),
                         "passed": data.passed,
+                        "severity": data.severity.value,
                     }
                 )
             elif kind == DagsterEventType.STEP_FAILURE:
@@ -157,9 +158,15 @@ def render_summary(
         for index, row in enumerate(sorted(rows)):
             lines.append(f"  {label if index == 0 else '':<9} {row}")
     if checks:
-        failed = sorted(f"{e['asset']} {e['check']}" for e in checks if not e["passed"])
-        passed = len(checks) - len(failed)
-        lines.append(f"  {'checks':<9} {passed} passed, {len(failed)} failed")
+        # A WARN check that does not pass is a warning (e.g. schema_unchanged after
+        # a source change), not a failure: the run and its tables are fine.
+        unpassed = [e for e in checks if not e["passed"]]
+        warned = sorted(f"{e['asset']} {e['check']}" for e in unpassed if _is_warning(e))
+        failed = sorted(f"{e['asset']} {e['check']}" for e in unpassed if not _is_warning(e))
+        passed = len(checks) - len(unpassed)
+        counts = f"{passed} passed, " + (f"{len(warned)} warned, " if warned else "")
+        lines.append(f"  {'checks':<9} {counts}{len(failed)} failed")
+        lines += [f"  {'':<9} warned: {name}" for name in warned]
         lines += [f"  {'':<9} failed: {name}" for name in failed]
     if failed_steps:
         lines.append(f"  {'failed':<9} {', '.join(failed_steps)}")
@@ -188,3 +195,7 @@ def console_logger(init_context: InitLoggerContext) -> logging.Logger:
     run_logger.addHandler(lines)
     run_logger.addHandler(_SummaryHandler(init_context.run_id or "no-run-id"))
     return run_logger
+
+
+def _is_warning(check: dict) -> bool:
+    return check.get("severity") == "WARN"
