@@ -74,8 +74,17 @@ TYPE_ZOO: list[tuple[str, str, Any, Any]] = [
     ("tm", "time without time zone", "23:59:59.999999", "24:00:00"),
     ("tmtz", "time with time zone", "10:11:12+05:30", "00:00:00-12"),
     ("iv", "interval", "P1Y2M-3DT4H5M6.5S", "P-2D"),
+    # Arrays: NULL (row 3) and {} in one column → JSON; NULL elements → JSON; one-dimensional
+    # without NULL elements → ARRAY<T>; more dimensions → JSON; a lower bound ≠ 1 → __raw.
     ("arr", "integer[]", "{1,2,3}", "{}"),
     ("tarr", "text[]", '{"a b",NULL,"c\\"d"}', "{}"),
+    ("ai", "integer[]", "{1,2,3}", "{-2147483648,2147483647}"),
+    ("atext", "text[]", '{"a b","c\\"d","back\\\\slash","NULL",é,"{x}",日本}', '{"",",","tab\tx"}'),
+    ("anum", "numeric(5,2)[]", "{1.50,-2.25}", "{999.99}"),
+    ("abool", "boolean[]", "{t,f}", "{f}"),
+    ("adate", "date[]", "{2024-02-29}", "{infinity}"),
+    ("abox", "box[]", "{(1,1),(0,0);(3,3),(2,2)}", "{(0,0),(0,0)}"),
+    ("amd", "integer[]", "{{1,2},{3,4}}", "[0:1]={5,6}"),
     ("rng", "int4range", "[1,10)", "empty"),
     ("pt", "point", "(1.5,-2)", "(0,0)"),
 ]

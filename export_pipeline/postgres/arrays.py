@@ -24,9 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from export_pipeline.naming import INTERNAL_PREFIX
+
 # Characters PostgreSQL's array_isspace() treats as white space (it quotes elements holding them).
 _SPACE = r" \t\n\r\x0B\f"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
+# Aliases of the token subqueries, in the pipeline's own name space (`naming.INTERNAL_PREFIX`):
+# no staging column has such a name, so no column is shadowed or taken for them.
+TOKEN = f"{INTERNAL_PREFIX}_token"
+OFFSET = f"{INTERNAL_PREFIX}_offset"
+WHOLE = f"{INTERNAL_PREFIX}_whole"
+CONVERTED = f"{INTERNAL_PREFIX}_converted"
 
 
 def _unquoted(delimiter: str) -> str:
@@ -63,13 +71,15 @@ def element_text(token_sql: str) -> str:
 
 
 def _tokens(column_sql: str, pattern: str) -> str:
-    """SQL FROM item: each token `t` matching `pattern`, with its position `o`.
+    """SQL FROM item: each token (`TOKEN`) matching `pattern`, with its position (`OFFSET`).
 
-    The element text is computed where it is used (`element_text("t")`), not
-    in a derived table: bqemulator rewrites a derived table's `o` and loses
+    The element text is computed where it is used (`element_text(TOKEN)`), not
+    in a derived table: bqemulator rewrites a derived table's offset and loses
     the order.
     """
-    return f"UNNEST(REGEXP_EXTRACT_ALL({column_sql}, r'{pattern}')) AS t WITH OFFSET AS o"
+    return (
+        f"UNNEST(REGEXP_EXTRACT_ALL({column_sql}, r'{pattern}')) AS {TOKEN} WITH OFFSET AS {OFFSET}"
+    )
 
 
 def _elements(column_sql: str, delimiter: str) -> str:
@@ -84,10 +94,10 @@ def typed_array(column_sql: str, delimiter: str, element_sql: Callable[[str], st
     holding NULL.
     """
     pattern = one_dimensional_pattern(delimiter)
-    typed = element_sql(element_text("t"))
+    typed = element_sql(element_text(TOKEN))
     return (
         f"IF(REGEXP_CONTAINS({column_sql}, r'{pattern}'), ARRAY(SELECT {typed} FROM "
-        f"{_elements(column_sql, delimiter)} ORDER BY o), NULL)"
+        f"{_elements(column_sql, delimiter)} ORDER BY {OFFSET}), NULL)"
     )
 
 
@@ -95,10 +105,10 @@ def array_fits(column_sql: str, delimiter: str, element_fits: Callable[[str], st
     """SQL: the text is a one-dimensional array with no NULL element and every element
     fits its typed form (`element_fits`: element text SQL → condition)."""
     pattern = one_dimensional_pattern(delimiter)
-    fits = element_fits(element_text("t"))
+    fits = element_fits(element_text(TOKEN))
     return (
         f"(REGEXP_CONTAINS({column_sql}, r'{pattern}') AND NOT EXISTS(SELECT 1 FROM "
-        f"{_elements(column_sql, delimiter)} WHERE {is_null_token('t')} "
+        f"{_elements(column_sql, delimiter)} WHERE {is_null_token(TOKEN)} "
         f"OR NOT COALESCE({fits}, FALSE)))"
     )
 
@@ -112,17 +122,19 @@ def json_array(column_sql: str, delimiter: str, element_json: Callable[[str], st
     prefix or a text that is not an array gives NULL.
     """
     pattern = token_pattern(delimiter)
-    value = element_json(element_text("t"))
+    value = element_json(element_text(TOKEN))
     mapped = (
-        f"CASE WHEN t = '{{' THEN '[' WHEN t = '}}' THEN ']' WHEN t = '{delimiter}' THEN ',' "
-        f"WHEN {is_null_token('t')} THEN 'null' ELSE {value} END"
+        f"CASE WHEN {TOKEN} = '{{' THEN '[' WHEN {TOKEN} = '}}' THEN ']' "
+        f"WHEN {TOKEN} = '{delimiter}' THEN ',' "
+        f"WHEN {is_null_token(TOKEN)} THEN 'null' ELSE {value} END"
     )
     # The aggregates sit in an inner query: a SAFE. call around an aggregate is not
     # accepted by every engine (bqemulator's DuckDB refuses it).
     return (
-        f"IF(STARTS_WITH({column_sql}, '{{'), (SELECT IF(whole = {column_sql}, "
-        f"SAFE.PARSE_JSON(converted), NULL) FROM (SELECT STRING_AGG(t, '' ORDER BY o) AS whole, "
-        f"STRING_AGG({mapped}, '' ORDER BY o) AS converted FROM "
+        f"IF(STARTS_WITH({column_sql}, '{{'), (SELECT IF({WHOLE} = {column_sql}, "
+        f"SAFE.PARSE_JSON({CONVERTED}), NULL) FROM "
+        f"(SELECT STRING_AGG({TOKEN}, '' ORDER BY {OFFSET}) AS {WHOLE}, "
+        f"STRING_AGG({mapped}, '' ORDER BY {OFFSET}) AS {CONVERTED} FROM "
         f"{_tokens(column_sql, pattern)})), NULL)"
     )
 

@@ -104,13 +104,35 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
     assert one["dt"] == dt.date(2024, 2, 29) and two["dt__raw"] == "0044-03-15 BC"
     assert two["ts__raw"] == "infinity" and two["tm__raw"] == "24:00:00"
     assert one["tstz"] == dt.datetime(2024, 5, 6, 5, 8, 9, 500000, tzinfo=dt.UTC)
-    assert (one["iv"], one["arr"], two["arr"], three["arr"]) == (
-        "P1Y2M-3DT4H5M6.5S",
-        "{1,2,3}",
-        "{}",
-        None,
-    )
-    assert all(v is None for k, v in three.items() if k not in ("id", "_exported_at"))
+    assert one["iv"] == "P1Y2M-3DT4H5M6.5S"
+    # Arrays. NULL (row 3) and {} in one column, or a NULL element: JSON arrays.
+    assert (one["arr"], two["arr"], three["arr"]) == ([1, 2, 3], [], None)
+    assert (one["tarr"], two["tarr"], three["tarr"]) == (["a b", None, 'c"d'], [], None)
+    # One-dimensional without NULL elements: ARRAY<T>; row 3's NULL is [] (no {} in the column).
+    assert (one["ai"], two["ai"], three["ai"]) == ([1, 2, 3], [-2147483648, 2147483647], [])
+    assert one["atext"] == ["a b", 'c"d', "back\\slash", "NULL", "é", "{x}", "日本"]
+    assert two["atext"] == ["", ",", "tab\tx"]
+    assert (one["anum"], two["anum"]) == ([Decimal("1.50"), Decimal("-2.25")], [Decimal("999.99")])
+    assert (one["abool"], two["abool"]) == ([True, False], [False])
+    assert (one["abox"], two["abox"]) == (["(1,1),(0,0)", "(3,3),(2,2)"], ["(0,0),(0,0)"])
+    # An element that is no DATE (infinity): the column is JSON, elements as PostgreSQL's text.
+    assert (one["adate"], two["adate"]) == (["2024-02-29"], ["infinity"])
+    # Two dimensions: JSON; a lower bound other than 1: __raw.
+    assert one["amd"] == [[1, 2], [3, 4]] and one["amd__raw"] is None
+    assert two["amd"] is None and two["amd__raw"] == "[0:1]={5,6}"
+    repeated = {"ai", "atext", "anum", "abool", "abox"}
+    assert all(three[k] == [] for k in repeated)
+    assert all(v is None for k, v in three.items() if k not in ("id", "_exported_at", *repeated))
+    schema = {f.name: f for f in bigquery_client.get_table(table).schema}
+    assert {k: (schema[k].field_type, schema[k].mode) for k in sorted(repeated)} == {
+        "abool": ("BOOLEAN", "REPEATED"),
+        "abox": ("STRING", "REPEATED"),
+        "ai": ("INTEGER", "REPEATED"),
+        "anum": ("NUMERIC", "REPEATED"),
+        "atext": ("STRING", "REPEATED"),
+    }
+    assert "an empty array is a NULL of the source" in schema["ai"].description
+    assert "JSON because 1 value(s) do not fit ARRAY<DATE>" in schema["adate"].description
     meta = _metadata(result, AssetKey(["bigquery", dataset, "rds_app_public_type_zoo"]))
     assert meta["unrepresentable_values"] == {
         "n": 1,
@@ -119,6 +141,11 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
         "ts": 1,
         "tstz": 1,
         "tm": 1,
+        "arr": 1,  # the empty array, in a column with NULLs
+        "tarr": 2,  # one with a NULL element, one empty array
+        "adate": 1,
+        "amd": 2,
+        "amd__raw": 1,
     }
 
 

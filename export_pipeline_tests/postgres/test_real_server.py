@@ -35,7 +35,8 @@ CREATE TABLE zoo (
     b boolean, by bytea, ch char(5), vc varchar(10), t text, u uuid, ip inet, mac macaddr,
     bits bit(4), e mood, j json, jb jsonb,
     dt date, ts timestamp, tstz timestamptz, tm time, tmtz timetz, iv interval,
-    arr integer[], tarr text[], rng int4range, pt point
+    arr integer[], tarr text[], rng int4range, pt point,
+    ai bigint[], atx text[], an numeric(6,3)[], ats timestamptz[], amd integer[]
 );
 CREATE TABLE sales.orders (id bigint PRIMARY KEY, amount numeric(10,2), placed timestamptz);
 CREATE UNLOGGED TABLE scratch (id integer);
@@ -49,14 +50,18 @@ two', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '08:00:2b:01:02:
         B'1010', 'happy', '{"k": [1, 2.5, "x"]}', '{"b": 1, "a": null}',
         '2024-02-29', '2024-05-06 07:08:09.123456', '2024-05-06 07:08:09.5+02', '23:59:59.999999',
         '10:11:12+05:30', '1 year 2 months -3 days 04:05:06.5',
-        '{1,2,3}', '{"a b",NULL,"c\\"d"}', '[1,10)', '(1.5,-2)')""",
+        '{1,2,3}', '{"a b",NULL,"c\\"d"}', '[1,10)', '(1.5,-2)',
+        '{9223372036854775807}', ARRAY['a,b', '{', 'NULL', '', 'q"\\', 'é'],
+        '{1.5,-0.001}', '{"2024-05-06 07:08:09.5+02"}', '{{1,2},{3,4}}')""",
     """INSERT INTO zoo VALUES (2, -32768, 9223372036854775807, 0, 1, 'NaN', '-Infinity',
         'NaN', '12345678901234567890123456789012.5', -1, -0.01,
         false, '', '', '', '', NULL, '::1', NULL,
         B'0000', 'sad', '[]', '{}',
         '0044-03-15 BC', 'infinity', '10000-01-01 00:00:00+00', '24:00:00',
         '00:00:00-12', '-2 days',
-        '{}', '{}', 'empty', '(0,0)')""",
+        '{}', '{}', 'empty', '(0,0)',
+        '{-9223372036854775808,0}', ARRAY[' x', 'null'], '{999.999}', '{infinity}',
+        '[0:1]={5,6}')""",
     "INSERT INTO zoo (id) VALUES (3)",
     "INSERT INTO sales.orders VALUES (1, 10.50, '2024-01-01 00:00:00+00'), (2, -3.00, NULL)",
     "INSERT INTO scratch VALUES (1)",
@@ -170,9 +175,23 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
         assert two[column] == texts[2][column], column
         assert three[column] is None
     assert one["ch"] == "ab   " and one["iv"].startswith("P1Y2M")
-    # Arrays: PostgreSQL's text form (NULL elements and empty arrays kept apart from NULL).
-    assert (one["arr"], two["arr"], three["arr"]) == ("{1,2,3}", "{}", None)
-    assert one["tarr"] == texts[1]["tarr"]
+    # Arrays. NULL and {} in one column, or NULL elements: JSON arrays.
+    assert (one["arr"], two["arr"], three["arr"]) == ([1, 2, 3], [], None)
+    assert (one["tarr"], two["tarr"], three["tarr"]) == (["a b", None, 'c"d'], [], None)
+    # One-dimensional without NULL elements: ARRAY<T> (row 3's NULL is []).
+    assert (one["ai"], two["ai"], three["ai"]) == (
+        [9223372036854775807],
+        [-9223372036854775808, 0],
+        [],
+    )
+    assert (one["atx"], two["atx"]) == (["a,b", "{", "NULL", "", 'q"\\', "é"], [" x", "null"])
+    assert (one["an"], two["an"]) == ([Decimal("1.500"), Decimal("-0.001")], [Decimal("999.999")])
+    # An element no TIMESTAMP holds (infinity): JSON, elements as the server's text.
+    assert (one["ats"], two["ats"]) == (["2024-05-06 05:08:09.5+00"], ["infinity"])
+    assert texts[1]["ats"] == '{"2024-05-06 05:08:09.5+00"}'
+    # Two dimensions: JSON; a lower bound other than 1: __raw with the server's text.
+    assert one["amd"] == [[1, 2], [3, 4]]
+    assert two["amd"] is None and two["amd__raw"] == texts[2]["amd"] == "[0:1]={5,6}"
     # json / jsonb → JSON.
     assert one["j"] == {"k": [1, 2.5, "x"]} and two["j"] == []
     assert one["jb"] == {"a": None, "b": 1} and two["jb"] == {}
@@ -200,6 +219,11 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
         "ts": 1,
         "tstz": 1,
         "tm": 1,
+        "arr": 1,
+        "tarr": 2,
+        "ats": 1,
+        "amd": 2,
+        "amd__raw": 1,
     }
     assert metadata["dagster/row_count"].value == 3
     orders = rows(
