@@ -24,9 +24,13 @@ each column's PostgreSQL type, as `format_type()` spells it).
 | timestamp | DATETIME | parsed; as date |
 | timestamptz | TIMESTAMP | parsed (the text carries its UTC offset); as date |
 | time | TIME | parsed; 24:00:00 → `__raw` |
-| timetz, interval, ranges, arrays, geometric, other | STRING | PostgreSQL's text |
+| arrays of a scalar | ARRAY<T> if every value fits (1-D, no NULL element) | else JSON |
+| arrays of json, ranges, … | JSON | `[0:1]={…}` → `__raw` |
+| timetz, interval, ranges, geometric, other | STRING | PostgreSQL's text |
 
 `__raw` means: the typed column holds NULL and `<col>__raw` the exact text.
+Arrays (`arrays`): ARRAY<T> only where the export does not hold both NULL
+and `{}` (REPEATED cannot be NULL); the JSON form keeps them apart.
 docs/postgresql.md has the full table and the reasons.
 
 A `__raw` column is added only when the export holds at least one value its
