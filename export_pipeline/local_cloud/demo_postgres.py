@@ -68,6 +68,8 @@ TYPE_ZOO: list[tuple[str, str, Any, Any]] = [
     ("e", "order_status", "shipped", "new"),
     ("j", "json", '{"k": [1, 2.5, "x"]}', "[]"),
     ("jb", "jsonb", '{"a": null, "b": 1}', "{}"),
+    # json keeps duplicate keys (BigQuery's JSON cannot): the second row → __raw.
+    ("jdup", "json", '{"a": 1, "b": {"a": 2}}', '{"a": 1, "b": {"c": 1, "c": 2}}'),
     ("dt", "date", "2024-02-29", "0044-03-15 BC"),
     ("ts", "timestamp without time zone", "2024-05-06 07:08:09.123456", "infinity"),
     ("tstz", "timestamp with time zone", "2024-05-06 05:08:09.5+00", "10000-01-01 00:00:00+00"),
@@ -86,6 +88,13 @@ TYPE_ZOO: list[tuple[str, str, Any, Any]] = [
     ("abox", "box[]", "{(1,1),(0,0);(3,3),(2,2)}", "{(0,0),(0,0)}"),
     ("amd", "integer[]", "{{1,2},{3,4}}", "[0:1]={5,6}"),
     ("rng", "int4range", "[1,10)", "empty"),
+    ("nr", "numrange", "(1.5,)", "(,)"),
+    (
+        "tsr",
+        "tstzrange",
+        '["2024-01-01 00:00:00+00","2024-02-01 00:00:00+00")',
+        "[-infinity,infinity]",
+    ),
     ("pt", "point", "(1.5,-2)", "(0,0)"),
 ]
 

@@ -19,14 +19,16 @@ each column's PostgreSQL type, as `format_type()` spells it).
 | boolean | BOOL | as loaded |
 | bytea | BYTES | as loaded |
 | char (padded), varchar, text, uuid, inet, enum, … | STRING | as loaded |
-| json, jsonb, hstore | JSON | parsed; what BigQuery cannot parse → `__raw` |
+| json | JSON | parsed; duplicate keys (`json_keys`), unparsable → `__raw` |
+| jsonb, hstore | JSON | parsed; what BigQuery cannot parse → `__raw` |
 | date | DATE | parsed; ±infinity, BC, year > 9999 → `__raw` |
 | timestamp | DATETIME | parsed; as date |
 | timestamptz | TIMESTAMP | parsed (the text carries its UTC offset); as date |
 | time | TIME | parsed; 24:00:00 → `__raw` |
 | arrays of a scalar | ARRAY<T> if every value fits (1-D, no NULL element) | else JSON |
 | arrays of json, ranges, … | JSON | `[0:1]={…}` → `__raw` |
-| timetz, interval, ranges, geometric, other | STRING | PostgreSQL's text |
+| int4/int8/num/ts/tstz/daterange | JSON | `ranges`: lower, upper, lower_inc, upper_inc, empty |
+| timetz, interval, multiranges, geometric, other | STRING | PostgreSQL's text |
 
 `__raw` means: the typed column holds NULL and `<col>__raw` the exact text.
 Arrays (`arrays`): ARRAY<T> only where the export does not hold both NULL
@@ -62,7 +64,7 @@ from export_pipeline.bigquery_types import (
     TIMESTAMP,
     decimal_fits_numeric,
 )
-from export_pipeline.postgres import arrays
+from export_pipeline.postgres import arrays, json_keys, ranges
 
 RAW_SUFFIX = "__raw"
 
@@ -83,6 +85,8 @@ class Conversion(StrEnum):
     NUMERIC_TEXT = "numeric_text"  # exact decimal text → NUMERIC
     MONEY_TEXT = "money_text"  # '$1,234.56' → NUMERIC
     JSON_TEXT = "json_text"
+    JSON_UNIQUE_KEYS_TEXT = "json_unique_keys_text"  # json: duplicate keys → `__raw`
+    RANGE_TEXT = "range_text"  # '[1,10)' → {"lower": 1, "upper": 10, …}
     DATE_TEXT = "date_text"
     DATETIME_TEXT = "datetime_text"
     TIMESTAMP_TEXT = "timestamp_text"
@@ -205,8 +209,12 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
         return mapping(STRING)
     if base == "money":
         return mapping(NUMERIC, Conversion.MONEY_TEXT, whole=True)
+    if base == "json":
+        return mapping(JSON, Conversion.JSON_UNIQUE_KEYS_TEXT)
     if base in _JSONS:
         return mapping(JSON, Conversion.JSON_TEXT)
+    if base in ranges.RANGES:
+        return mapping(JSON, Conversion.RANGE_TEXT)
     if base in _DATES:
         return mapping(DATE, Conversion.DATE_TEXT)
     if base in _DATETIMES:
@@ -357,6 +365,8 @@ def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
         return _guarded(c, _MONEY, f"PARSE_NUMERIC(REPLACE(REPLACE({c}, '$', ''), ',', ''))")
     if conversion is Conversion.JSON_TEXT:
         return f"SAFE.PARSE_JSON({c})"
+    if conversion is Conversion.JSON_UNIQUE_KEYS_TEXT:
+        return f"IF({json_keys.has_duplicate_keys(c)}, NULL, SAFE.PARSE_JSON({c}))"
     if conversion in (Conversion.ARRAY_TYPED, Conversion.ARRAY_JSON):
         element = mapping.element
         assert element is not None
@@ -365,6 +375,8 @@ def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
                 c, mapping.delimiter, lambda text: _element_typed(element, text)
             )
         return arrays.json_array(c, mapping.delimiter, lambda text: _element_json(element, text))
+    if conversion is Conversion.RANGE_TEXT:
+        return ranges.range_json(c, PostgresType.parse(mapping.original_type).base)
     if conversion is Conversion.DATE_TEXT:
         return _guarded(c, _DATE, f"SAFE.PARSE_DATE('%Y-%m-%d', {c})")
     if conversion is Conversion.DATETIME_TEXT:

@@ -221,27 +221,35 @@ def _profile(
     client: bigquery.Client, staging_sql: str, columns: list[PlannedColumn], engine: Engine
 ) -> dict[str, ColumnProfile]:
     """Per fallible column, how many non-NULL values its typed form cannot hold (and, for
-    ARRAY columns and fallbacks, what decides the column's form), in one query."""
+    ARRAY columns and fallbacks, what decides the column's form), in one query.
+
+    Each condition is a column of an inner query and only counted outside it:
+    bqemulator's DuckDB takes minutes over a correlated subquery (arrays, json
+    keys) inside an aggregate, and seconds over the same subquery in a plain
+    SELECT; BigQuery runs both forms alike.
+    """
     fallible = [c for c in columns if c.mapping.fallible]
     if not fallible:
         return {}
-    selects = []
+    flags: list[str] = []
     for index, column in enumerate(fallible):
         source = quote_identifier(column.name)
         mapping = column.mapping
         fits = engine.fits(mapping, source)
-        selects.append(f"COUNTIF({source} IS NOT NULL AND NOT ({fits})) AS c{index}")
+        flags.append(f"({source} IS NOT NULL AND NOT ({fits})) AS c{index}")
         if mapping.mode == "REPEATED":
             typed = engine.typed_expression(mapping, source)
-            selects.append(f"COUNTIF({source} IS NULL) AS n{index}")
-            selects.append(
-                f"COUNTIF({source} IS NOT NULL AND IF({fits}, ARRAY_LENGTH({typed}) = 0, FALSE))"
+            flags.append(f"({source} IS NULL) AS n{index}")
+            flags.append(
+                f"({source} IS NOT NULL AND IF({fits}, ARRAY_LENGTH({typed}) = 0, FALSE))"
                 f" AS e{index}"
             )
         if mapping.fallback is not None:
             fallback_fits = engine.fits(mapping.fallback, source)
-            selects.append(f"COUNTIF({source} IS NOT NULL AND NOT ({fallback_fits})) AS f{index}")
-    query = f"SELECT {', '.join(selects)} FROM {staging_sql}"
+            flags.append(f"({source} IS NOT NULL AND NOT ({fallback_fits})) AS f{index}")
+    names = [flag.rsplit(" AS ", 1)[1] for flag in flags]
+    counts = ", ".join(f"COUNTIF({name}) AS {name}" for name in names)
+    query = f"SELECT {counts} FROM (SELECT {', '.join(flags)} FROM {staging_sql})"
     row = dict(next(iter(client.query(query).result())).items())
     profiles = {}
     for index, column in enumerate(fallible):

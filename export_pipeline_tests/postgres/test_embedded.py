@@ -101,10 +101,31 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
     assert (one["by"], two["by"], one["b"]) == (b"\x00\xff", b"", True)
     assert (one["ch"], two["ch"]) == ("ab   ", "     ")
     assert one["j"] == {"k": [1, 2.5, "x"]} and one["jb"] == {"a": None, "b": 1}
+    assert one["jdup"] == {"a": 1, "b": {"a": 2}} and one["jdup__raw"] is None
+    assert two["jdup"] is None and two["jdup__raw"] == '{"a": 1, "b": {"c": 1, "c": 2}}'
     assert one["dt"] == dt.date(2024, 2, 29) and two["dt__raw"] == "0044-03-15 BC"
     assert two["ts__raw"] == "infinity" and two["tm__raw"] == "24:00:00"
     assert one["tstz"] == dt.datetime(2024, 5, 6, 5, 8, 9, 500000, tzinfo=dt.UTC)
     assert one["iv"] == "P1Y2M-3DT4H5M6.5S"
+    # Ranges → JSON objects (unbounded: null; an infinity bound: its text).
+    flags = {"lower_inc": True, "upper_inc": False}
+    assert one["rng"] == {"empty": False, "lower": 1, "upper": 10, **flags}
+    assert two["rng"] == {"empty": True, "lower": None, "upper": None, **flags, "lower_inc": False}
+    assert one["nr"]["lower"] == "1.5" and one["nr"]["upper"] is None
+    assert two["nr"] == {
+        "empty": False,
+        "lower": None,
+        "upper": None,
+        "lower_inc": False,
+        "upper_inc": False,
+    }
+    assert one["tsr"] == {
+        "empty": False,
+        "lower": "2024-01-01 00:00:00+00",
+        "upper": "2024-02-01 00:00:00+00",
+        **flags,
+    }
+    assert (two["tsr"]["lower"], two["tsr"]["upper"]) == ("-infinity", "infinity")
     # Arrays. NULL (row 3) and {} in one column, or a NULL element: JSON arrays.
     assert (one["arr"], two["arr"], three["arr"]) == ([1, 2, 3], [], None)
     assert (one["tarr"], two["tarr"], three["tarr"]) == (["a b", None, 'c"d'], [], None)
@@ -141,6 +162,7 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
         "ts": 1,
         "tstz": 1,
         "tm": 1,
+        "jdup": 1,
         "arr": 1,  # the empty array, in a column with NULLs
         "tarr": 2,  # one with a NULL element, one empty array
         "adate": 1,
