@@ -4,7 +4,8 @@ Only what is specific to RDS exports lives here; the BigQuery writes are the
 shared layer's (`export_pipeline.bigquery`):
 
 0. Every file's columns must hold the Parquet type AWS writes for their
-   MySQL type (`parquet_types`), else the table fails, nothing loaded.
+   original type (the engine's `type_disagreement`: `rds/parquet_types`,
+   `postgres/parquet_types`), else the table fails, nothing loaded.
 1. The table's Parquet files go, unchanged, into a fresh staging table
    (`load_parquet_to_staging`) whose schema is what BigQuery's Parquet
    loader makes of AWS's types (`bigquery_schema_from_parquet`: decimals as
