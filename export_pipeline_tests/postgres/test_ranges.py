@@ -9,11 +9,14 @@ and flags are the server's own `lower()`, `upper()`, `lower_inc()`,
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import psycopg2
 import pytest
 from google.cloud import bigquery
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from export_pipeline.postgres import types
 
@@ -38,36 +41,41 @@ RANGES = [
 ]
 
 
+def _described(cursor: Any, range_type: str, literal: str) -> tuple[str, dict[str, Any]]:
+    """The server's text of a range and the object its range functions describe."""
+    value = f"{literal}::{range_type}"
+    cursor.execute(
+        f"SELECT format('%s', {value}), isempty({value}), lower({value})::text, "
+        f"upper({value})::text, lower_inc({value}), upper_inc({value})"
+    )
+    text, empty, lower, upper, lower_inc, upper_inc = cursor.fetchone()
+    if range_type in ("int4range", "int8range"):
+        lower = int(lower) if lower is not None else None
+        upper = int(upper) if upper is not None else None
+    expected = {
+        "empty": empty,
+        "lower": lower,
+        "upper": upper,
+        "lower_inc": lower_inc,
+        "upper_inc": upper_inc,
+    }
+    return text, expected
+
+
 @pytest.fixture(scope="module")
-def server_ranges() -> list[tuple[str, str, dict[str, Any]]]:
-    """(type, the server's text, the object the server's range functions describe)."""
+def pg_cursor():
     connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-    found = []
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, YMD'")
-            for range_type, literal in RANGES:
-                value = f"{literal}::{range_type}"
-                cursor.execute(
-                    f"SELECT format('%s', {value}), isempty({value}), "
-                    f"lower({value})::text, upper({value})::text, "
-                    f"lower_inc({value}), upper_inc({value})"
-                )
-                text, empty, lower, upper, lower_inc, upper_inc = cursor.fetchone()
-                if range_type in ("int4range", "int8range"):
-                    lower = int(lower) if lower is not None else None
-                    upper = int(upper) if upper is not None else None
-                expected = {
-                    "empty": empty,
-                    "lower": lower,
-                    "upper": upper,
-                    "lower_inc": lower_inc,
-                    "upper_inc": upper_inc,
-                }
-                found.append((range_type, text, expected))
-    finally:
-        connection.close()
-    return found
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, YMD'")
+        yield cursor
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def server_ranges(pg_cursor) -> list[tuple[str, str, dict[str, Any]]]:
+    """(type, the server's text, the object the server's range functions describe)."""
+    return [(t, *_described(pg_cursor, t, literal)) for t, literal in RANGES]
 
 
 def read(client: bigquery.Client, range_type: str, texts: list[str]) -> list[Any]:
@@ -91,3 +99,30 @@ def test_ranges_from_the_real_server(server_ranges, bigquery_client) -> None:
 
 def test_text_of_no_range_form_is_not_typed(bigquery_client) -> None:
     assert read(bigquery_client, "numrange", ["[1,2", "1,2)", "{1}", ""]) == [None] * 4
+
+
+decimals = st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-(10**30))
+flags = st.booleans()
+numranges = st.tuples(
+    st.just("numrange"), st.none() | decimals.map(str), st.none() | decimals.map(str), flags, flags
+)
+integers = st.none() | st.integers(-(2**31), 2**31 - 2).map(str)
+int4ranges = st.tuples(st.just("int4range"), integers, integers, flags, flags)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ranges=st.lists(numranges | int4ranges, min_size=1, max_size=6))
+def test_any_range_reads_as_the_server_describes_it(pg_cursor, bigquery_client, ranges) -> None:
+    """Random bounds and flags → the server's text → our JSON: the server's own description."""
+    for range_type, lower, upper, lower_inc, upper_inc in ranges:
+        if lower is not None and upper is not None and Decimal(lower) > Decimal(upper):
+            lower, upper = upper, lower
+        brackets = ("[" if lower_inc else "(") + "{},{}" + ("]" if upper_inc else ")")
+        literal = "'" + brackets.format(lower or "", upper or "") + "'"
+        text, expected = _described(pg_cursor, range_type, literal)
+        [got] = read(bigquery_client, range_type, [text])
+        assert got == expected, (range_type, text, got)
