@@ -59,7 +59,12 @@ from export_pipeline.bigquery.staging import (
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
-from export_pipeline.naming import PIPELINE_COLUMNS, column_names, quote_identifier
+from export_pipeline.naming import (
+    INTERNAL_PREFIX,
+    PIPELINE_COLUMNS,
+    column_names,
+    quote_identifier,
+)
 from export_pipeline.rds.engine import MYSQL, ColumnMapping, Engine
 from export_pipeline.rds.export_files import (
     ExportFilesError,
@@ -224,33 +229,44 @@ def _profile(
     """Per fallible column, how many non-NULL values its typed form cannot hold (and, for
     ARRAY columns and fallbacks, what decides the column's form), in one query.
 
-    Each condition is a column of an inner query and only counted outside it:
-    bqemulator's DuckDB takes minutes over a correlated subquery (arrays, json
-    keys) inside an aggregate, and seconds over the same subquery in a plain
-    SELECT; BigQuery runs both forms alike.
+    A condition holding a subquery (arrays, json keys) is computed as a column
+    of an inner query and counted outside it: bqemulator's DuckDB takes
+    minutes over such a subquery inside an aggregate, and a second over the
+    same subquery in a plain SELECT. Plain conditions are counted directly,
+    which the emulator runs faster; BigQuery runs both forms alike.
     """
     fallible = [c for c in columns if c.mapping.fallible]
     if not fallible:
         return {}
-    flags: list[str] = []
+    conditions: list[tuple[str, str]] = []  # (result name, condition SQL)
     for index, column in enumerate(fallible):
         source = quote_identifier(column.name)
         mapping = column.mapping
         fits = engine.fits(mapping, source)
-        flags.append(f"({source} IS NOT NULL AND NOT ({fits})) AS c{index}")
+        conditions.append((f"c{index}", f"{source} IS NOT NULL AND NOT ({fits})"))
         if mapping.mode == "REPEATED":
             typed = engine.typed_expression(mapping, source)
-            flags.append(f"({source} IS NULL) AS n{index}")
-            flags.append(
-                f"({source} IS NOT NULL AND IF({fits}, ARRAY_LENGTH({typed}) = 0, FALSE))"
-                f" AS e{index}"
+            conditions.append((f"n{index}", f"{source} IS NULL"))
+            conditions.append(
+                (
+                    f"e{index}",
+                    f"{source} IS NOT NULL AND IF({fits}, ARRAY_LENGTH({typed}) = 0, FALSE)",
+                )
             )
         if mapping.fallback is not None:
             fallback_fits = engine.fits(mapping.fallback, source)
-            flags.append(f"({source} IS NOT NULL AND NOT ({fallback_fits})) AS f{index}")
-    names = [flag.rsplit(" AS ", 1)[1] for flag in flags]
-    counts = ", ".join(f"COUNTIF({name}) AS {name}" for name in names)
-    query = f"SELECT {counts} FROM (SELECT {', '.join(flags)} FROM {staging_sql})"
+            conditions.append((f"f{index}", f"{source} IS NOT NULL AND NOT ({fallback_fits})"))
+    inner: list[str] = []
+    counts: list[str] = []
+    for name, condition in conditions:
+        if "SELECT" in condition:
+            flag = f"{INTERNAL_PREFIX}_{name}"
+            inner.append(f"({condition}) AS {flag}")
+            counts.append(f"COUNTIF({flag}) AS {name}")
+        else:
+            counts.append(f"COUNTIF({condition}) AS {name}")
+    source_sql = f"(SELECT *, {', '.join(inner)} FROM {staging_sql})" if inner else staging_sql
+    query = f"SELECT {', '.join(counts)} FROM {source_sql}"
     row = dict(next(iter(client.query(query).result())).items())
     profiles = {}
     for index, column in enumerate(fallible):
