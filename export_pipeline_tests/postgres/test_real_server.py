@@ -37,7 +37,7 @@ CREATE TABLE zoo (
     dt date, ts timestamp, tstz timestamptz, tm time, tmtz timetz, iv interval,
     arr integer[], tarr text[], rng int4range, pt point,
     jd json, ai bigint[], atx text[], an numeric(6,3)[], ats timestamptz[], amd integer[],
-    nr numrange, tr tstzrange, dr daterange
+    nr numrange, tr tstzrange, dr daterange, ae integer[] NOT NULL DEFAULT '{}'
 );
 CREATE TABLE sales.orders (id bigint PRIMARY KEY, amount numeric(10,2), placed timestamptz);
 CREATE UNLOGGED TABLE scratch (id integer);
@@ -55,7 +55,7 @@ two', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '08:00:2b:01:02:
         '{"a": 1, "b": {"a": 2}}',
         '{9223372036854775807}', ARRAY['a,b', '{', 'NULL', '', 'q"\\', 'é'],
         '{1.5,-0.001}', '{"2024-05-06 07:08:09.5+02"}', '{{1,2},{3,4}}',
-        '(1.5,)', '[2024-01-01 02:00:00+02,2024-02-01)', '[2024-01-01,infinity]')""",
+        '(1.5,)', '[2024-01-01 02:00:00+02,2024-02-01)', '[2024-01-01,infinity]', '{7}')""",
     """INSERT INTO zoo VALUES (2, -32768, 9223372036854775807, 0, 1, 'NaN', '-Infinity',
         'NaN', '12345678901234567890123456789012.5', -1, -0.01,
         false, '', '', '', '', NULL, '::1', NULL,
@@ -190,6 +190,12 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
     )
     assert (one["atx"], two["atx"]) == (["a,b", "{", "NULL", "", 'q"\\', "é"], [" x", "null"])
     assert (one["an"], two["an"]) == ([Decimal("1.500"), Decimal("-0.001")], [Decimal("999.999")])
+    # Never NULL, empty in rows 2 and 3: ARRAY<INT64>, its [] being PostgreSQL's {}.
+    assert (one["ae"], two["ae"], three["ae"]) == ([7], [], [])
+    table = f"{project}.{pg_dataset}.{prefix}zoo"
+    descriptions = {f.name: f.description for f in bigquery_client.get_table(table).schema}
+    assert "an empty array is an empty array of the source" in descriptions["ae"]
+    assert "an empty array is a NULL of the source" in descriptions["ai"]
     # An element no TIMESTAMP holds (infinity): JSON, elements as the server's text.
     assert (one["ats"], two["ats"]) == (["2024-05-06 05:08:09.5+00"], ["infinity"])
     assert texts[1]["ats"] == '{"2024-05-06 05:08:09.5+00"}'
