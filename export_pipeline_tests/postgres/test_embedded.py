@@ -133,7 +133,9 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
     assert (one["ai"], two["ai"], three["ai"]) == ([1, 2, 3], [-2147483648, 2147483647], [])
     assert one["atext"] == ["a b", 'c"d', "back\\slash", "NULL", "é", "{x}", "日本"]
     assert two["atext"] == ["", ",", "tab\tx"]
-    assert (one["anum"], two["anum"]) == ([Decimal("1.50"), Decimal("-2.25")], [Decimal("999.99")])
+    # NUMERIC elements keep all 9 decimals (bqemulator's bare NUMERIC would keep 3).
+    assert one["anum"] == [Decimal("0.123456789"), Decimal("-2.25")]
+    assert two["anum"] == [Decimal("99999999999.999999999")]
     assert (one["abool"], two["abool"]) == ([True, False], [False])
     assert (one["abox"], two["abox"]) == (["(1,1),(0,0)", "(3,3),(2,2)"], ["(0,0),(0,0)"])
     # An element that is no DATE (infinity): the column is JSON, elements as PostgreSQL's text.
