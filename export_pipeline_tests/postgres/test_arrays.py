@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from decimal import Decimal
+from operator import eq
 from typing import Any
 
 import psycopg2
@@ -201,6 +202,30 @@ def _arrays(elements: st.SearchStrategy) -> st.SearchStrategy:
     return st.one_of(one, two)
 
 
+numerics = st.decimals(
+    min_value=Decimal("-99999999999.999999999"),
+    max_value=Decimal("99999999999.999999999"),
+    places=9,
+    allow_nan=False,
+)
+
+
+def _json_form(value: Any, element_json: Any) -> Any:
+    """The JSON form of an array: each non-NULL element mapped by `element_json`."""
+    if isinstance(value, list):
+        return [_json_form(e, element_json) for e in value]
+    return None if value is None else element_json(value)
+
+
+def _same_numbers(a: Any, b: Any) -> bool:
+    """Equal, reading JSON strings of decimals as the decimals they spell."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_numbers(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, str) and isinstance(b, str):
+        return Decimal(a) == Decimal(b)
+    return a == b
+
+
 @settings(
     max_examples=30,
     deadline=None,
@@ -209,19 +234,29 @@ def _arrays(elements: st.SearchStrategy) -> st.SearchStrategy:
 @given(
     text_arrays=st.lists(_arrays(element_texts), min_size=1, max_size=5),
     int_arrays=st.lists(_arrays(ints), min_size=1, max_size=5),
+    bool_arrays=st.lists(_arrays(st.booleans()), min_size=1, max_size=3),
+    numeric_arrays=st.lists(_arrays(numerics), min_size=1, max_size=3),
 )
-def test_any_array_reads_back_equal(pg_cursor, bigquery_client, text_arrays, int_arrays) -> None:
+def test_any_array_reads_back_equal(
+    pg_cursor, bigquery_client, text_arrays, int_arrays, bool_arrays, numeric_arrays
+) -> None:
     """Random arrays → the server's text → our reading: equal to the original.
 
-    JSON always holds the array; ARRAY<T> holds it exactly when it is
-    one-dimensional without NULL elements, and never otherwise.
+    JSON always holds the array (numeric elements as strings of their exact
+    decimal); ARRAY<T> holds it exactly when it is one-dimensional without
+    NULL elements, and never otherwise.
     """
-    for pg_type, arrays in (("text[]", text_arrays), ("integer[]", int_arrays)):
+    for pg_type, arrays, element_json, same_json in (
+        ("text[]", text_arrays, lambda e: e, eq),
+        ("integer[]", int_arrays, lambda e: e, eq),
+        ("boolean[]", bool_arrays, lambda e: e, eq),
+        ("numeric(20,9)[]", numeric_arrays, str, _same_numbers),
+    ):
         texts = [server_text(pg_cursor, array, pg_type) for array in arrays]
         for array, text, (typed, as_json) in zip(
             arrays, texts, read(bigquery_client, pg_type, texts), strict=True
         ):
-            assert as_json == array, (text, as_json)
+            assert same_json(as_json, _json_form(array, element_json)), (text, as_json)
             flat = all(not isinstance(e, list) for e in array)
             if flat and None not in array:
                 assert typed == array, (text, typed)
