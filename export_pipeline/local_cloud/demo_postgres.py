@@ -68,15 +68,33 @@ TYPE_ZOO: list[tuple[str, str, Any, Any]] = [
     ("e", "order_status", "shipped", "new"),
     ("j", "json", '{"k": [1, 2.5, "x"]}', "[]"),
     ("jb", "jsonb", '{"a": null, "b": 1}', "{}"),
+    # json keeps duplicate keys (BigQuery's JSON cannot): the second row → __raw.
+    ("jdup", "json", '{"a": 1, "b": {"a": 2}}', '{"a": 1, "b": {"c": 1, "c": 2}}'),
     ("dt", "date", "2024-02-29", "0044-03-15 BC"),
     ("ts", "timestamp without time zone", "2024-05-06 07:08:09.123456", "infinity"),
     ("tstz", "timestamp with time zone", "2024-05-06 05:08:09.5+00", "10000-01-01 00:00:00+00"),
     ("tm", "time without time zone", "23:59:59.999999", "24:00:00"),
     ("tmtz", "time with time zone", "10:11:12+05:30", "00:00:00-12"),
     ("iv", "interval", "P1Y2M-3DT4H5M6.5S", "P-2D"),
+    # Arrays: NULL (row 3) and {} in one column → JSON; NULL elements → JSON; one-dimensional
+    # without NULL elements → ARRAY<T>; more dimensions → JSON; a lower bound ≠ 1 → __raw.
     ("arr", "integer[]", "{1,2,3}", "{}"),
     ("tarr", "text[]", '{"a b",NULL,"c\\"d"}', "{}"),
+    ("ai", "integer[]", "{1,2,3}", "{-2147483648,2147483647}"),
+    ("atext", "text[]", '{"a b","c\\"d","back\\\\slash","NULL",é,"{x}",日本}', '{"",",","tab\tx"}'),
+    ("anum", "numeric(20,9)[]", "{0.123456789,-2.250000000}", "{99999999999.999999999}"),
+    ("abool", "boolean[]", "{t,f}", "{f}"),
+    ("adate", "date[]", "{2024-02-29}", "{infinity}"),
+    ("abox", "box[]", "{(1,1),(0,0);(3,3),(2,2)}", "{(0,0),(0,0)}"),
+    ("amd", "integer[]", "{{1,2},{3,4}}", "[0:1]={5,6}"),
     ("rng", "int4range", "[1,10)", "empty"),
+    ("nr", "numrange", "(1.5,)", "(,)"),
+    (
+        "tsr",
+        "tstzrange",
+        '["2024-01-01 00:00:00+00","2024-02-01 00:00:00+00")',
+        "[-infinity,infinity]",
+    ),
     ("pt", "point", "(1.5,-2)", "(0,0)"),
 ]
 

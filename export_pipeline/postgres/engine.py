@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from export_pipeline.postgres import types
+from export_pipeline.postgres import parquet_types, types
 from export_pipeline.rds.engine import Engine
 
 POSTGRES = Engine(
@@ -12,4 +12,5 @@ POSTGRES = Engine(
     typed_expression=types.typed_expression,
     expected_staging_type=types.expected_staging_type,
     fits_expression=types.fits_expression,
+    type_disagreement=parquet_types.type_disagreement,
 )

@@ -19,14 +19,20 @@ each column's PostgreSQL type, as `format_type()` spells it).
 | boolean | BOOL | as loaded |
 | bytea | BYTES | as loaded |
 | char (padded), varchar, text, uuid, inet, enum, … | STRING | as loaded |
-| json, jsonb, hstore | JSON | parsed; what BigQuery cannot parse → `__raw` |
+| json | JSON | parsed; duplicate keys (`json_keys`), unparsable → `__raw` |
+| jsonb, hstore | JSON | parsed; what BigQuery cannot parse → `__raw` |
 | date | DATE | parsed; ±infinity, BC, year > 9999 → `__raw` |
 | timestamp | DATETIME | parsed; as date |
 | timestamptz | TIMESTAMP | parsed (the text carries its UTC offset); as date |
 | time | TIME | parsed; 24:00:00 → `__raw` |
-| timetz, interval, ranges, arrays, geometric, other | STRING | PostgreSQL's text |
+| arrays of a scalar | ARRAY<T> if every value fits (1-D, no NULL element) | else JSON |
+| arrays of json, ranges, … | JSON | `[0:1]={…}` → `__raw` |
+| int4/int8/num/ts/tstz/daterange | JSON | `ranges`: lower, upper, lower_inc, upper_inc, empty |
+| timetz, interval, multiranges, geometric, other | STRING | PostgreSQL's text |
 
 `__raw` means: the typed column holds NULL and `<col>__raw` the exact text.
+Arrays (`arrays`): ARRAY<T> only where the export does not hold both NULL
+and `{}` (REPEATED cannot be NULL); the JSON form keeps them apart.
 docs/postgresql.md has the full table and the reasons.
 
 A `__raw` column is added only when the export holds at least one value its
@@ -58,6 +64,7 @@ from export_pipeline.bigquery_types import (
     TIMESTAMP,
     decimal_fits_numeric,
 )
+from export_pipeline.postgres import arrays, json_keys, ranges
 
 RAW_SUFFIX = "__raw"
 
@@ -78,10 +85,14 @@ class Conversion(StrEnum):
     NUMERIC_TEXT = "numeric_text"  # exact decimal text → NUMERIC
     MONEY_TEXT = "money_text"  # '$1,234.56' → NUMERIC
     JSON_TEXT = "json_text"
+    JSON_UNIQUE_KEYS_TEXT = "json_unique_keys_text"  # json: duplicate keys → `__raw`
+    RANGE_TEXT = "range_text"  # '[1,10)' → {"lower": 1, "upper": 10, …}
     DATE_TEXT = "date_text"
     DATETIME_TEXT = "datetime_text"
     TIMESTAMP_TEXT = "timestamp_text"
     TIME_TEXT = "time_text"
+    ARRAY_TYPED = "array_typed"  # '{1,2}' → ARRAY<T> (REPEATED), else the JSON form
+    ARRAY_JSON = "array_json"  # '{{1,2},{3,NULL}}' → JSON array
 
 
 _INTEGERS = {
@@ -107,6 +118,13 @@ _DATETIMES = {"timestamp", "timestamp without time zone"}
 _TIMESTAMPS = {"timestamptz", "timestamp with time zone"}
 _TIMES = {"time", "time without time zone"}
 _MODIFIER = re.compile(r"\(([^)]*)\)")
+_ARRAY_SUFFIX = re.compile(r"(\s*\[[0-9]*\])+$")
+_INT64_TEXT = r"^-?[0-9]{1,19}$"
+_HEX_BYTES = r"^\\x([0-9a-fA-F]{2})*$"
+# Element types whose array delimiter (pg_type.typdelim) is not a comma.
+_SEMICOLON_DELIMITED = {"box"}
+# Element types an ARRAY<T> can hold, with how an element's text becomes T (AS_LOADED).
+_ELEMENT_TARGETS = {INT64, FLOAT64, BOOL, BYTES, STRING, NUMERIC, DATE, DATETIME, TIMESTAMP, TIME}
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,12 @@ class ColumnMapping:
     target_type: str
     conversion: Conversion
     whole_column_text: bool = False  # one value that does not fit → the column is text
+    mode: str = "NULLABLE"  # REPEATED for ARRAY<T>
+    # Arrays: the element's own mapping, and the whole-column form used when some
+    # value of the export does not fit this one (ARRAY<T> → JSON).
+    element: ColumnMapping | None = None
+    fallback: ColumnMapping | None = None
+    delimiter: str = ","
 
     @property
     def fallible(self) -> bool:
@@ -166,7 +190,7 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
         return ColumnMapping(source_name, original_type, staging, target, conversion, whole)
 
     if parsed.array:
-        return mapping(staging)
+        return _array_mapping(source_name, original_type, staging) or mapping(staging)
     if base in _INTEGERS and staging == INT64:
         return mapping(INT64)
     if base in _FLOATS and staging == FLOAT64:
@@ -185,8 +209,12 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
         return mapping(STRING)
     if base == "money":
         return mapping(NUMERIC, Conversion.MONEY_TEXT, whole=True)
+    if base == "json":
+        return mapping(JSON, Conversion.JSON_UNIQUE_KEYS_TEXT)
     if base in _JSONS:
         return mapping(JSON, Conversion.JSON_TEXT)
+    if base in ranges.RANGES:
+        return mapping(JSON, Conversion.RANGE_TEXT)
     if base in _DATES:
         return mapping(DATE, Conversion.DATE_TEXT)
     if base in _DATETIMES:
@@ -198,6 +226,84 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
     # Text, enums, uuid, network, timetz, interval, ranges, geometric, composite, …:
     # PostgreSQL's own text form, or whatever the export wrote.
     return mapping(staging)
+
+
+def element_type(original_type: str) -> str:
+    """The element type of an array type: `numeric(5,2)[]` → `numeric(5,2)`."""
+    return _ARRAY_SUFFIX.sub("", original_type.strip())
+
+
+def _array_mapping(source_name: str, original_type: str, staging: str) -> ColumnMapping | None:
+    """ARRAY<T> with JSON as the whole-column fallback, or JSON alone; None: not text.
+
+    An element type an ARRAY cannot hold (json, jsonb, ranges, …) gives the
+    JSON form directly. Which form a column gets is decided over the export's
+    values by the loader (`fallback`).
+    """
+    if staging != STRING:
+        return None
+    element_original = element_type(original_type)
+    element = map_column(source_name, element_original, expected_staging_type(element_original))
+    delimiter = ";" if PostgresType.parse(element_original).base in _SEMICOLON_DELIMITED else ","
+    as_json = ColumnMapping(
+        source_name,
+        original_type,
+        staging,
+        JSON,
+        Conversion.ARRAY_JSON,
+        element=element,
+        delimiter=delimiter,
+    )
+    if element.target_type not in _ELEMENT_TARGETS:
+        return as_json
+    return ColumnMapping(
+        source_name,
+        original_type,
+        staging,
+        element.target_type,
+        Conversion.ARRAY_TYPED,
+        mode="REPEATED",
+        element=element,
+        fallback=as_json,
+        delimiter=delimiter,
+    )
+
+
+def _element_typed(element: ColumnMapping, text_sql: str) -> str:
+    """SQL: an array element's text as its typed value, NULL where it does not fit."""
+    if element.conversion is not Conversion.AS_LOADED:
+        return typed_expression(element, text_sql)
+    target = element.target_type
+    if target == INT64:
+        return _guarded(text_sql, _INT64_TEXT, f"SAFE_CAST({text_sql} AS INT64)")
+    if target == FLOAT64:
+        # PostgreSQL spells the infinities 'Infinity'; BigQuery's cast reads 'inf'.
+        return (
+            f"CASE {text_sql} WHEN 'Infinity' THEN CAST('inf' AS FLOAT64) "
+            f"WHEN '-Infinity' THEN CAST('-inf' AS FLOAT64) "
+            f"ELSE SAFE_CAST({text_sql} AS FLOAT64) END"
+        )
+    if target == BOOL:
+        return f"CASE {text_sql} WHEN 't' THEN TRUE WHEN 'f' THEN FALSE END"
+    if target == BYTES:
+        return _guarded(text_sql, _HEX_BYTES, f"FROM_HEX(SUBSTR({text_sql}, 3))")
+    return text_sql
+
+
+def _element_fits(element: ColumnMapping, text_sql: str) -> str:
+    guard = fits_expression(element, text_sql)
+    return guard or f"({_element_typed(element, text_sql)}) IS NOT NULL"
+
+
+def _element_json(element: ColumnMapping, text_sql: str) -> str:
+    """SQL: an array element's text as JSON text: integers and booleans as JSON's own,
+    every other element as a JSON string of PostgreSQL's exact text."""
+    as_string = arrays.json_string(text_sql)
+    if element.conversion is Conversion.AS_LOADED and element.target_type == INT64:
+        return f"IF(REGEXP_CONTAINS({text_sql}, r'{_INT64_TEXT}'), {text_sql}, {as_string})"
+    if element.conversion is Conversion.AS_LOADED and element.target_type == BOOL:
+        return f"CASE {text_sql} WHEN 't' THEN 'true' WHEN 'f' THEN 'false' ELSE {as_string} END"
+    return as_string
 
 
 def expected_staging_type(original_type: str) -> str:
@@ -235,6 +341,12 @@ def fits_expression(mapping: ColumnMapping, column_sql: str) -> str | None:
     (the guard admits only texts that parse) and much cheaper where parsing
     is costly (NUMERIC from text, in bqemulator). None: count the typed value.
     """
+    if mapping.conversion is Conversion.ARRAY_TYPED:
+        element = mapping.element
+        assert element is not None
+        return arrays.array_fits(
+            column_sql, mapping.delimiter, lambda text: _element_fits(element, text)
+        )
     pattern = _GUARD_DECIDES.get(mapping.conversion)
     return f"REGEXP_CONTAINS({column_sql}, r'{pattern}')" if pattern else None
 
@@ -253,6 +365,18 @@ def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
         return _guarded(c, _MONEY, f"PARSE_NUMERIC(REPLACE(REPLACE({c}, '$', ''), ',', ''))")
     if conversion is Conversion.JSON_TEXT:
         return f"SAFE.PARSE_JSON({c})"
+    if conversion is Conversion.JSON_UNIQUE_KEYS_TEXT:
+        return f"IF({json_keys.has_duplicate_keys(c)}, NULL, SAFE.PARSE_JSON({c}))"
+    if conversion in (Conversion.ARRAY_TYPED, Conversion.ARRAY_JSON):
+        element = mapping.element
+        assert element is not None
+        if conversion is Conversion.ARRAY_TYPED:
+            return arrays.typed_array(
+                c, mapping.delimiter, lambda text: _element_typed(element, text)
+            )
+        return arrays.json_array(c, mapping.delimiter, lambda text: _element_json(element, text))
+    if conversion is Conversion.RANGE_TEXT:
+        return ranges.range_json(c, PostgresType.parse(mapping.original_type).base)
     if conversion is Conversion.DATE_TEXT:
         return _guarded(c, _DATE, f"SAFE.PARSE_DATE('%Y-%m-%d', {c})")
     if conversion is Conversion.DATETIME_TEXT:

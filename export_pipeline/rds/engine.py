@@ -51,6 +51,14 @@ class ColumnMapping(Protocol):
     def whole_column_text(self) -> bool:
         """Whether one value that does not fit turns the whole column into exact text."""
 
+    @property
+    def mode(self) -> str:
+        """NULLABLE, or REPEATED for an ARRAY column (which BigQuery cannot make NULL)."""
+
+    @property
+    def fallback(self) -> Any:
+        """The mapping the whole column takes when some value does not fit this one, or None."""
+
 
 @dataclass(frozen=True)
 class Engine:

@@ -4,7 +4,8 @@ Only what is specific to RDS exports lives here; the BigQuery writes are the
 shared layer's (`export_pipeline.bigquery`):
 
 0. Every file's columns must hold the Parquet type AWS writes for their
-   MySQL type (`parquet_types`), else the table fails, nothing loaded.
+   original type (the engine's `type_disagreement`: `rds/parquet_types`,
+   `postgres/parquet_types`), else the table fails, nothing loaded.
 1. The table's Parquet files go, unchanged, into a fresh staging table
    (`load_parquet_to_staging`) whose schema is what BigQuery's Parquet
    loader makes of AWS's types (`bigquery_schema_from_parquet`: decimals as
@@ -66,7 +67,12 @@ from export_pipeline.bigquery.staging import (
 )
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 from export_pipeline.column_hashing import HashKey
-from export_pipeline.naming import PIPELINE_COLUMNS, column_names, quote_identifier
+from export_pipeline.naming import (
+    INTERNAL_PREFIX,
+    PIPELINE_COLUMNS,
+    column_names,
+    quote_identifier,
+)
 from export_pipeline.rds.engine import MYSQL, ColumnMapping, Engine
 from export_pipeline.rds.export_files import (
     ExportFilesError,
@@ -95,6 +101,17 @@ class PlannedColumn:
     mapping: ColumnMapping
     raw_name: str  # name of the `__raw` column, used only when needed
     hashed: bool = False  # holds the HMAC text of the values (`column_hashing`)
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What the profiling query found about one fallible column's staged values."""
+
+    # Non-NULL values the typed form cannot hold; for an ARRAY column whose export
+    # also holds NULLs, its empty arrays too (a REPEATED column cannot tell them apart).
+    misfits: int = 0
+    fallback_misfits: int = 0  # values the whole-column fallback form cannot hold either
+    nulls: int = 0  # NULL values (counted for ARRAY columns only)
 
 
 @dataclass
@@ -281,23 +298,85 @@ def _s3_source(s3: Any, bucket: str, obj: ParquetObject, change: Rewrite) -> Par
 
 def _profile(
     client: bigquery.Client, staging_sql: str, columns: list[PlannedColumn], engine: Engine
-) -> dict[str, int]:
-    """Per fallible column, how many non-NULL values its typed form cannot hold."""
+) -> dict[str, ColumnProfile]:
+    """Per fallible column, how many non-NULL values its typed form cannot hold (and, for
+    ARRAY columns and fallbacks, what decides the column's form), in one query.
+
+    A condition holding a subquery (arrays, json keys) is computed as a column
+    of an inner query and counted outside it: bqemulator's DuckDB takes
+    minutes over such a subquery inside an aggregate, and a second over the
+    same subquery in a plain SELECT. Plain conditions are counted directly,
+    which the emulator runs faster; BigQuery runs both forms alike.
+    """
     fallible = [c for c in columns if c.mapping.fallible]
     if not fallible:
         return {}
-    selects = []
+    conditions: list[tuple[str, str]] = []  # (result name, condition SQL)
     for index, column in enumerate(fallible):
         source = quote_identifier(column.name)
-        fits = engine.fits(column.mapping, source)
-        selects.append(f"COUNTIF({source} IS NOT NULL AND NOT ({fits})) AS c{index}")
-    row = next(iter(client.query(f"SELECT {', '.join(selects)} FROM {staging_sql}").result()))
-    return {column.name: int(row[f"c{index}"] or 0) for index, column in enumerate(fallible)}
+        mapping = column.mapping
+        fits = engine.fits(mapping, source)
+        conditions.append((f"c{index}", f"{source} IS NOT NULL AND NOT ({fits})"))
+        if mapping.mode == "REPEATED":
+            typed = engine.typed_expression(mapping, source)
+            conditions.append((f"n{index}", f"{source} IS NULL"))
+            conditions.append(
+                (
+                    f"e{index}",
+                    f"{source} IS NOT NULL AND IF({fits}, ARRAY_LENGTH({typed}) = 0, FALSE)",
+                )
+            )
+        if mapping.fallback is not None:
+            fallback_fits = engine.fits(mapping.fallback, source)
+            conditions.append((f"f{index}", f"{source} IS NOT NULL AND NOT ({fallback_fits})"))
+    inner: list[str] = []
+    counts: list[str] = []
+    for name, condition in conditions:
+        if "SELECT" in condition:
+            flag = f"{INTERNAL_PREFIX}_{name}"
+            inner.append(f"({condition}) AS {flag}")
+            counts.append(f"COUNTIF({flag}) AS {name}")
+        else:
+            counts.append(f"COUNTIF({condition}) AS {name}")
+    source_sql = f"(SELECT *, {', '.join(inner)} FROM {staging_sql})" if inner else staging_sql
+    query = f"SELECT {', '.join(counts)} FROM {source_sql}"
+    row = dict(next(iter(client.query(query).result())).items())
+    profiles = {}
+    for index, column in enumerate(fallible):
+        nulls = int(row.get(f"n{index}") or 0)
+        empties = int(row.get(f"e{index}") or 0) if nulls else 0
+        profiles[column.name] = ColumnProfile(
+            misfits=int(row[f"c{index}"] or 0) + empties,
+            fallback_misfits=int(row.get(f"f{index}") or 0),
+            nulls=nulls,
+        )
+    return profiles
+
+
+def unrepresentable_counts(
+    columns: list[PlannedColumn], profiles: dict[str, ColumnProfile]
+) -> dict[str, int]:
+    """The asset's `unrepresentable_values`: per column, the values its typed form cannot
+    hold; where the column took its fallback form, the fallback's own misfits are
+    counted under the `__raw` column that keeps them."""
+    counts: dict[str, int] = {}
+    for column in columns:
+        profile = profiles.get(column.name)
+        if profile is None or not profile.misfits:
+            continue
+        counts[column.name] = profile.misfits
+        if column.mapping.fallback is not None and profile.fallback_misfits:
+            counts[column.raw_name] = profile.fallback_misfits
+    return counts
+
+
+def _type_name(mapping: ColumnMapping) -> str:
+    return f"ARRAY<{mapping.target_type}>" if mapping.mode == "REPEATED" else mapping.target_type
 
 
 def final_select(
     columns: list[PlannedColumn],
-    unrepresentable: dict[str, int],
+    profiles: dict[str, ColumnProfile],
     exported_at: dt.datetime,
     engine: Engine = MYSQL,
 ) -> list[SelectColumn]:
@@ -308,13 +387,19 @@ def final_select(
     round the NUMERIC columns of a query using `SAFE.PARSE_JSON` or
     `SAFE.PARSE_DATE` (see `SelectColumn`); `replace_table` still checks
     the resulting column types.
+
+    A column whose export holds a value its typed form cannot hold is, when
+    its mapping has a `fallback`, built in that form for every row (an
+    ARRAY column as JSON); a REPEATED column's description says whether its
+    empty arrays stand for the source's NULLs or its empty arrays.
     """
     selects: list[SelectColumn] = []
     for column in columns:
         source = quote_identifier(column.name)
         mapping = column.mapping
         description = f"{engine.name} `{mapping.source_name}` {mapping.original_type}"
-        bad = unrepresentable.get(column.name, 0)
+        profile = profiles.get(column.name, ColumnProfile())
+        bad = profile.misfits
         if mapping.whole_column_text and bad:
             # Some value does not fit the typed column: keep the whole column as exact text.
             selects.append(
@@ -328,20 +413,36 @@ def final_select(
                 )
             )
             continue
+        raw_count = bad
+        if bad and mapping.fallback is not None:
+            description += f"; {mapping.fallback.target_type} because {bad} value(s) do not fit "
+            description += _type_name(mapping)
+            mapping, raw_count = mapping.fallback, profile.fallback_misfits
+        elif mapping.mode == "REPEATED":
+            description += (
+                "; an empty array is a NULL of the source (the export holds no empty array)"
+                if profile.nulls
+                else "; an empty array is an empty array of the source (the export holds no NULL)"
+            )
         typed = engine.typed_expression(mapping, source)
         selects.append(
             SelectColumn(
-                column.name, typed, mapping.target_type, description=description, typed=True
+                column.name,
+                typed,
+                mapping.target_type,
+                mode=mapping.mode,
+                description=description,
+                typed=True,
             )
         )
-        if mapping.fallible and bad:
+        if mapping.fallible and raw_count:
             selects.append(
                 SelectColumn(
                     column.raw_name,
                     f"IF({source} IS NOT NULL AND ({typed}) IS NULL, {source}, NULL)",
                     mapping.raw_type,
                     description=f"Original value of `{mapping.source_name}` where it is not a "
-                    f"valid {mapping.target_type} ({bad} row(s) in this export)",
+                    f"valid {mapping.target_type} ({raw_count} row(s) in this export)",
                     typed=True,
                 )
             )
@@ -473,8 +574,8 @@ def load_export_table(
         )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()
-        unrepresentable = _profile(client, staging.sql, columns, engine)
-        selects = final_select(columns, unrepresentable, exported_at, engine)
+        profiles = _profile(client, staging.sql, columns, engine)
+        selects = final_select(columns, profiles, exported_at, engine)
         removed = removed_columns(_columns_of(client, target), [c.name for c in selects])
         published = replace_table(
             client,
@@ -519,7 +620,7 @@ def load_export_table(
         expected_row_count_source=source,
         files=len(files),
         bytes_loaded=sum(f.size for f in files),
-        unrepresentable={k: v for k, v in unrepresentable.items() if v},
+        unrepresentable=unrepresentable_counts(columns, profiles),
         schema=schema,
         upload_seconds=upload_seconds,
         total_seconds=time.monotonic() - started,

@@ -151,6 +151,15 @@ class ColumnMapping:
         return self.conversion is Conversion.TIME_TEXT
 
     @property
+    def mode(self) -> str:
+        return "NULLABLE"
+
+    @property
+    def fallback(self) -> None:
+        """MySQL has no column form to fall back to (TIME's text is `whole_column_text`)."""
+        return None
+
+    @property
     def raw_type(self) -> str:
         """Type of the `__raw` column kept beside it for unrepresentable values."""
         return "BYTES" if self.conversion is Conversion.CHAR_BYTES else "STRING"

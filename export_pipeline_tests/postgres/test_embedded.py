@@ -101,16 +101,61 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
     assert (one["by"], two["by"], one["b"]) == (b"\x00\xff", b"", True)
     assert (one["ch"], two["ch"]) == ("ab   ", "     ")
     assert one["j"] == {"k": [1, 2.5, "x"]} and one["jb"] == {"a": None, "b": 1}
+    assert one["jdup"] == {"a": 1, "b": {"a": 2}} and one["jdup__raw"] is None
+    assert two["jdup"] is None and two["jdup__raw"] == '{"a": 1, "b": {"c": 1, "c": 2}}'
     assert one["dt"] == dt.date(2024, 2, 29) and two["dt__raw"] == "0044-03-15 BC"
     assert two["ts__raw"] == "infinity" and two["tm__raw"] == "24:00:00"
     assert one["tstz"] == dt.datetime(2024, 5, 6, 5, 8, 9, 500000, tzinfo=dt.UTC)
-    assert (one["iv"], one["arr"], two["arr"], three["arr"]) == (
-        "P1Y2M-3DT4H5M6.5S",
-        "{1,2,3}",
-        "{}",
-        None,
-    )
-    assert all(v is None for k, v in three.items() if k not in ("id", "_exported_at"))
+    assert one["iv"] == "P1Y2M-3DT4H5M6.5S"
+    # Ranges → JSON objects (unbounded: null; an infinity bound: its text).
+    flags = {"lower_inc": True, "upper_inc": False}
+    assert one["rng"] == {"empty": False, "lower": 1, "upper": 10, **flags}
+    assert two["rng"] == {"empty": True, "lower": None, "upper": None, **flags, "lower_inc": False}
+    assert one["nr"]["lower"] == "1.5" and one["nr"]["upper"] is None
+    assert two["nr"] == {
+        "empty": False,
+        "lower": None,
+        "upper": None,
+        "lower_inc": False,
+        "upper_inc": False,
+    }
+    assert one["tsr"] == {
+        "empty": False,
+        "lower": "2024-01-01 00:00:00+00",
+        "upper": "2024-02-01 00:00:00+00",
+        **flags,
+    }
+    assert (two["tsr"]["lower"], two["tsr"]["upper"]) == ("-infinity", "infinity")
+    # Arrays. NULL (row 3) and {} in one column, or a NULL element: JSON arrays.
+    assert (one["arr"], two["arr"], three["arr"]) == ([1, 2, 3], [], None)
+    assert (one["tarr"], two["tarr"], three["tarr"]) == (["a b", None, 'c"d'], [], None)
+    # One-dimensional without NULL elements: ARRAY<T>; row 3's NULL is [] (no {} in the column).
+    assert (one["ai"], two["ai"], three["ai"]) == ([1, 2, 3], [-2147483648, 2147483647], [])
+    assert one["atext"] == ["a b", 'c"d', "back\\slash", "NULL", "é", "{x}", "日本"]
+    assert two["atext"] == ["", ",", "tab\tx"]
+    # NUMERIC elements keep all 9 decimals (bqemulator's bare NUMERIC would keep 3).
+    assert one["anum"] == [Decimal("0.123456789"), Decimal("-2.25")]
+    assert two["anum"] == [Decimal("99999999999.999999999")]
+    assert (one["abool"], two["abool"]) == ([True, False], [False])
+    assert (one["abox"], two["abox"]) == (["(1,1),(0,0)", "(3,3),(2,2)"], ["(0,0),(0,0)"])
+    # An element that is no DATE (infinity): the column is JSON, elements as PostgreSQL's text.
+    assert (one["adate"], two["adate"]) == (["2024-02-29"], ["infinity"])
+    # Two dimensions: JSON; a lower bound other than 1: __raw.
+    assert one["amd"] == [[1, 2], [3, 4]] and one["amd__raw"] is None
+    assert two["amd"] is None and two["amd__raw"] == "[0:1]={5,6}"
+    repeated = {"ai", "atext", "anum", "abool", "abox"}
+    assert all(three[k] == [] for k in repeated)
+    assert all(v is None for k, v in three.items() if k not in ("id", "_exported_at", *repeated))
+    schema = {f.name: f for f in bigquery_client.get_table(table).schema}
+    assert {k: (schema[k].field_type, schema[k].mode) for k in sorted(repeated)} == {
+        "abool": ("BOOLEAN", "REPEATED"),
+        "abox": ("STRING", "REPEATED"),
+        "ai": ("INTEGER", "REPEATED"),
+        "anum": ("NUMERIC", "REPEATED"),
+        "atext": ("STRING", "REPEATED"),
+    }
+    assert "an empty array is a NULL of the source" in schema["ai"].description
+    assert "JSON because 1 value(s) do not fit ARRAY<DATE>" in schema["adate"].description
     meta = _metadata(result, AssetKey(["bigquery", dataset, "rds_app_public_type_zoo"]))
     assert meta["unrepresentable_values"] == {
         "n": 1,
@@ -119,6 +164,12 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
         "ts": 1,
         "tstz": 1,
         "tm": 1,
+        "jdup": 1,
+        "arr": 1,  # the empty array, in a column with NULLs
+        "tarr": 2,  # one with a NULL element, one empty array
+        "adate": 1,
+        "amd": 2,
+        "amd__raw": 1,
     }
 
 

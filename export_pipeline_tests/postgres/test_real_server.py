@@ -35,7 +35,9 @@ CREATE TABLE zoo (
     b boolean, by bytea, ch char(5), vc varchar(10), t text, u uuid, ip inet, mac macaddr,
     bits bit(4), e mood, j json, jb jsonb,
     dt date, ts timestamp, tstz timestamptz, tm time, tmtz timetz, iv interval,
-    arr integer[], tarr text[], rng int4range, pt point
+    arr integer[], tarr text[], rng int4range, pt point,
+    jd json, ai bigint[], atx text[], an numeric(6,3)[], ats timestamptz[], amd integer[],
+    nr numrange, tr tstzrange, dr daterange, ae integer[] NOT NULL DEFAULT '{}'
 );
 CREATE TABLE sales.orders (id bigint PRIMARY KEY, amount numeric(10,2), placed timestamptz);
 CREATE UNLOGGED TABLE scratch (id integer);
@@ -49,14 +51,21 @@ two', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '08:00:2b:01:02:
         B'1010', 'happy', '{"k": [1, 2.5, "x"]}', '{"b": 1, "a": null}',
         '2024-02-29', '2024-05-06 07:08:09.123456', '2024-05-06 07:08:09.5+02', '23:59:59.999999',
         '10:11:12+05:30', '1 year 2 months -3 days 04:05:06.5',
-        '{1,2,3}', '{"a b",NULL,"c\\"d"}', '[1,10)', '(1.5,-2)')""",
+        '{1,2,3}', '{"a b",NULL,"c\\"d"}', '[1,10)', '(1.5,-2)',
+        '{"a": 1, "b": {"a": 2}}',
+        '{9223372036854775807}', ARRAY['a,b', '{', 'NULL', '', 'q"\\', 'é'],
+        '{1.5,-0.001}', '{"2024-05-06 07:08:09.5+02"}', '{{1,2},{3,4}}',
+        '(1.5,)', '[2024-01-01 02:00:00+02,2024-02-01)', '[2024-01-01,infinity]', '{7}')""",
     """INSERT INTO zoo VALUES (2, -32768, 9223372036854775807, 0, 1, 'NaN', '-Infinity',
         'NaN', '12345678901234567890123456789012.5', -1, -0.01,
         false, '', '', '', '', NULL, '::1', NULL,
         B'0000', 'sad', '[]', '{}',
         '0044-03-15 BC', 'infinity', '10000-01-01 00:00:00+00', '24:00:00',
         '00:00:00-12', '-2 days',
-        '{}', '{}', 'empty', '(0,0)')""",
+        '{}', '{}', 'empty', '(0,0)',
+        '{"a": 1, "b": [{"c": 1, "c": 2}]}',
+        '{-9223372036854775808,0}', ARRAY[' x', 'null'], '{999.999}', '{infinity}',
+        '[0:1]={5,6}', '(,)', '[-infinity,infinity]', '[2024-01-01,2024-01-01]')""",
     "INSERT INTO zoo (id) VALUES (3)",
     "INSERT INTO sales.orders VALUES (1, 10.50, '2024-01-01 00:00:00+00'), (2, -3.00, NULL)",
     "INSERT INTO scratch VALUES (1)",
@@ -165,17 +174,69 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
     assert (one["b"], two["b"]) == (True, False)
     assert (one["by"], two["by"]) == (b"\x00\xff", b"")
     # Text types as PostgreSQL returns them (char keeps its padding).
-    for column in ("ch", "vc", "t", "u", "ip", "mac", "bits", "e", "tmtz", "iv", "rng", "pt"):
+    for column in ("ch", "vc", "t", "u", "ip", "mac", "bits", "e", "tmtz", "iv", "pt"):
         assert one[column] == texts[1][column], column
         assert two[column] == texts[2][column], column
         assert three[column] is None
     assert one["ch"] == "ab   " and one["iv"].startswith("P1Y2M")
-    # Arrays: PostgreSQL's text form (NULL elements and empty arrays kept apart from NULL).
-    assert (one["arr"], two["arr"], three["arr"]) == ("{1,2,3}", "{}", None)
-    assert one["tarr"] == texts[1]["tarr"]
+    # Arrays. NULL and {} in one column, or NULL elements: JSON arrays.
+    assert (one["arr"], two["arr"], three["arr"]) == ([1, 2, 3], [], None)
+    assert (one["tarr"], two["tarr"], three["tarr"]) == (["a b", None, 'c"d'], [], None)
+    # One-dimensional without NULL elements: ARRAY<T> (row 3's NULL is []).
+    assert (one["ai"], two["ai"], three["ai"]) == (
+        [9223372036854775807],
+        [-9223372036854775808, 0],
+        [],
+    )
+    assert (one["atx"], two["atx"]) == (["a,b", "{", "NULL", "", 'q"\\', "é"], [" x", "null"])
+    assert (one["an"], two["an"]) == ([Decimal("1.500"), Decimal("-0.001")], [Decimal("999.999")])
+    # Never NULL, empty in rows 2 and 3: ARRAY<INT64>, its [] being PostgreSQL's {}.
+    assert (one["ae"], two["ae"], three["ae"]) == ([7], [], [])
+    table = f"{project}.{pg_dataset}.{prefix}zoo"
+    descriptions = {f.name: f.description for f in bigquery_client.get_table(table).schema}
+    assert "an empty array is an empty array of the source" in descriptions["ae"]
+    assert "an empty array is a NULL of the source" in descriptions["ai"]
+    # An element no TIMESTAMP holds (infinity): JSON, elements as the server's text.
+    assert (one["ats"], two["ats"]) == (["2024-05-06 05:08:09.5+00"], ["infinity"])
+    assert texts[1]["ats"] == '{"2024-05-06 05:08:09.5+00"}'
+    # Two dimensions: JSON; a lower bound other than 1: __raw with the server's text.
+    assert one["amd"] == [[1, 2], [3, 4]]
+    assert two["amd"] is None and two["amd__raw"] == texts[2]["amd"] == "[0:1]={5,6}"
+
+    # Ranges → JSON objects; an unbounded side is null, an infinity bound its text.
+    def bounds(lower, upper, lower_inc, upper_inc):
+        return {
+            "empty": False,
+            "lower": lower,
+            "upper": upper,
+            "lower_inc": lower_inc,
+            "upper_inc": upper_inc,
+        }
+
+    empty = {"empty": True, "lower": None, "upper": None, "lower_inc": False, "upper_inc": False}
+    assert (one["rng"], two["rng"], three["rng"]) == (bounds(1, 10, True, False), empty, None)
+    assert (one["nr"], two["nr"]) == (
+        bounds("1.5", None, False, False),
+        bounds(None, None, False, False),
+    )
+    assert texts[1]["tr"] == '["2024-01-01 00:00:00+00","2024-02-01 00:00:00+00")'
+    assert (one["tr"], two["tr"]) == (
+        bounds("2024-01-01 00:00:00+00", "2024-02-01 00:00:00+00", True, False),
+        bounds("-infinity", "infinity", True, True),
+    )
+    assert (one["dr"], two["dr"]) == (
+        bounds("2024-01-01", "infinity", True, True),
+        bounds("2024-01-01", "2024-01-02", True, False),  # PostgreSQL's canonical form
+    )
     # json / jsonb → JSON.
     assert one["j"] == {"k": [1, 2.5, "x"]} and two["j"] == []
     assert one["jb"] == {"a": None, "b": 1} and two["jb"] == {}
+    # json keeps duplicate keys, BigQuery's JSON cannot: that value → __raw, as the server wrote it.
+    assert one["jd"] == {"a": 1, "b": {"a": 2}} and one["jd__raw"] is None
+    assert (
+        two["jd"] is None
+        and two["jd__raw"] == texts[2]["jd"] == '{"a": 1, "b": [{"c": 1, "c": 2}]}'
+    )
     # Dates and times: what BigQuery cannot hold goes to __raw.
     assert one["dt"] == dt.date(2024, 2, 29)
     assert two["dt"] is None and two["dt__raw"] == "0044-03-15 BC"
@@ -200,6 +261,12 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
         "ts": 1,
         "tstz": 1,
         "tm": 1,
+        "jd": 1,
+        "arr": 1,
+        "tarr": 2,
+        "ats": 1,
+        "amd": 2,
+        "amd__raw": 1,
     }
     assert metadata["dagster/row_count"].value == 3
     orders = rows(

@@ -137,14 +137,16 @@ def test_failed_replace_leaves_the_old_table(
 def _write_export(s3, pipeline_config, columns, arrow_table: pa.Table | None, target="app.t"):
     """A minimal export of `target` in AWS's layout, under a prefix of its own.
 
-    tables_info with `columns` ((name, MySQL type)), and one Parquet file
+    tables_info with `columns` ((name, original type)), and one Parquet file
     holding `arrow_table` (None: a table the export wrote no file for).
     """
     bucket = pipeline_config.aws.export_bucket
     prefix = f"hand-{uuid.uuid4().hex[:6]}"
     identifier = "hand-" + uuid.uuid4().hex[:8]
     root = f"{prefix}/{identifier}"
-    db, _table = target.split(".")
+    # MySQL: `<db>/<db>.<table>/`; PostgreSQL (target db.schema.table): `<db>/<schema>.<table>/`.
+    db, *rest = target.split(".")
+    folder = target if len(rest) == 1 else ".".join(rest)
     mappings = [
         {
             "columnName": n,
@@ -178,7 +180,7 @@ def _write_export(s3, pipeline_config, columns, arrow_table: pa.Table | None, ta
     pq.write_table(arrow_table, buffer, compression="gzip")
     s3.put_object(
         Bucket=bucket,
-        Key=f"{root}/{db}/{target}/1/part-00000-x.c000.gz.parquet",
+        Key=f"{root}/{db}/{folder}/1/part-00000-x.c000.gz.parquet",
         Body=buffer.getvalue(),
     )
     return ExportLocation(bucket, prefix, identifier)
