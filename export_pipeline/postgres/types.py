@@ -20,7 +20,8 @@ each column's PostgreSQL type, as `format_type()` spells it).
 | bytea | BYTES | as loaded |
 | char (padded), varchar, text, uuid, inet, enum, … | STRING | as loaded |
 | json | JSON | parsed; duplicate keys (`json_keys`), unparsable → `__raw` |
-| jsonb, hstore | JSON | parsed; what BigQuery cannot parse → `__raw` |
+| jsonb | JSON | parsed; what BigQuery cannot parse → `__raw` |
+| hstore | JSON | `hstore`: {key: string or null}; no hstore text → `__raw` |
 | date | DATE | parsed; ±infinity, BC, year > 9999 → `__raw` |
 | timestamp | DATETIME | parsed; as date |
 | timestamptz | TIMESTAMP | parsed (the text carries its UTC offset); as date |
@@ -64,7 +65,7 @@ from export_pipeline.bigquery_types import (
     TIMESTAMP,
     decimal_fits_numeric,
 )
-from export_pipeline.postgres import arrays, json_keys, ranges
+from export_pipeline.postgres import arrays, hstore, json_keys, ranges
 
 RAW_SUFFIX = "__raw"
 
@@ -87,6 +88,7 @@ class Conversion(StrEnum):
     JSON_TEXT = "json_text"
     JSON_UNIQUE_KEYS_TEXT = "json_unique_keys_text"  # json: duplicate keys → `__raw`
     RANGE_TEXT = "range_text"  # '[1,10)' → {"lower": 1, "upper": 10, …}
+    HSTORE_TEXT = "hstore_text"  # '"a"=>"1", "b"=>NULL' → {"a": "1", "b": null}
     DATE_TEXT = "date_text"
     DATETIME_TEXT = "datetime_text"
     TIMESTAMP_TEXT = "timestamp_text"
@@ -112,7 +114,7 @@ _FLOATS = {"real", "double precision", "float4", "float8"}
 _BOOLS = {"boolean", "bool"}
 _BYTES = {"bytea"}
 _NUMERICS = {"numeric", "decimal"}
-_JSONS = {"json", "jsonb", "hstore"}
+_JSONS = {"json", "jsonb"}
 _DATES = {"date"}
 _DATETIMES = {"timestamp", "timestamp without time zone"}
 _TIMESTAMPS = {"timestamptz", "timestamp with time zone"}
@@ -213,6 +215,8 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
         return mapping(JSON, Conversion.JSON_UNIQUE_KEYS_TEXT)
     if base in _JSONS:
         return mapping(JSON, Conversion.JSON_TEXT)
+    if base == "hstore":
+        return mapping(JSON, Conversion.HSTORE_TEXT)
     if base in ranges.RANGES:
         return mapping(JSON, Conversion.RANGE_TEXT)
     if base in _DATES:
@@ -331,6 +335,7 @@ _GUARD_DECIDES = {
     Conversion.NUMERIC_TEXT: _NUMBER,
     Conversion.MONEY_TEXT: _MONEY,
     Conversion.TIME_TEXT: _TIME_OF_DAY,
+    Conversion.HSTORE_TEXT: hstore.HSTORE,
 }
 
 
@@ -377,6 +382,8 @@ def typed_expression(mapping: ColumnMapping, column_sql: str) -> str:
         return arrays.json_array(c, mapping.delimiter, lambda text: _element_json(element, text))
     if conversion is Conversion.RANGE_TEXT:
         return ranges.range_json(c, PostgresType.parse(mapping.original_type).base)
+    if conversion is Conversion.HSTORE_TEXT:
+        return hstore.hstore_json(c)
     if conversion is Conversion.DATE_TEXT:
         return _guarded(c, _DATE, f"SAFE.PARSE_DATE('%Y-%m-%d', {c})")
     if conversion is Conversion.DATETIME_TEXT:
