@@ -10,9 +10,11 @@ from what the server itself returns.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import psycopg2
 import pytest
@@ -25,6 +27,7 @@ from export_pipeline_tests.support.bigquery import rows
 from export_pipeline_tests.support.rds import config_for, run_rds
 
 DDL = """
+CREATE EXTENSION hstore;
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
 CREATE SCHEMA sales;
@@ -37,7 +40,8 @@ CREATE TABLE zoo (
     dt date, ts timestamp, tstz timestamptz, tm time, tmtz timetz, iv interval,
     arr integer[], tarr text[], rng int4range, pt point,
     jd json, ai bigint[], atx text[], an numeric(6,3)[], ats timestamptz[], amd integer[],
-    nr numrange, tr tstzrange, dr daterange, ae integer[] NOT NULL DEFAULT '{}'
+    nr numrange, tr tstzrange, dr daterange, ae integer[] NOT NULL DEFAULT '{}',
+    hs hstore
 );
 CREATE TABLE sales.orders (id bigint PRIMARY KEY, amount numeric(10,2), placed timestamptz);
 CREATE UNLOGGED TABLE scratch (id integer);
@@ -55,7 +59,9 @@ two', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '08:00:2b:01:02:
         '{"a": 1, "b": {"a": 2}}',
         '{9223372036854775807}', ARRAY['a,b', '{', 'NULL', '', 'q"\\', 'é'],
         '{1.5,-0.001}', '{"2024-05-06 07:08:09.5+02"}', '{{1,2},{3,4}}',
-        '(1.5,)', '[2024-01-01 02:00:00+02,2024-02-01)', '[2024-01-01,infinity]', '{7}')""",
+        '(1.5,)', '[2024-01-01 02:00:00+02,2024-02-01)', '[2024-01-01,infinity]', '{7}',
+        hstore(ARRAY['a', 'b c', 'q"uote', '', '=>', 'é, x'], ARRAY['1', NULL, 'back\\slash', '',
+        'NULL', E'tab\\tx']))""",
     """INSERT INTO zoo VALUES (2, -32768, 9223372036854775807, 0, 1, 'NaN', '-Infinity',
         'NaN', '12345678901234567890123456789012.5', -1, -0.01,
         false, '', '', '', '', NULL, '::1', NULL,
@@ -65,7 +71,7 @@ two', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '08:00:2b:01:02:
         '{}', '{}', 'empty', '(0,0)',
         '{"a": 1, "b": [{"c": 1, "c": 2}]}',
         '{-9223372036854775808,0}', ARRAY[' x', 'null'], '{999.999}', '{infinity}',
-        '[0:1]={5,6}', '(,)', '[-infinity,infinity]', '[2024-01-01,2024-01-01]')""",
+        '[0:1]={5,6}', '(,)', '[-infinity,infinity]', '[2024-01-01,2024-01-01]', '{}', '')""",
     "INSERT INTO zoo (id) VALUES (3)",
     "INSERT INTO sales.orders VALUES (1, 10.50, '2024-01-01 00:00:00+00'), (2, -3.00, NULL)",
     "INSERT INTO scratch VALUES (1)",
@@ -116,6 +122,16 @@ def _server_texts(database: str) -> dict[int, dict[str, str | None]]:
         found = {int(r[0]): dict(zip(names, r, strict=True)) for r in cursor.fetchall()}
     connection.close()
     return found
+
+
+def _server_json(database: str, expression: str, row_id: int) -> Any:
+    """A JSON-valued expression over one zoo row, as the server computes it."""
+    connection = _connect(database)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ({expression})::text FROM zoo WHERE id = %s", (row_id,))
+        [value] = cursor.fetchone()
+    connection.close()
+    return json.loads(value)
 
 
 def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
@@ -237,6 +253,18 @@ def test_every_type_from_the_real_server_reaches_bigquery_losslessly(
         two["jd"] is None
         and two["jd__raw"] == texts[2]["jd"] == '{"a": 1, "b": [{"c": 1, "c": 2}]}'
     )
+    # hstore → JSON objects {key: string or null}, as the server's own hstore_to_json().
+    assert texts[1]["hs"].startswith('""=>"", "a"=>"1", "=>"=>"NULL", "b c"=>NULL')
+    assert one["hs"] == _server_json(pg_database, "hstore_to_json(hs)", 1)
+    assert one["hs"] == {
+        "a": "1",
+        "b c": None,
+        'q"uote': "back\\slash",
+        "": "",
+        "=>": "NULL",
+        "é, x": "tab\tx",
+    }
+    assert (two["hs"], three["hs"], texts[2]["hs"]) == ({}, None, "")
     # Dates and times: what BigQuery cannot hold goes to __raw.
     assert one["dt"] == dt.date(2024, 2, 29)
     assert two["dt"] is None and two["dt__raw"] == "0044-03-15 BC"
