@@ -70,6 +70,14 @@ TYPE_ZOO: list[tuple[str, str, Any, Any]] = [
     ("jb", "jsonb", '{"a": null, "b": 1}', "{}"),
     # json keeps duplicate keys (BigQuery's JSON cannot): the second row → __raw.
     ("jdup", "json", '{"a": 1, "b": {"a": 2}}', '{"a": 1, "b": {"c": 1, "c": 2}}'),
+    # hstore (extension): every key and value quoted, `\"` and `\\` escaped; '' is empty.
+    (
+        "hs",
+        "hstore",
+        '""=>"", "a"=>"1", "=>"=>"NULL", "b c"=>NULL, '
+        '"é, x"=>"tab\tx", "q\\"uote"=>"back\\\\slash"',
+        "",
+    ),
     ("dt", "date", "2024-02-29", "0044-03-15 BC"),
     ("ts", "timestamp without time zone", "2024-05-06 07:08:09.123456", "infinity"),
     ("tstz", "timestamp with time zone", "2024-05-06 05:08:09.5+00", "10000-01-01 00:00:00+00"),

@@ -43,7 +43,8 @@ def test_demo_text_forms_are_postgresqls_own() -> None:
             cursor.execute(
                 "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, YMD'; "
                 "SET IntervalStyle TO 'iso_8601'; "
-                "CREATE TYPE order_status AS ENUM ('new', 'paid', 'shipped')"
+                "CREATE TYPE order_status AS ENUM ('new', 'paid', 'shipped'); "
+                "CREATE EXTENSION IF NOT EXISTS hstore"
             )
             for name, pg_type, *values in demo_postgres.TYPE_ZOO:
                 if PgColumn(name, pg_type).storage != "text":
@@ -103,6 +104,16 @@ def test_embedded_type_zoo_in_bigquery(demo_run, local_cloud, bigquery_client) -
     assert one["j"] == {"k": [1, 2.5, "x"]} and one["jb"] == {"a": None, "b": 1}
     assert one["jdup"] == {"a": 1, "b": {"a": 2}} and one["jdup__raw"] is None
     assert two["jdup"] is None and two["jdup__raw"] == '{"a": 1, "b": {"c": 1, "c": 2}}'
+    # hstore → a JSON object of strings and nulls; the empty hstore ('') → {}.
+    assert one["hs"] == {
+        "": "",
+        "a": "1",
+        "=>": "NULL",
+        "b c": None,
+        "é, x": "tab\tx",
+        'q"uote': "back\\slash",
+    }
+    assert two["hs"] == {} and "hs__raw" not in one
     assert one["dt"] == dt.date(2024, 2, 29) and two["dt__raw"] == "0044-03-15 BC"
     assert two["ts__raw"] == "infinity" and two["tm__raw"] == "24:00:00"
     assert one["tstz"] == dt.datetime(2024, 5, 6, 5, 8, 9, 500000, tzinfo=dt.UTC)
