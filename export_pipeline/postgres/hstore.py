@@ -35,6 +35,15 @@ _OFFSET = f"{INTERNAL_PREFIX}_hstore_offset"
 _MEMBERS = f"{INTERNAL_PREFIX}_hstore_members"
 
 
+def is_hstore(type_name: str) -> bool:
+    """Whether a type name (`format_type()`, lower case) is the hstore extension's type.
+
+    `format_type()` qualifies a type whose schema is not on the search path, so an
+    extension installed in another schema reads `extensions.hstore`.
+    """
+    return type_name == "hstore" or type_name.endswith(".hstore")
+
+
 def fits(column_sql: str) -> str:
     """SQL: the text is in hstore's output form (then `hstore_json` is not NULL)."""
     return f"REGEXP_CONTAINS({column_sql}, r'{HSTORE}')"

@@ -215,7 +215,7 @@ def map_column(source_name: str, original_type: str, staging: str) -> ColumnMapp
         return mapping(JSON, Conversion.JSON_UNIQUE_KEYS_TEXT)
     if base in _JSONS:
         return mapping(JSON, Conversion.JSON_TEXT)
-    if base == "hstore":
+    if hstore.is_hstore(base):
         return mapping(JSON, Conversion.HSTORE_TEXT)
     if base in ranges.RANGES:
         return mapping(JSON, Conversion.RANGE_TEXT)

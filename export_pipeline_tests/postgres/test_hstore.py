@@ -117,7 +117,7 @@ def test_text_of_no_hstore_form_is_not_typed(bigquery_client) -> None:
     assert read(bigquery_client, texts) == [None] * len(texts)
 
 
-text_without_nul = st.text(st.characters(blacklist_characters="\x00"), max_size=12)
+text_without_nul = st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), max_size=12)
 
 
 @settings(
@@ -131,3 +131,11 @@ def test_any_hstore_reads_as_the_dict_it_holds(pg_cursor, bigquery_client, value
     text, server_json = _server(pg_cursor, list(values), list(values.values()))
     [got] = read(bigquery_client, [text])
     assert got == values == server_json, text
+
+
+@pytest.mark.parametrize("original_type", ["hstore", "extensions.hstore", '"My Schema".hstore'])
+def test_hstore_in_any_schema_is_a_json_object(original_type: str) -> None:
+    """`format_type()` names the type with its schema when that is not on the search path."""
+    mapping = types.map_column("c", original_type, "STRING")
+    assert (mapping.target_type, mapping.conversion) == ("JSON", types.Conversion.HSTORE_TEXT)
+    assert types.map_column("c", "hstore_like", "STRING").target_type == "STRING"
