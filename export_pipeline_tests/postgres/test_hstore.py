@@ -139,3 +139,21 @@ def test_hstore_in_any_schema_is_a_json_object(original_type: str) -> None:
     mapping = types.map_column("c", original_type, "STRING")
     assert (mapping.target_type, mapping.conversion) == ("JSON", types.Conversion.HSTORE_TEXT)
     assert types.map_column("c", "hstore_like", "STRING").target_type == "STRING"
+
+
+def test_hstore_array_is_a_json_array_of_the_elements_texts(pg_cursor, bigquery_client) -> None:
+    """hstore[]: a JSON array, each element the server's hstore text as a JSON string."""
+    pg_cursor.execute(
+        "SELECT format('%s', a), format('%s', a[1]) FROM "
+        "(SELECT ARRAY[hstore('k\"', 'v, w'), ''::hstore, NULL] AS a) AS v"
+    )
+    text, first = pg_cursor.fetchone()
+    mapping = types.map_column("c", "hstore[]", "STRING")
+    assert (mapping.target_type, mapping.conversion) == ("JSON", types.Conversion.ARRAY_JSON)
+    sql = f"SELECT {types.typed_expression(mapping, 'c')} AS v FROM UNNEST([@text]) AS c"
+    config = bigquery.QueryJobConfig(
+        query_parameters=[bigquery.ScalarQueryParameter("text", "STRING", text)]
+    )
+    [row] = list(bigquery_client.query(sql, job_config=config).result())
+    assert row["v"] == [first, "", None], text
+    assert first == '"k\\""=>"v, w"'
