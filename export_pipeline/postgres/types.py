@@ -21,7 +21,7 @@ each column's PostgreSQL type, as `format_type()` spells it).
 | char (padded), varchar, text, uuid, inet, enum, … | STRING | as loaded |
 | json | JSON | parsed; duplicate keys (`json_keys`), unparsable → `__raw` |
 | jsonb | JSON | parsed; what BigQuery cannot parse → `__raw` |
-| hstore | JSON | `hstore`: {key: string or null}; no hstore text → `__raw` |
+| hstore, <schema>.hstore | JSON | `hstore`: {key: string or null}; no hstore text → `__raw` |
 | date | DATE | parsed; ±infinity, BC, year > 9999 → `__raw` |
 | timestamp | DATETIME | parsed; as date |
 | timestamptz | TIMESTAMP | parsed (the text carries its UTC offset); as date |
