@@ -70,7 +70,10 @@ def test_incremental_soft_deletes_at_the_change_time_and_clears_on_return(
     assert deleted["b"] is not None and before <= deleted["b"] <= after
     assert bigquery_rows(bigquery_client, table)["b"]["qty"] == 2  # the last values stay
     # The asset's check counts one row per key, deleted ones included.
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "row_count_matches_export": True,
+        "schema_unchanged": True,
+    }
 
     # Re-applying the same export changes nothing.
     again = run(config, instance, only_bigquery=True, export_arn=_export_arn(result, config))
@@ -137,7 +140,10 @@ def test_full_mode_soft_and_history_date_deletes_at_the_export(
     )
     assert _deleted_at(bigquery_client, table) == {"a": None, "b": as_of, "c": None}
     # The full export's row-count check counts the rows the source holds.
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "row_count_matches_export": True,
+        "schema_unchanged": True,
+    }
     versions = _history(bigquery_client, table)
     assert [(v["pk"], v["_valid_to"], v["_deleted_at"]) for v in versions] == [
         ("a", None, None),
