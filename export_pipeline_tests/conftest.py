@@ -45,7 +45,10 @@ from export_pipeline.local_cloud.settings import (
     LocalCloudSettings,
 )
 from export_pipeline_tests.support.aws_samples import AwsSamples, write_aws_samples
-from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
+from export_pipeline_tests.support.local_cloud import (
+    fresh_local_cloud_settings,
+    restore_environment,
+)
 from export_pipeline_tests.support.prerequisites import missing_lines
 from export_pipeline_tests.support.readme_tour import JOB, Tour, start_tour
 
@@ -134,11 +137,7 @@ def local_cloud(
     finally:
         if settings is not None:
             control.down(settings)
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        restore_environment(previous)
 
 
 @pytest.fixture(scope="session")

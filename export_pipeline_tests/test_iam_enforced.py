@@ -42,7 +42,10 @@ from export_pipeline.local_cloud.settings import (
 )
 from export_pipeline.postgres.source import PostgresSource
 from export_pipeline_tests.dynamodb._pipeline_helpers import run as run_dynamodb
-from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
+from export_pipeline_tests.support.local_cloud import (
+    fresh_local_cloud_settings,
+    restore_environment,
+)
 from export_pipeline_tests.support.rds import run_rds
 
 DYNAMODB_TABLES = ("Products", "Orders")  # the demo's full and incremental tables
@@ -84,11 +87,7 @@ def enforcing_cloud(
         yield settings
     finally:
         control.down(settings)
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        restore_environment(previous)
 
 
 @pytest.fixture(scope="module")

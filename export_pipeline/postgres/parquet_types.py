@@ -31,12 +31,11 @@ is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pyarrow as pa
 
 from export_pipeline.postgres.ranges import RANGES
 from export_pipeline.postgres.types import PostgresType
+from export_pipeline.rds.parquet_types import ExpectedParquetType, disagreement, is_bytes, is_text
 
 _INT64 = {"bigint", "int8", "bigserial"}
 _INT32 = {"integer", "int4", "int", "serial"}
@@ -88,20 +87,12 @@ _TEXT = {
 }
 
 
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-
-def _is_bytes(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-
-def aws_parquet_type(original_type: str) -> tuple[str, Callable[[pa.DataType], bool]]:
+def aws_parquet_type(original_type: str) -> ExpectedParquetType:
     """(What AWS writes for `original_type`, in words; a test of an Arrow type for it)."""
     parsed = PostgresType.parse(original_type)
     base = parsed.base
     if parsed.array or base in _TEXT:
-        return "STRING", _is_text
+        return "STRING", is_text
     if base in _INT64:
         return "INT64", pa.types.is_int64
     if base in _INT32:
@@ -109,7 +100,7 @@ def aws_parquet_type(original_type: str) -> tuple[str, Callable[[pa.DataType], b
     if base in _INT16:
         return "INT32 (INT(16))", lambda t: pa.types.is_int16(t) or pa.types.is_int32(t)
     if base == "oid":
-        return "an integer or STRING", lambda t: pa.types.is_integer(t) or _is_text(t)
+        return "an integer or STRING", lambda t: pa.types.is_integer(t) or is_text(t)
     if base in ("real", "float4"):
         return "FLOAT", pa.types.is_float32
     if base in ("double precision", "float8"):
@@ -117,20 +108,10 @@ def aws_parquet_type(original_type: str) -> tuple[str, Callable[[pa.DataType], b
     if base in ("boolean", "bool"):
         return "BOOLEAN", pa.types.is_boolean
     if base == "bytea":
-        return "BINARY", _is_bytes
+        return "BINARY", is_bytes
     return "any type", lambda _t: True
 
 
 def type_disagreement(column: str, original_type: str, arrow_type: pa.DataType) -> str | None:
-    """Why a column declared `original_type` cannot hold `arrow_type`, or None if it can."""
-    if pa.types.is_null(arrow_type):
-        return None
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    expected, accepts = aws_parquet_type(original_type)
-    if accepts(arrow_type):
-        return None
-    return (
-        f"column {column!r} is declared {original_type!r} in originalTypeMappings, for which "
-        f"AWS writes {expected}, but the Parquet file holds {arrow_type}"
-    )
+    """PostgreSQL: why a column declared `original_type` cannot hold `arrow_type` (None: it can)."""
+    return disagreement(column, original_type, arrow_type, aws_parquet_type)

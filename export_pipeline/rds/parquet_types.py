@@ -53,11 +53,15 @@ _TEXT_LIKE = _TEXTS | {"json", "date", "time"}  # AWS writes these three as text
 DECIMAL_MAX_PRECISION = 38  # beyond it, AWS writes the decimal as text
 
 
-def _is_text(t: pa.DataType) -> bool:
+# What AWS writes for an originalType, in words, and a test of an Arrow type for it.
+ExpectedParquetType = tuple[str, Callable[[pa.DataType], bool]]
+
+
+def is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _is_bytes(t: pa.DataType) -> bool:
+def is_bytes(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
@@ -65,7 +69,7 @@ def _is_signed_or_small_integer(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) and not pa.types.is_uint64(t)
 
 
-def aws_parquet_type(original_type: str) -> tuple[str, Callable[[pa.DataType], bool]]:
+def aws_parquet_type(original_type: str) -> ExpectedParquetType:
     """(What AWS writes for `original_type`, in words; a test of an Arrow type for it)."""
     parsed = MySQLType.parse(original_type)
     base = parsed.base
@@ -76,7 +80,7 @@ def aws_parquet_type(original_type: str) -> tuple[str, Callable[[pa.DataType], b
     if base in _DECIMALS:
         precision, scale = parsed.precision_scale()
         if precision > DECIMAL_MAX_PRECISION:
-            return "STRING (decimal text)", _is_text
+            return "STRING (decimal text)", is_text
         return (
             f"DECIMAL({precision},{scale})",
             lambda t: pa.types.is_decimal(t) and (t.precision, t.scale) == (precision, scale),
@@ -84,26 +88,40 @@ def aws_parquet_type(original_type: str) -> tuple[str, Callable[[pa.DataType], b
     if base in _FLOATS:
         return "DOUBLE", pa.types.is_floating
     if base in _CHARS:
-        return "BYTE_ARRAY", lambda t: _is_bytes(t) or _is_text(t)
+        return "BYTE_ARRAY", lambda t: is_bytes(t) or is_text(t)
     if base in _TEXT_LIKE:
-        return "STRING", _is_text
+        return "STRING", is_text
     if base in _BYTES:
-        return "BYTE_ARRAY", _is_bytes
+        return "BYTE_ARRAY", is_bytes
     if base in ("datetime", "timestamp"):
         return "TIMESTAMP", lambda t: pa.types.is_timestamp(t) and t.unit in ("ms", "us")
     return "any type", lambda _t: True
 
 
-def type_disagreement(column: str, original_type: str, arrow_type: pa.DataType) -> str | None:
-    """Why a column declared `original_type` cannot hold `arrow_type`, or None if it can."""
+def disagreement(
+    column: str,
+    original_type: str,
+    arrow_type: pa.DataType,
+    expected_for: Callable[[str], ExpectedParquetType],
+) -> str | None:
+    """Why a column declared `original_type` cannot hold `arrow_type`, or None if it can.
+
+    `expected_for` is the engine's table of what AWS writes (MySQL's
+    `aws_parquet_type` here, PostgreSQL's in `postgres.parquet_types`).
+    """
     if pa.types.is_null(arrow_type):
         return None
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
-    expected, accepts = aws_parquet_type(original_type)
+    expected, accepts = expected_for(original_type)
     if accepts(arrow_type):
         return None
     return (
         f"column {column!r} is declared {original_type!r} in originalTypeMappings, for which "
         f"AWS writes {expected}, but the Parquet file holds {arrow_type}"
     )
+
+
+def type_disagreement(column: str, original_type: str, arrow_type: pa.DataType) -> str | None:
+    """MySQL: why a column declared `original_type` cannot hold `arrow_type` (None: it can)."""
+    return disagreement(column, original_type, arrow_type, aws_parquet_type)

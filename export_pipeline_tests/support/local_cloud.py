@@ -13,6 +13,7 @@ own up/down cycle start one from `fresh_local_cloud_settings`.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -87,3 +88,12 @@ def _reset(url: str) -> None:
     request = urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=30) as response:
         response.read()
+
+
+def restore_environment(previous: dict[str, str | None]) -> None:
+    """Put environment variables back as `previous` recorded them (None: unset)."""
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
