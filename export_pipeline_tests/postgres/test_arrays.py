@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_pipeline.postgres import types
+from export_pipeline_tests.postgres.profile import ROUND_TRIP_EXAMPLES
 
 NOT_AN_ARRAY = object()  # neither form holds the text: it goes to `__raw`
 
@@ -227,7 +228,7 @@ def _same_numbers(a: Any, b: Any) -> bool:
 
 
 @settings(
-    max_examples=30,
+    max_examples=ROUND_TRIP_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

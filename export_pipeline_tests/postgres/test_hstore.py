@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_pipeline.postgres import types
+from export_pipeline_tests.postgres.profile import ROUND_TRIP_EXAMPLES
 
 # (keys, values) of hstore(text[], text[]); hostile to a reader of the text form.
 HOSTILE: list[tuple[list[str], list[str | None]]] = [
@@ -121,7 +122,7 @@ text_without_nul = st.text(st.characters(codec="utf-8", blacklist_characters="\x
 
 
 @settings(
-    max_examples=30,
+    max_examples=ROUND_TRIP_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

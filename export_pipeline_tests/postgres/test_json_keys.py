@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_pipeline.postgres import types
+from export_pipeline_tests.postgres.profile import ROUND_TRIP_EXAMPLES
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ objects = st.dictionaries(keys, values, min_size=1, max_size=4)
 
 
 @settings(
-    max_examples=25,
+    max_examples=ROUND_TRIP_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_pipeline.postgres import types
+from export_pipeline_tests.postgres.profile import ROUND_TRIP_EXAMPLES
 
 RANGES = [
     ("int4range", "'[1,10)'"),
@@ -111,7 +112,7 @@ int4ranges = st.tuples(st.just("int4range"), integers, integers, flags, flags)
 
 
 @settings(
-    max_examples=30,
+    max_examples=ROUND_TRIP_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
