@@ -361,12 +361,13 @@ def replace_table(
             convert,
             layout,
         )
-        insert = Statement(
-            f"INSERT INTO {target.sql} ({', '.join(name for name, _ in pairs)}) "
-            f"SELECT {', '.join(sql for _, sql in pairs)} FROM {staging.sql}"
-        )
-        swap = [Statement(f"DELETE FROM {target.sql} WHERE TRUE"), insert]
-        if deletes is not None:
+        if deletes is None:
+            insert = Statement(
+                f"INSERT INTO {target.sql} ({', '.join(name for name, _ in pairs)}) "
+                f"SELECT {', '.join(sql for _, sql in pairs)} FROM {staging.sql}"
+            )
+            swap = [Statement(f"DELETE FROM {target.sql} WHERE TRUE"), insert]
+        else:
             swap = deletes.replace_statements(
                 client,
                 target=target,
@@ -478,8 +479,9 @@ def merge_changes(
         + "WHEN NOT MATCHED AND NOT s.__export_pipeline_deleted THEN "
         f"INSERT ({', '.join(all_names)}) VALUES ({', '.join(f's.{n}' for n in all_names)})"
     )
-    merge = [Statement(merge_sql)]
-    if deletes is not None:
+    if deletes is None:
+        merge = [Statement(merge_sql)]
+    else:
         merge = deletes.merge_statements(
             client,
             target=target,

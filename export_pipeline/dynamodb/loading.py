@@ -298,8 +298,7 @@ def load_exports(
             log(f"{table}: no export to apply (BigQuery is already up to date)")
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
-            excluded = personal_data(config, table).excluded
-            check_keys_kept(table, excluded, job.key_attributes)
+            check_keys_kept(table, job.settings.excluded_columns, job.key_attributes)
             return _load_full(job, full[0])
         return _load_incremental(job, manifests, list(job.key_attributes))
 
