@@ -201,6 +201,21 @@ def _engine_family(engine: str | None, export_only: list[str]) -> str:
     return "postgres" if any(e.count(".") == 2 for e in export_only) else "mysql"
 
 
+class RdsTransfer(StrEnum):
+    """How an RDS export's Parquet reaches BigQuery (docs/rds.md, "Moving the bytes")."""
+
+    WORKER = "worker"
+    STORAGE_TRANSFER = "storage_transfer"
+
+
+_TRANSFER_DESCRIPTION = (
+    "'worker': the Dagster worker streams the export's Parquet from S3 to BigQuery. "
+    "'storage_transfer': Google's Storage Transfer Service copies it from S3 into "
+    "gcs.staging_bucket and BigQuery loads it from there; the worker moves no data bytes "
+    "(needs the gcs section and rds.storage_transfer_role_arn)."
+)
+
+
 class RdsInstanceConfig(StrictModel):
     identifier: str = Field(description="DB instance identifier or Aurora DB cluster identifier.")
     kind: Literal["instance", "cluster"] = Field(
@@ -224,6 +239,9 @@ class RdsInstanceConfig(StrictModel):
         default=SnapshotType.ANY, description="Which snapshots count as the newest."
     )
     wait: WaitMode = Field(default=WaitMode.BLOCKING, description=_WAIT_DESCRIPTION)
+    transfer: RdsTransfer | None = Field(
+        default=None, description=_TRANSFER_DESCRIPTION + " Unset: rds.transfer."
+    )
     tables: dict[str, RdsTableSettings] = Field(
         default_factory=dict,
         description="Governed settings per loaded table, keyed as in export_only "
@@ -326,6 +344,39 @@ class RdsConfig(StrictModel):
     )
     export_timeout_minutes: float = Field(default=720, gt=0)
     poll_max_interval_seconds: float = Field(default=120, gt=0)
+    transfer: RdsTransfer = Field(default=RdsTransfer.WORKER, description=_TRANSFER_DESCRIPTION)
+    storage_transfer_role_arn: str | None = Field(
+        default=None,
+        description="AWS role Google's Storage Transfer service agent assumes (web identity "
+        "federation) to read the exports; needed when a source uses 'storage_transfer'. "
+        "Waiting for a transfer uses export_timeout_minutes and poll_max_interval_seconds.",
+    )
+
+    @field_validator("storage_transfer_role_arn")
+    @classmethod
+    def _transfer_role(cls, value: str | None) -> str | None:
+        if value is not None:
+            RdsInstanceConfig._role(value)
+        return value
+
+    def transfer_of(self, instance: RdsInstanceConfig) -> RdsTransfer:
+        """The instance's own `transfer`, else the rds-level default."""
+        return instance.transfer or self.transfer
+
+    @model_validator(mode="after")
+    def _transfer_needs_role(self) -> RdsConfig:
+        users = [
+            i.identifier
+            for i in self.instances
+            if self.transfer_of(i) is RdsTransfer.STORAGE_TRANSFER
+        ]
+        if users and self.storage_transfer_role_arn is None:
+            raise ValueError(
+                f"storage_transfer_role_arn: required because {', '.join(users)} use "
+                "transfer: storage_transfer (the AWS role Google's service agent assumes; "
+                "deploy/storage-transfer.md)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> RdsConfig:
