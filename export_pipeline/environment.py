@@ -17,6 +17,7 @@ from export_pipeline.config import Environment, PipelineConfig
 from export_pipeline.resources.aws import DynamoDBResource, S3Resource
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.resources.cloud import LocalCloudResource, ProductionCloudResource
+from export_pipeline.resources.storage_transfer import StorageTransferResource
 
 GCP_CREDENTIALS_ENV = "GCP_CREDENTIALS"
 # The local cloud's (fake) AWS keys reach the resources through these variables,
@@ -52,6 +53,7 @@ def _production_resources(config: PipelineConfig) -> dict[str, Any]:
         "bigquery": BigQueryResource(
             project=config.bigquery.project, location=config.bigquery.location, **bigquery_kwargs
         ),
+        "storage_transfer": StorageTransferResource(project=config.bigquery.project),
     }
 
 
@@ -77,6 +79,7 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
             aws_port=settings.aws_port,
             bigquery_port=settings.bigquery_port,
             bigquery_grpc_port=settings.bigquery_grpc_port,
+            storage_transfer_port=settings.storage_transfer_port,
             enforce_iam=settings.enforce_iam,
         ),
         "s3": S3Resource(**aws),
@@ -86,6 +89,11 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
             project=settings.bigquery_project,
             location=config.bigquery.location,
             api_endpoint=settings.bigquery_api_endpoint,
+            anonymous_credentials=True,
+        ),
+        "storage_transfer": StorageTransferResource(
+            project=settings.bigquery_project,
+            api_endpoint=settings.storage_transfer_endpoint,
             anonymous_credentials=True,
         ),
     }

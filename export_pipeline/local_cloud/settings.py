@@ -16,6 +16,7 @@ STATE_DIR_ENV = "EXPORT_PIPELINE_LOCAL_DIR"
 AWS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_AWS_PORT"
 BIGQUERY_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT"
 BIGQUERY_GRPC_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT"
+STORAGE_TRANSFER_PORT_ENV = "EXPORT_PIPELINE_LOCAL_STORAGE_TRANSFER_PORT"
 # `enforce`: the AWS server checks every call against the caller's IAM policies
 # (`iam_enforcement.py`); anything else (the default): it checks nothing.
 IAM_ENV = "EXPORT_PIPELINE_LOCAL_IAM"
@@ -37,6 +38,7 @@ class LocalCloudSettings:
     aws_port: int = 4566
     bigquery_port: int = 9050
     bigquery_grpc_port: int = 9060
+    storage_transfer_port: int = 9070
     host: str = "127.0.0.1"
     bigquery_project: str = LOCAL_BIGQUERY_PROJECT
     aws_access_key_id: str = LOCAL_AWS_ACCESS_KEY_ID
@@ -52,6 +54,11 @@ class LocalCloudSettings:
     def bigquery_api_endpoint(self) -> str:
         return f"http://{self.host}:{self.bigquery_port}"
 
+    @property
+    def storage_transfer_endpoint(self) -> str:
+        """The local Storage Transfer API root (storage_transfer_server.py)."""
+        return f"http://{self.host}:{self.storage_transfer_port}"
+
     @classmethod
     def from_env(cls) -> LocalCloudSettings:
         """Settings from the environment, defaulting to `<repo>/.local_cloud` and fixed ports."""
@@ -60,5 +67,6 @@ class LocalCloudSettings:
             aws_port=int(os.environ.get(AWS_PORT_ENV) or 4566),
             bigquery_port=int(os.environ.get(BIGQUERY_PORT_ENV) or 9050),
             bigquery_grpc_port=int(os.environ.get(BIGQUERY_GRPC_PORT_ENV) or 9060),
+            storage_transfer_port=int(os.environ.get(STORAGE_TRANSFER_PORT_ENV) or 9070),
             enforce_iam=os.environ.get(IAM_ENV, "").strip().lower() == ENFORCE,
         )

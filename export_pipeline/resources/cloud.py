@@ -31,6 +31,9 @@ class LocalCloudResource(CloudResource):
     aws_port: int
     bigquery_port: int
     bigquery_grpc_port: int
+    storage_transfer_port: int = Field(
+        default=9070, description="Port of the local Storage Transfer API."
+    )
     enforce_iam: bool = Field(
         default=False, description="Start the AWS server checking IAM (EXPORT_PIPELINE_LOCAL_IAM)."
     )
@@ -53,6 +56,7 @@ class LocalCloudResource(CloudResource):
             aws_port=self.aws_port,
             bigquery_port=self.bigquery_port,
             bigquery_grpc_port=self.bigquery_grpc_port,
+            storage_transfer_port=self.storage_transfer_port,
             enforce_iam=self.enforce_iam,
         )
 
