@@ -129,11 +129,14 @@ def _operation_status(client: Any, operation_name: str) -> Any:
     return storage_transfer.TransferOperation.deserialize(operation.metadata.value)
 
 
-def ensure_transfer(client: Any, transfer: S3ToGcsTransfer) -> EnsuredTransfer:
+def ensure_transfer(
+    client: Any, transfer: S3ToGcsTransfer, *, run_again: bool = False
+) -> EnsuredTransfer:
     """The job's running or succeeded operation, else a new run of it (the job made if absent).
 
-    A job whose latest operation failed is run again: Google copies only what
-    the sink lacks, so a retry after a failure does not copy twice.
+    A job whose latest operation failed is run again, and with `run_again`
+    one whose latest operation succeeded (the sink lost objects since): Google
+    copies only what the sink lacks, so a second run does not copy twice.
     """
     job = _get_job(client, transfer.job_name, transfer.project_id)
     if job is None:
@@ -150,8 +153,11 @@ def ensure_transfer(client: Any, transfer: S3ToGcsTransfer) -> EnsuredTransfer:
         if job is None:
             raise StorageTransferError(f"transfer job {transfer.job_name} vanished after creation")
     latest = job.latest_operation_name
-    if latest and _operation_status(client, latest).status.name not in FAILED_STATUSES:
-        return EnsuredTransfer(job.name, latest, False)
+    if latest:
+        status = _operation_status(client, latest).status.name
+        finished = status in FAILED_STATUSES or (run_again and status == SUCCESS)
+        if not finished:
+            return EnsuredTransfer(job.name, latest, False)
     try:
         started = client.run_transfer_job(
             request={"job_name": job.name, "project_id": transfer.project_id}

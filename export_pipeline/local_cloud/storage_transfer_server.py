@@ -557,7 +557,9 @@ def _check_spec(spec: Any) -> None:
         path = value.get("path", "")
         if path and (path.startswith("/") or not path.endswith("/")):
             raise ApiError(
-                400, "INVALID_ARGUMENT", f"{side}.path must not start with '/' and must end with '/'"
+                400,
+                "INVALID_ARGUMENT",
+                f"{side}.path must not start with '/' and must end with '/'",
             )
 
 
