@@ -31,7 +31,7 @@ from dagster import (
 
 from export_pipeline.bigquery.tables import TableId, require_dataset
 from export_pipeline.column_hashing import read_hash_key
-from export_pipeline.config import PipelineConfig, RdsInstanceConfig
+from export_pipeline.config import PipelineConfig, RdsInstanceConfig, RdsTransfer
 from export_pipeline.contract import (
     EXPORT_SUMMARY_METADATA,
     LOAD_METADATA,
@@ -52,7 +52,9 @@ from export_pipeline.rds.engine import MYSQL, Engine, check_engine
 from export_pipeline.rds.export_files import (
     ExportFilesError,
     ExportLocation,
+    TableInfo,
     checked_export_info,
+    list_table_parquet,
     read_tables_info,
 )
 from export_pipeline.rds.exports import (
@@ -70,7 +72,16 @@ from export_pipeline.rds.identifiers import export_task_identifier
 from export_pipeline.rds.loading import load_export_table
 from export_pipeline.rds.run_config import RdsTableLoadConfig, SnapshotExportConfig
 from export_pipeline.rds.snapshot_sensor import build_snapshot_sensor
+from export_pipeline.rds.transfer import (
+    StagedTable,
+    delete_staged,
+    export_transfer,
+    stage_table,
+    transferred_tables,
+    worker_reason,
+)
 from export_pipeline.s3_locations import check_readable
+from export_pipeline.table_settings import RdsTableSettings
 
 CODE_VERSION = "rds-1"
 # Export and table asset metadata: the export task the export made / the table was loaded from.
@@ -120,7 +131,7 @@ class RdsSource(Source):
     export_kinds = frozenset({"rds", "s3"})
     code_version = CODE_VERSION
     export_resources = frozenset({"rds"})
-    load_resources = frozenset({"rds", "s3", "bigquery"})
+    load_resources = frozenset({"rds", "s3", "bigquery", "gcs", "storage_transfer"})
     state_resources = frozenset({"rds"})
     export_config = SnapshotExportConfig
     load_config = RdsTableLoadConfig
@@ -326,6 +337,9 @@ class RdsSource(Source):
             hash_key = read_hash_key(
                 pipeline.bigquery.hash_key.env_var, [f"{source.identifier} table {target}"]
             )
+        staged = None
+        if pipeline.rds.transfer_of(source) is RdsTransfer.STORAGE_TRANSFER:
+            staged = self._stage_by_transfer(context, source, location, tables, info, settings)
         with bigquery.get_client() as bq:
             require_dataset(bq, table_id.project, table_id.dataset)
             result = load_export_table(
@@ -345,7 +359,18 @@ class RdsSource(Source):
                 engine=self.engine,
                 settings=settings,
                 hash_key=hash_key,
+                staged_uris=staged.uris if staged else None,
             )
+        transfer_metadata: dict[str, Any] = {"transfer": "worker"}
+        if staged is not None:
+            with context.resources.gcs.get_client() as gcs:
+                deleted = delete_staged(gcs, staged.transfer, staged.folder)
+            context.log.info(f"{target}: deleted its {deleted} staged object(s) after publishing")
+            transfer_metadata = {
+                "transfer": "storage_transfer",
+                "transfer_operation": staged.operation_name,
+                "transfer_started": staged.started,
+            }
         return LoadOutcome(
             metadata={
                 "dagster/row_count": result.row_count,
@@ -366,6 +391,7 @@ class RdsSource(Source):
                 "renamed_columns": MetadataValue.json(result.renamed_columns),
                 "columns_removed": MetadataValue.json(result.columns_removed),
                 "upload_seconds": round(result.upload_seconds, 3),
+                **transfer_metadata,
             },
             check_passed=result.row_count == result.expected_row_count,
             check_description=f"BigQuery has {result.row_count} rows; the export wrote "
@@ -377,6 +403,61 @@ class RdsSource(Source):
             },
             schema_change=result.schema_change,
         )
+
+    def _stage_by_transfer(
+        self,
+        context: AssetExecutionContext,
+        source: RdsInstanceConfig,
+        location: ExportLocation,
+        tables: Mapping[str, TableInfo],
+        info: TableInfo,
+        settings: RdsTableSettings,
+    ) -> StagedTable | None:
+        """The table's files copied to GCS by the export's transfer job (None: the worker's way).
+
+        A table whose files the worker must rewrite (`transfer.worker_reason`)
+        is not copied and is loaded the worker's way, with a log line saying why.
+        """
+        target = info.target
+        reason = worker_reason(info, settings, self.engine)
+        if reason is not None:
+            context.log.info(f"{target}: loaded through the worker, not Storage Transfer: {reason}")
+            return None
+        pipeline = self.config
+        gcs_resource = context.resources.gcs
+        transfer = export_transfer(
+            location=location,
+            project_id=context.resources.storage_transfer.project,
+            role_arn=str(pipeline.rds.storage_transfer_role_arn),
+            staging_bucket=str(gcs_resource.staging_bucket),
+            staging_prefix=gcs_resource.staging_prefix,
+            tables=transferred_tables(
+                tables,
+                source.loaded_tables(),
+                {".".join(parts): source.table_settings(parts) for parts in source.loaded_tables()},
+                self.engine,
+            ),
+            description=f"export_pipeline: RDS export {location.export_task_identifier} of "
+            f"{source.kind} {source.identifier}",
+        )
+        s3_client = context.resources.s3.get_client()
+        folder = location.table_folder(*target.split("."))
+        files = {
+            obj["Key"]: int(obj["Size"])
+            for obj in list_table_parquet(s3_client, location, *target.split("."))
+        }
+        with context.resources.gcs.get_client() as gcs:
+            return stage_table(
+                client=context.resources.storage_transfer.get_client(),
+                gcs=gcs,
+                transfer=transfer,
+                folder=folder,
+                files=files,
+                what=f"{target} (export {location.export_task_identifier})",
+                max_interval_seconds=pipeline.rds.poll_max_interval_seconds,
+                timeout_seconds=pipeline.rds.export_timeout_minutes * 60,
+                log=context.log.info,
+            )
 
 
 def describe_export_state(rds: Any, identifier: str) -> ExportState:

@@ -120,6 +120,8 @@ class StagedTable:
     uris: dict[str, str]
     operation_name: str
     started: bool  # this load ran the transfer (False: it waited for another's, or reused it)
+    transfer: S3ToGcsTransfer
+    folder: str  # the table's S3 folder (its copy is the same path under the sink)
 
 
 def _sink_sizes(gcs: Any, transfer: S3ToGcsTransfer, prefix: str) -> dict[str, int]:
@@ -184,7 +186,11 @@ def stage_table(
             f"{missing[0]}); is the table in the job's includePrefixes? nothing was loaded"
         )
     return StagedTable(
-        {key: gcs_uri(transfer, key) for key in files}, ensured.operation_name, ensured.started
+        {key: gcs_uri(transfer, key) for key in files},
+        ensured.operation_name,
+        ensured.started,
+        transfer,
+        folder,
     )
 
 
