@@ -57,6 +57,9 @@ from typing import Any
 from export_pipeline.local_cloud._process import exit_with_owner
 
 HEALTH_PATH = "/_local_cloud/health"
+# Shortest time an operation stays IN_PROGRESS (seconds; default 1): Google's take
+# tens of seconds at least, and a caller must be seen to wait. Tests shorten it.
+OPERATION_SECONDS_ENV = "EXPORT_PIPELINE_LOCAL_TRANSFER_SECONDS"
 OPERATION_TYPE = "type.googleapis.com/google.storagetransfer.v1.TransferOperation"
 EMPTY_TYPE = "type.googleapis.com/google.protobuf.Empty"
 # A user-given job name: Google's documented pattern for transfers not involving POSIX paths.
@@ -179,6 +182,7 @@ class Service:
     gcs_endpoint: str
     region: str
     admin_key: tuple[str, str]
+    operation_seconds: float = 1.0
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -331,6 +335,7 @@ class Service:
         source, sink = spec["awsS3DataSource"], spec["gcsDataSink"]
         conditions = spec.get("objectConditions") or {}
         counters = operation.counters
+        started = time.monotonic()
         try:
             s3 = self._s3_client(source, operation.project_id)
             prefix = source.get("path", "")
@@ -371,6 +376,7 @@ class Service:
                 }
             )
             final = "FAILED"
+        time.sleep(max(0.0, started + self.operation_seconds - time.monotonic()))
         with self.lock:
             operation.status, operation.end_time = final, _now()
         _log.info("%s: %s %s", operation.name, final, counters)
@@ -689,6 +695,7 @@ def main(argv: list[str] | None = None) -> None:
         gcs_endpoint=args.gcs_endpoint.rstrip("/"),
         region=args.region,
         admin_key=(LOCAL_AWS_ACCESS_KEY_ID, LOCAL_AWS_SECRET_ACCESS_KEY),
+        operation_seconds=float(os.environ.get(OPERATION_SECONDS_ENV) or 1.0),
     )
     serve(args.host, args.port, service, args.owner, args.project)
 
