@@ -261,7 +261,7 @@ def test_active_operation_refuses_a_second_run(
     transfer_client.create_transfer_job(request={"transfer_job": transfer.job()})
     request = {"job_name": transfer.job_name, "project_id": project}
     first = transfer_client.run_transfer_job(request=request)
-    # Operations stay IN_PROGRESS for a while (the session's EXPORT_PIPELINE_LOCAL_TRANSFER_SECONDS).
+    # Operations stay IN_PROGRESS a while (EXPORT_PIPELINE_LOCAL_TRANSFER_SECONDS).
     with pytest.raises(google_exceptions.BadRequest, match="active operation"):
         transfer_client.run_transfer_job(request=request)
     assert _wait(transfer_client, first.operation.name).status == Status.SUCCESS
