@@ -1,4 +1,4 @@
-"""Benchmark: bytes the worker reads from S3 for one RDS table, `transfer: worker` vs `storage_transfer`.
+"""Benchmark: bytes the worker reads from S3 for one RDS table, worker vs storage_transfer.
 
 Run (in the project's virtualenv): `python bench/rds_transfer.py [--rows 1000000] [--files 8]`
 
@@ -33,19 +33,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rds_throughput import write_export  # noqa: E402
+from rds_throughput import write_export
 
-from export_pipeline.config import current_config  # noqa: E402
-from export_pipeline.local_cloud.storage_transfer_server import service_account  # noqa: E402
-from export_pipeline.rds.engine import MYSQL  # noqa: E402
-from export_pipeline.rds.export_files import (  # noqa: E402
+from export_pipeline.config import current_config
+from export_pipeline.local_cloud.storage_transfer_server import service_account
+from export_pipeline.rds.engine import MYSQL
+from export_pipeline.rds.export_files import (
     ExportLocation,
     list_table_parquet,
     read_tables_info,
 )
-from export_pipeline.rds.loading import load_export_table  # noqa: E402
-from export_pipeline.rds.transfer import export_transfer, stage_table  # noqa: E402
-from export_pipeline.resources.storage_transfer import StorageTransferResource  # noqa: E402
+from export_pipeline.rds.loading import load_export_table
+from export_pipeline.rds.transfer import export_transfer, stage_table
+from export_pipeline.resources.storage_transfer import StorageTransferResource
 
 TARGET = ("shop", "orders")
 
