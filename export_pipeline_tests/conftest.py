@@ -41,6 +41,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
@@ -83,6 +84,7 @@ def _point_environment_at(settings: LocalCloudSettings) -> None:
             AWS_PORT_ENV: str(settings.aws_port),
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            GCS_PORT_ENV: str(settings.gcs_port),
         }
     )
 
@@ -122,6 +124,7 @@ def local_cloud(
         AWS_PORT_ENV,
         BIGQUERY_PORT_ENV,
         BIGQUERY_GRPC_PORT_ENV,
+        GCS_PORT_ENV,
         EXPORT_SECONDS_ENV,
     )
     previous = {name: os.environ.get(name) for name in variables}

@@ -35,6 +35,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
@@ -51,6 +52,7 @@ def _env_for(settings: LocalCloudSettings) -> dict[str, str]:
             AWS_PORT_ENV: str(settings.aws_port),
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            GCS_PORT_ENV: str(settings.gcs_port),
         }
     )
     return env
