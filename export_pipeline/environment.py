@@ -17,6 +17,7 @@ from export_pipeline.config import Environment, PipelineConfig
 from export_pipeline.resources.aws import DynamoDBResource, S3Resource
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.resources.cloud import LocalCloudResource, ProductionCloudResource
+from export_pipeline.resources.gcs import GcsResource
 from export_pipeline.resources.storage_transfer import StorageTransferResource
 
 GCP_CREDENTIALS_ENV = "GCP_CREDENTIALS"
@@ -54,6 +55,17 @@ def _production_resources(config: PipelineConfig) -> dict[str, Any]:
             project=config.bigquery.project, location=config.bigquery.location, **bigquery_kwargs
         ),
         "storage_transfer": StorageTransferResource(project=config.bigquery.project),
+        "gcs": GcsResource(project=config.bigquery.project, **_staging(config), **bigquery_kwargs),
+    }
+
+
+def _staging(config: PipelineConfig) -> dict[str, Any]:
+    """The `gcs` resource's staging location; none without a `gcs` section."""
+    if config.gcs is None:
+        return {}
+    return {
+        "staging_bucket": config.gcs.staging_bucket,
+        "staging_prefix": config.gcs.staging_prefix,
     }
 
 
@@ -80,6 +92,7 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
             bigquery_port=settings.bigquery_port,
             bigquery_grpc_port=settings.bigquery_grpc_port,
             storage_transfer_port=settings.storage_transfer_port,
+            gcs_port=settings.gcs_port,
             enforce_iam=settings.enforce_iam,
         ),
         "s3": S3Resource(**aws),
@@ -94,6 +107,12 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
         "storage_transfer": StorageTransferResource(
             project=settings.bigquery_project,
             api_endpoint=settings.storage_transfer_endpoint,
+            anonymous_credentials=True,
+        ),
+        "gcs": GcsResource(
+            project=settings.bigquery_project,
+            **_staging(config),
+            api_endpoint=settings.gcs_endpoint,
             anonymous_credentials=True,
         ),
     }

@@ -29,6 +29,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
@@ -45,6 +46,7 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
     patch.setenv(AWS_PORT_ENV, str(settings.aws_port))
     patch.setenv(BIGQUERY_PORT_ENV, str(settings.bigquery_port))
     patch.setenv(BIGQUERY_GRPC_PORT_ENV, str(settings.bigquery_grpc_port))
+    patch.setenv(GCS_PORT_ENV, str(settings.gcs_port))
     patch.setenv("EXPORT_PIPELINE_CONFIG", str(DEFAULT_CONFIG_PATH))
     control.up(settings, config)
     try:

@@ -12,6 +12,13 @@ API (everything takes a `google.cloud.bigquery.Client`):
         schema=None: the Parquet files' own schema (bigquery_schema_of_files; paths only).
     ParquetSource(name, rows, size, open)       a file streamed from anywhere (e.g. S3):
         open() -> context manager yielding a binary stream; .from_path(path)
+    load_uris_to_staging(client, uris: [GcsUri], staging, schema, *, job_labels=None,
+                         labels=None, expected_rows=None, timeout=1800, encryption=None,
+                         on_loaded=None) -> StagingResult
+        BigQuery reads already-staged gs:// objects (no byte through the worker), in
+        the fewest load jobs within MAX_URIS_PER_LOAD_JOB (10,000) and
+        MAX_BYTES_PER_LOAD_JOB (15 TB); same row checks as load_parquet_to_staging.
+    GcsUri(uri, size, rows=None)                a gs:// object or wildcard and what it holds
     bigquery_schema_from_parquet(pyarrow.Schema) -> list[SchemaField]
     SelectColumn(name, expression, field_type, mode="NULLABLE", description=None, fields=())
         SelectColumn.passthrough(staging_field, description=None)
@@ -80,11 +87,13 @@ from export_pipeline.bigquery.publish import (
     replace_table,
 )
 from export_pipeline.bigquery.staging import (
+    GcsUri,
     ParquetSource,
     StagingLoadError,
     StagingResult,
     label_value,
     load_parquet_to_staging,
+    load_uris_to_staging,
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import (
@@ -105,6 +114,7 @@ from export_pipeline.bigquery.watermark import (
 __all__ = [
     "BigQueryPublishError",
     "DatasetNotFoundError",
+    "GcsUri",
     "LayoutError",
     "ParquetSchemaError",
     "ParquetSource",
@@ -123,6 +133,7 @@ __all__ = [
     "count_rows",
     "label_value",
     "load_parquet_to_staging",
+    "load_uris_to_staging",
     "merge_changes",
     "read_watermark",
     "reconcile_schema",

@@ -49,6 +49,16 @@ STAGING_PREFIX = "_staging_"
 DECIMAL_TARGET_TYPES = ("NUMERIC", "STRING")
 _LABEL_VALUE = re.compile(r"[^a-z0-9_\-]")
 
+# BigQuery's load-job limits (https://cloud.google.com/bigquery/quotas#load_jobs):
+# at most 10,000 source URIs in one job's configuration, at most 15 TB across
+# the input files of one Parquet load job, and 1,500 load jobs per table per
+# day (failed ones included). `load_uris_to_staging` splits its URIs into as
+# few jobs as these allow; a wildcard URI counts as one URI, and the size its
+# matches add up to is the caller's to declare (`GcsUri.size`).
+MAX_URIS_PER_LOAD_JOB = 10_000
+MAX_BYTES_PER_LOAD_JOB = 15 * 10**12
+LOAD_JOBS_PER_TABLE_PER_DAY = 1_500
+
 
 class StagingLoadError(BigQueryPublishError):
     """A load job into a staging table failed or loaded an unexpected row count."""
@@ -183,6 +193,131 @@ def _upload(
         )
     if job.output_rows is None:
         raise StagingLoadError(f"loading {source.name} into {staging}: job reported no row count")
+
+
+@dataclass(frozen=True)
+class GcsUri:
+    """A gs:// URI (an object, or a wildcard over objects) with what it holds.
+
+    `size`: bytes (what the 15 TB per-job limit counts); `rows`: the rows the
+    Parquet footers state, None if not known (then only `expected_rows` is checked).
+    """
+
+    uri: str
+    size: int
+    rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.uri.startswith("gs://") or "/" not in self.uri[5:]:
+            raise ValueError(f"expected a gs://bucket/object URI, got {self.uri!r}")
+
+
+def load_job_batches(
+    uris: Sequence[GcsUri],
+    *,
+    max_uris: int = MAX_URIS_PER_LOAD_JOB,
+    max_bytes: int = MAX_BYTES_PER_LOAD_JOB,
+) -> list[list[GcsUri]]:
+    """`uris` in order, cut into the fewest consecutive groups within both per-job limits.
+
+    A single URI larger than `max_bytes` cannot be loaded by any job: ValueError
+    naming it (split the data into more files).
+    """
+    batches: list[list[GcsUri]] = []
+    current: list[GcsUri] = []
+    current_bytes = 0
+    for item in uris:
+        if item.size > max_bytes:
+            raise ValueError(
+                f"{item.uri}: {item.size} bytes is more than one BigQuery load job reads "
+                f"({max_bytes}); write it as several files"
+            )
+        if current and (len(current) >= max_uris or current_bytes + item.size > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += item.size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _load_uris(
+    client: bigquery.Client,
+    batch: Sequence[GcsUri],
+    staging: TableId,
+    config: bigquery.LoadJobConfig,
+    timeout: float | None,
+) -> None:
+    """One load job appending the objects of `batch` to `staging`; errors name the URIs."""
+    described = batch[0].uri + (f" and {len(batch) - 1} more" if len(batch) > 1 else "")
+    job = None
+    try:
+        sources = [u.uri for u in batch]
+        job = client.load_table_from_uri(sources, staging.reference, job_config=config)
+        job.result(timeout=timeout)
+    except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
+        raise StagingLoadError(
+            f"loading {described} into {staging} failed: {error}"
+            + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
+        ) from error
+    if job.errors:
+        raise StagingLoadError(f"loading {described} into {staging} reported errors: {job.errors}")
+
+
+def load_uris_to_staging(
+    client: bigquery.Client,
+    uris: Sequence[GcsUri],
+    staging: TableId,
+    schema: Sequence[SchemaField],
+    *,
+    job_labels: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    expected_rows: int | None = None,
+    timeout: float | None = 1800,
+    encryption: bigquery.EncryptionConfiguration | None = None,
+    on_loaded: Callable[[Sequence[GcsUri]], None] | None = None,
+) -> StagingResult:
+    """Create `staging` with `schema` and fill it by load jobs reading `uris` from GCS.
+
+    No byte passes through this process: BigQuery reads the objects itself,
+    with the caller's credentials (the caller needs storage.objects.get and
+    list on them). The URIs go in the fewest jobs that BigQuery's per-job
+    limits allow (`load_job_batches`), one after another. The row checks are
+    those of `load_parquet_to_staging`: the staging table must hold the rows
+    the URIs' footers state (when every `GcsUri.rows` is known) and
+    `expected_rows` when given; a mismatch or a failed job raises
+    `StagingLoadError` and the staging table is never published.
+    `on_loaded` is called after each job with the URIs it loaded.
+    """
+    schema = list(schema)
+    create_staging_table(client, staging, schema, labels=labels, encryption=encryption)
+    config = _load_config(schema, job_labels, encryption)
+    batches = load_job_batches(uris)
+    if len(batches) > LOAD_JOBS_PER_TABLE_PER_DAY:
+        raise StagingLoadError(
+            f"{staging}: {len(uris)} URIs need {len(batches)} load jobs, more than BigQuery's "
+            f"{LOAD_JOBS_PER_TABLE_PER_DAY} per table per day; write fewer, larger files"
+        )
+    for batch in batches:
+        _load_uris(client, batch, staging, config, timeout)
+        if on_loaded is not None:
+            on_loaded(batch)
+    rows = int(client.get_table(staging.reference).num_rows or 0)
+    if all(u.rows is not None for u in uris):
+        stated = sum(u.rows or 0 for u in uris)
+        if rows != stated:
+            raise StagingLoadError(
+                f"{staging}: holds {rows} rows after loading {len(uris)} URIs whose footers "
+                f"say {stated}"
+            )
+    if expected_rows is not None and rows != expected_rows:
+        raise StagingLoadError(
+            f"{staging}: loaded {rows} rows from {len(uris)} URIs, expected {expected_rows}"
+        )
+    return StagingResult(
+        table=staging, schema=schema, rows=rows, bytes=sum(u.size for u in uris), files=len(uris)
+    )
 
 
 def load_parquet_to_staging(

@@ -17,6 +17,7 @@ AWS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_AWS_PORT"
 BIGQUERY_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT"
 BIGQUERY_GRPC_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT"
 STORAGE_TRANSFER_PORT_ENV = "EXPORT_PIPELINE_LOCAL_STORAGE_TRANSFER_PORT"
+GCS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_GCS_PORT"
 # `enforce`: the AWS server checks every call against the caller's IAM policies
 # (`iam_enforcement.py`); anything else (the default): it checks nothing.
 IAM_ENV = "EXPORT_PIPELINE_LOCAL_IAM"
@@ -39,6 +40,7 @@ class LocalCloudSettings:
     bigquery_port: int = 9050
     bigquery_grpc_port: int = 9060
     storage_transfer_port: int = 9070
+    gcs_port: int = 4443
     host: str = "127.0.0.1"
     bigquery_project: str = LOCAL_BIGQUERY_PROJECT
     aws_access_key_id: str = LOCAL_AWS_ACCESS_KEY_ID
@@ -59,6 +61,15 @@ class LocalCloudSettings:
         """The local Storage Transfer API root (storage_transfer_server.py)."""
         return f"http://{self.host}:{self.storage_transfer_port}"
 
+    @property
+    def gcs_endpoint(self) -> str:
+        """The local GCS JSON API root (what STORAGE_EMULATOR_HOST would name)."""
+        return f"http://{self.host}:{self.gcs_port}"
+
+    @property
+    def gcs_root(self) -> Path:
+        return gcs_root(self.state_dir)
+
     @classmethod
     def from_env(cls) -> LocalCloudSettings:
         """Settings from the environment, defaulting to `<repo>/.local_cloud` and fixed ports."""
@@ -68,5 +79,15 @@ class LocalCloudSettings:
             bigquery_port=int(os.environ.get(BIGQUERY_PORT_ENV) or 9050),
             bigquery_grpc_port=int(os.environ.get(BIGQUERY_GRPC_PORT_ENV) or 9060),
             storage_transfer_port=int(os.environ.get(STORAGE_TRANSFER_PORT_ENV) or 9070),
+            gcs_port=int(os.environ.get(GCS_PORT_ENV) or 4443),
             enforce_iam=os.environ.get(IAM_ENV, "").strip().lower() == ENFORCE,
         )
+
+
+def gcs_root(state_dir: Path) -> Path:
+    """Where the local GCS server stores object `name` of bucket `b`: `<root>/b/name`.
+
+    bqemulator resolves `gs://b/name` under the same folder (its
+    BQEMU_GCS_LOCAL_ROOT), so its load jobs read what the pipeline uploaded.
+    """
+    return state_dir / "gcs"

@@ -34,6 +34,7 @@ class LocalCloudResource(CloudResource):
     storage_transfer_port: int = Field(
         default=9070, description="Port of the local Storage Transfer API."
     )
+    gcs_port: int = Field(default=4443, description="Port of the local GCS JSON API.")
     enforce_iam: bool = Field(
         default=False, description="Start the AWS server checking IAM (EXPORT_PIPELINE_LOCAL_IAM)."
     )
@@ -57,6 +58,7 @@ class LocalCloudResource(CloudResource):
             bigquery_port=self.bigquery_port,
             bigquery_grpc_port=self.bigquery_grpc_port,
             storage_transfer_port=self.storage_transfer_port,
+            gcs_port=self.gcs_port,
             enforce_iam=self.enforce_iam,
         )
 
