@@ -46,8 +46,10 @@ from export_pipeline.local_cloud.settings import (
     BIGQUERY_PORT_ENV,
     GCS_PORT_ENV,
     STATE_DIR_ENV,
+    STORAGE_TRANSFER_PORT_ENV,
     LocalCloudSettings,
 )
+from export_pipeline.local_cloud.storage_transfer_server import OPERATION_SECONDS_ENV
 from export_pipeline_tests.support.aws_samples import AwsSamples, write_aws_samples
 from export_pipeline_tests.support.local_cloud import (
     fresh_local_cloud_settings,
@@ -88,6 +90,7 @@ def _point_environment_at(settings: LocalCloudSettings) -> None:
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
             GCS_PORT_ENV: str(settings.gcs_port),
+            STORAGE_TRANSFER_PORT_ENV: str(settings.storage_transfer_port),
         }
     )
 
@@ -128,13 +131,16 @@ def local_cloud(
         BIGQUERY_PORT_ENV,
         BIGQUERY_GRPC_PORT_ENV,
         GCS_PORT_ENV,
+        STORAGE_TRANSFER_PORT_ENV,
         EXPORT_SECONDS_ENV,
+        OPERATION_SECONDS_ENV,
     )
     previous = {name: os.environ.get(name) for name in variables}
     # Exports take TEST_EXPORT_SECONDS instead of the demo's 2 s (unless the
     # caller chose): the suite starts ~100 of them. A test that needs an
     # export to keep running tags its snapshot or uses its own server.
     os.environ.setdefault(EXPORT_SECONDS_ENV, TEST_EXPORT_SECONDS)
+    os.environ.setdefault(OPERATION_SECONDS_ENV, TEST_EXPORT_SECONDS)  # transfer operations
     settings = None
     try:
         settings = _start_private_cloud(tmp_path_factory, pipeline_config)

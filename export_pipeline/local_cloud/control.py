@@ -7,6 +7,7 @@ and a log under the state folder (`LocalCloudSettings.state_dir`):
     <state_dir>/run/aws.pid           moto + our export emulations (aws_server.py)
     <state_dir>/run/bigquery.pid      bqemulator (bigquery_server.py)
     <state_dir>/run/gcs.pid           the GCS JSON API (gcs_server.py)
+    <state_dir>/run/storage_transfer.pid  Storage Transfer API (storage_transfer_server.py)
     <state_dir>/run/aws-seeded.json   which AWS server process holds the demo data
     <state_dir>/logs/aws.log, logs/bigquery.log
     <state_dir>/bigquery/             bqemulator's DuckDB file (persists across down/up)
@@ -39,7 +40,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from export_pipeline.local_cloud import _process, demo_dynamodb, demo_rds, gcs_server
+from export_pipeline.local_cloud import (
+    _process,
+    demo_dynamodb,
+    demo_rds,
+    gcs_server,
+    storage_transfer_server,
+)
 from export_pipeline.local_cloud._process import LocalCloudError, ProcessRecord
 from export_pipeline.local_cloud.aws_server import HEALTH_PATH
 from export_pipeline.local_cloud.clients import AwsClients
@@ -62,7 +69,8 @@ __all__ = [
 AWS = "aws"
 BIGQUERY = "bigquery"
 GCS = "gcs"
-SERVICES = (AWS, BIGQUERY, GCS)
+STORAGE_TRANSFER = "storage_transfer"
+SERVICES = (AWS, BIGQUERY, GCS, STORAGE_TRANSFER)
 
 # Demo data providers, each with `seed(clients, config, settings) -> None` and
 # `mutate(clients, config, settings, seed) -> dict`. A module not written yet
@@ -101,6 +109,9 @@ class LocalCloudStatus:
     bigquery: ServiceStatus
     gcs_endpoint: str  # the GCS JSON API root (STORAGE_EMULATOR_HOST / api_endpoint)
     gcs: ServiceStatus
+    # The Storage Transfer API root (the storage_transfer resource's api_endpoint).
+    storage_transfer_endpoint: str
+    storage_transfer: ServiceStatus
     seeded: bool  # the demo data is in the running AWS server
     # This call started the AWS server and seeded it: every source holds fresh demo
     # data and the BigQuery dataset was emptied (FRESH_START_LINE says so).
@@ -158,7 +169,18 @@ def _gcs_healthy(settings: LocalCloudSettings, record: ProcessRecord) -> bool:
     return bool(health and health.get("pid") == record.pid)
 
 
-_HEALTH_CHECKS = {AWS: _aws_healthy, BIGQUERY: _bigquery_healthy, GCS: _gcs_healthy}
+def _storage_transfer_healthy(settings: LocalCloudSettings, record: ProcessRecord) -> bool:
+    url = settings.storage_transfer_endpoint + storage_transfer_server.HEALTH_PATH
+    health = _process.http_get_json(url)
+    return bool(health and health.get("pid") == record.pid)
+
+
+_HEALTH_CHECKS = {
+    AWS: _aws_healthy,
+    BIGQUERY: _bigquery_healthy,
+    GCS: _gcs_healthy,
+    STORAGE_TRANSFER: _storage_transfer_healthy,
+}
 
 
 def _endpoint(settings: LocalCloudSettings, name: str) -> str:
@@ -166,6 +188,7 @@ def _endpoint(settings: LocalCloudSettings, name: str) -> str:
         AWS: settings.aws_endpoint_url,
         BIGQUERY: settings.bigquery_api_endpoint,
         GCS: settings.gcs_endpoint,
+        STORAGE_TRANSFER: settings.storage_transfer_endpoint,
     }[name]
 
 
@@ -193,7 +216,12 @@ def _service_status(settings: LocalCloudSettings, name: str) -> ServiceStatus:
 
 
 def _port(settings: LocalCloudSettings, name: str) -> int:
-    return {AWS: settings.aws_port, BIGQUERY: settings.bigquery_port, GCS: settings.gcs_port}[name]
+    return {
+        AWS: settings.aws_port,
+        BIGQUERY: settings.bigquery_port,
+        GCS: settings.gcs_port,
+        STORAGE_TRANSFER: settings.storage_transfer_port,
+    }[name]
 
 
 def _seed_identity(record: ProcessRecord) -> dict[str, Any]:
@@ -217,11 +245,12 @@ def status(settings: LocalCloudSettings) -> LocalCloudStatus:
     aws = _service_status(settings, AWS)
     bigquery = _service_status(settings, BIGQUERY)
     gcs = _service_status(settings, GCS)
+    storage_transfer = _service_status(settings, STORAGE_TRANSFER)
     health = (
         _process.http_get_json(settings.aws_endpoint_url + HEALTH_PATH) if aws.running else None
     )
     return LocalCloudStatus(
-        running=aws.running and bigquery.running and gcs.running,
+        running=aws.running and bigquery.running and gcs.running and storage_transfer.running,
         state_dir=settings.state_dir,
         aws_endpoint_url=settings.aws_endpoint_url,
         bigquery_api_endpoint=settings.bigquery_api_endpoint,
@@ -231,6 +260,8 @@ def status(settings: LocalCloudSettings) -> LocalCloudStatus:
         bigquery=bigquery,
         gcs_endpoint=settings.gcs_endpoint,
         gcs=gcs,
+        storage_transfer_endpoint=settings.storage_transfer_endpoint,
+        storage_transfer=storage_transfer,
         seeded=aws.running and _is_seeded(settings),
         iam_enforced=bool(health and health.get("iam") == "enforced"),
     )
@@ -261,6 +292,19 @@ def _command(settings: LocalCloudSettings, name: str, owner_pid: int | None) -> 
     if name == GCS:
         return _process.python_command(
             "export_pipeline.local_cloud.gcs_server", *common, "--port", str(settings.gcs_port)
+        )
+    if name == STORAGE_TRANSFER:
+        return _process.python_command(
+            "export_pipeline.local_cloud.storage_transfer_server",
+            *common,
+            "--port",
+            str(settings.storage_transfer_port),
+            "--aws-endpoint",
+            settings.aws_endpoint_url,
+            "--gcs-endpoint",
+            settings.gcs_endpoint,
+            "--project",
+            settings.bigquery_project,
         )
     return _process.python_command(
         "export_pipeline.local_cloud.bigquery_server",
@@ -296,7 +340,8 @@ def _start(settings: LocalCloudSettings, name: str, owner_pid: int | None) -> Pr
                 f"cannot start the local {name} server: {settings.host}:{port} ({label}) is "
                 "in use by another program. Stop it, or choose other ports with "
                 "EXPORT_PIPELINE_LOCAL_AWS_PORT / EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT / "
-                "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT / EXPORT_PIPELINE_LOCAL_GCS_PORT"
+                "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT / EXPORT_PIPELINE_LOCAL_GCS_PORT / "
+                "EXPORT_PIPELINE_LOCAL_STORAGE_TRANSFER_PORT"
             )
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     return _process.spawn(
@@ -418,10 +463,11 @@ def _up_locked(
     # Start all; seed AWS (seconds of work) while bqemulator is still starting.
     started: dict[str, ProcessRecord | None] = {}
     try:
-        for name in (BIGQUERY, AWS, GCS):
+        for name in (BIGQUERY, AWS, GCS, STORAGE_TRANSFER):
             started[name] = _start(settings, name, owner_pid)
         _wait_healthy(settings, AWS, started[AWS], timeout)
         _wait_healthy(settings, GCS, started[GCS], timeout)
+        _wait_healthy(settings, STORAGE_TRANSFER, started[STORAGE_TRANSFER], timeout)
     except LocalCloudError:
         _stop_started(settings, started)
         raise
