@@ -527,6 +527,21 @@ class PipelineConfig(StrictModel):
             targets[target] = source
         return self
 
+    @model_validator(mode="after")
+    def _storage_transfer_needs_gcs(self) -> PipelineConfig:
+        """Storage Transfer copies into the staging bucket: without one it has nowhere to go."""
+        users = [
+            i.identifier
+            for i in self.rds.instances
+            if self.rds.transfer_of(i) is RdsTransfer.STORAGE_TRANSFER
+        ]
+        if users and self.gcs is None:
+            raise ValueError(
+                f"gcs: required because {', '.join(users)} use transfer: storage_transfer "
+                "(add gcs.staging_bucket, or set rds.transfer: worker)"
+            )
+        return self
+
     def resolved_environment(self) -> Environment:
         override = os.environ.get(ENVIRONMENT_ENV_VAR)
         if override:

@@ -45,7 +45,7 @@ import datetime as dt
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -60,9 +60,11 @@ from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
 from export_pipeline.bigquery.schema_policy import SchemaChange, SchemaPolicy
 from export_pipeline.bigquery.staging import (
+    GcsUri,
     ParquetSource,
     StagingLoadError,
     load_parquet_to_staging,
+    load_uris_to_staging,
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
@@ -527,6 +529,7 @@ def load_export_table(
     engine: Engine = MYSQL,
     settings: RdsTableSettings | None = None,
     hash_key: HashKey | None = None,
+    staged_uris: Mapping[str, str] | None = None,
 ) -> TableLoadResult:
     """Load `info.target` from the export into `table_ref` (project.dataset.table).
 
@@ -536,6 +539,9 @@ def load_export_table(
     keep rows the snapshot lacks, by `key`; the row count is then of the rows
     it holds) and the `bigquery` layout (clustered on `key` by default),
     resolved against the export's columns and checked before anything is staged.
+    `staged_uris`: each file's copy in Cloud Storage by S3 key (`rds.transfer`); BigQuery
+    then loads the gs:// URIs and no file passes through this process. Every check
+    above holds as for files streamed from S3 (the footers are still read from S3).
     """
     settings = settings or RdsTableSettings()
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
@@ -558,20 +564,36 @@ def load_export_table(
         bytes_are_text=frozenset(c.mapping.source_name for c in columns if _bytes_are_text(c)),
         hash_key=hash_key,
     )
+    if staged_uris is not None and change.needed:
+        raise RdsLoadError(
+            f"{info.target}: its files must be rewritten (renamed, excluded or hashed "
+            "columns), which a copy in Cloud Storage cannot be; load it the worker's way"
+        )
     target = TableId.parse(table_ref)
     staging = staging_table_id(target, f"{location.export_task_identifier}/{uuid.uuid4()}")
     try:
         upload_started = time.monotonic()
-        load_parquet_to_staging(
-            client,
-            [_s3_source(s3, location.bucket, obj, change) for obj in files],
-            staging,
-            _staging_schema(columns),
-            labels={"source": "rds"},
-            timeout=None,
-            parallel_uploads=parallel_uploads,
-            encryption=layout.encryption,
-        )
+        if staged_uris is None:
+            load_parquet_to_staging(
+                client,
+                [_s3_source(s3, location.bucket, obj, change) for obj in files],
+                staging,
+                _staging_schema(columns),
+                labels={"source": "rds"},
+                timeout=None,
+                parallel_uploads=parallel_uploads,
+                encryption=layout.encryption,
+            )
+        else:
+            load_uris_to_staging(
+                client,
+                [GcsUri(staged_uris[obj.key], obj.size, obj.num_rows) for obj in files],
+                staging,
+                _staging_schema(columns),
+                labels={"source": "rds"},
+                timeout=None,
+                encryption=layout.encryption,
+            )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()
         profiles = _profile(client, staging.sql, columns, engine)
