@@ -96,7 +96,9 @@ def sink_bucket(local_cloud) -> str:
 def source(aws_clients, unique_name) -> tuple[str, str]:
     """An S3 bucket with three objects under `<prefix>/` (and one outside it)."""
     bucket = unique_name.replace("t", "st-src-", 1)
-    aws_clients.s3.create_bucket(Bucket=bucket)
+    aws_clients.s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": aws_clients.region}
+    )
     for key, body in (("data/a/1.bin", b"one"), ("data/a/2.bin", b"two!"), ("data/b/3.bin", b"3")):
         aws_clients.s3.put_object(Bucket=bucket, Key=key, Body=body)
     aws_clients.s3.put_object(Bucket=bucket, Key="other/x.bin", Body=b"not copied")
