@@ -35,6 +35,10 @@ def _metadata(result, key: AssetKey) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+def _table_keys(config) -> list[AssetKey]:
+    return [table.key for table in RdsSource(config).units()[0].tables]
+
+
 def _reader_role(aws_clients, project: str, name: str) -> str:
     """The AWS role Google's service agent assumes: trusts it, may read the exports."""
     trust = {
@@ -126,10 +130,8 @@ def both_paths(local_cloud, pipeline_config, bigquery_client, aws_clients):
         description="started by a step that was then killed",
     )
     assert ensure_transfer(client, job).started
-    tables = [k for k in RdsSource(worker).units()[0].tables]
-    selection = [t.key for t in tables]
-    by_worker = run_rds(worker, instance, selection=selection)
-    by_transfer = run_rds(transfer, instance, selection=selection)
+    by_worker = run_rds(worker, instance, selection=_table_keys(worker))
+    by_transfer = run_rds(transfer, instance, selection=_table_keys(transfer))
     yield {
         "worker": by_worker,
         "st": by_transfer,
