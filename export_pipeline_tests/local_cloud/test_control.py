@@ -37,6 +37,7 @@ from export_pipeline.local_cloud.settings import (
     BIGQUERY_PORT_ENV,
     GCS_PORT_ENV,
     STATE_DIR_ENV,
+    STORAGE_TRANSFER_PORT_ENV,
     LocalCloudSettings,
 )
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
@@ -53,6 +54,7 @@ def _env_for(settings: LocalCloudSettings) -> dict[str, str]:
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
             GCS_PORT_ENV: str(settings.gcs_port),
+            STORAGE_TRANSFER_PORT_ENV: str(settings.storage_transfer_port),
         }
     )
     return env
@@ -123,6 +125,9 @@ def test_status_json_from_the_console_script(local_cloud: LocalCloudSettings) ->
     assert printed["gcs_endpoint"] == local_cloud.gcs_endpoint
     assert printed["gcs"]["running"] is True
     assert printed["gcs"]["pid"] == expected.gcs.pid
+    assert printed["storage_transfer_endpoint"] == local_cloud.storage_transfer_endpoint
+    assert printed["storage_transfer"]["running"] is True
+    assert printed["storage_transfer"]["pid"] == expected.storage_transfer.pid
 
 
 def test_clients_work_against_the_printed_endpoints(
@@ -365,7 +370,12 @@ def test_down_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
         (tmp_path / "run").mkdir()
         forged.write(tmp_path / "run" / "aws.pid")
         assert not control.status(settings).aws.running
-        assert control.down(settings) == {"aws": False, "bigquery": False, "gcs": False}
+        assert control.down(settings) == {
+            "aws": False,
+            "bigquery": False,
+            "gcs": False,
+            "storage_transfer": False,
+        }
         assert bystander.poll() is None
         assert not (tmp_path / "run" / "aws.pid").exists()
     finally:
