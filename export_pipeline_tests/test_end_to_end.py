@@ -31,6 +31,7 @@ from export_pipeline.local_cloud.settings import (
     BIGQUERY_PORT_ENV,
     GCS_PORT_ENV,
     STATE_DIR_ENV,
+    STORAGE_TRANSFER_PORT_ENV,
     LocalCloudSettings,
 )
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
@@ -47,6 +48,7 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
     patch.setenv(BIGQUERY_PORT_ENV, str(settings.bigquery_port))
     patch.setenv(BIGQUERY_GRPC_PORT_ENV, str(settings.bigquery_grpc_port))
     patch.setenv(GCS_PORT_ENV, str(settings.gcs_port))
+    patch.setenv(STORAGE_TRANSFER_PORT_ENV, str(settings.storage_transfer_port))
     patch.setenv("EXPORT_PIPELINE_CONFIG", str(DEFAULT_CONFIG_PATH))
     control.up(settings, config)
     try:

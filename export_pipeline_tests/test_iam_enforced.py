@@ -39,6 +39,7 @@ from export_pipeline.local_cloud.settings import (
     IAM_ENV,
     LOCAL_ACCOUNT_ID,
     STATE_DIR_ENV,
+    STORAGE_TRANSFER_PORT_ENV,
     LocalCloudSettings,
 )
 from export_pipeline.postgres.source import PostgresSource
@@ -58,6 +59,7 @@ _VARIABLES = (
     BIGQUERY_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     GCS_PORT_ENV,
+    STORAGE_TRANSFER_PORT_ENV,
     IAM_ENV,
     EXPORT_SECONDS_ENV,
     LOCAL_ACCESS_KEY_ENV,
@@ -81,6 +83,7 @@ def enforcing_cloud(
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
             GCS_PORT_ENV: str(settings.gcs_port),
+            STORAGE_TRANSFER_PORT_ENV: str(settings.storage_transfer_port),
             IAM_ENV: ENFORCE,
             EXPORT_SECONDS_ENV: "0.3",
         }
