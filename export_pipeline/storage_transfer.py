@@ -182,7 +182,7 @@ def failure_line(operation_name: str, what: str, metadata: Any) -> str:
     errors = []
     for breakdown in metadata.error_breakdowns:
         entries = breakdown.error_log_entries
-        detail = "; ".join(entries[0].error_details) if entries else ""
+        detail = " ".join("; ".join(entries[0].error_details).split()) if entries else ""
         url = entries[0].url if entries else ""
         errors.append(
             f"{code_pb2.Code.Name(breakdown.error_code)} x{breakdown.error_count}"

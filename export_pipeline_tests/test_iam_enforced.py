@@ -408,3 +408,90 @@ def test_without_list_exports_the_dynamodb_run_warns_and_goes_on(
         if "cannot list the table's exports" in entry.user_message
     ]
     assert "is not authorized to perform: dynamodb:ListExports" in warning
+
+
+def test_storage_transfer_reads_s3_only_as_its_role_allows(
+    enforcing_cloud: LocalCloudSettings, admin: AwsClients, config: PipelineConfig
+) -> None:
+    """The role Google's service agent assumes is held to its own S3 policy (enforced IAM)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage_transfer
+
+    from export_pipeline.local_cloud import control
+    from export_pipeline.local_cloud.storage_transfer_server import service_account
+    from export_pipeline.storage_transfer import (
+        S3ToGcsTransfer,
+        StorageTransferError,
+        ensure_transfer,
+        job_name,
+        wait_for_transfer,
+    )
+
+    project = enforcing_cloud.bigquery_project
+    name = "st-enforced-" + uuid.uuid4().hex[:8]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": "accounts.google.com"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        "accounts.google.com:sub": service_account(project)["subjectId"]
+                    }
+                },
+            }
+        ],
+    }
+    role = admin.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    bucket = config.aws.export_bucket
+    admin.s3.put_object(Bucket=bucket, Key=f"{name}/part-1.parquet", Body=b"PAR1 data PAR1")
+    sink = control.gcs_client(enforcing_cloud)
+    sink.create_bucket(name)
+    sink.close()
+    client = storage_transfer.StorageTransferServiceClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": enforcing_cloud.storage_transfer_endpoint},
+    )
+
+    def transfer(attempt: str) -> None:
+        job = S3ToGcsTransfer(
+            job_name=job_name(name, attempt),
+            project_id=project,
+            source_bucket=bucket,
+            source_path=f"{name}/",
+            role_arn=role["Role"]["Arn"],
+            sink_bucket=name,
+            sink_path="copy/",
+            description="enforced IAM",
+        )
+        wait_for_transfer(
+            client,
+            ensure_transfer(client, job).operation_name,
+            what=name,
+            max_interval_seconds=0.2,
+            timeout_seconds=60,
+        )
+
+    # A role that trusts Google but may not read the bucket: S3 refuses it.
+    with pytest.raises(StorageTransferError, match=r"PERMISSION_DENIED x1 at s3://.*AccessDenied"):
+        transfer("denied")
+    admin.iam.put_role_policy(
+        RoleName=name,
+        PolicyName="read-exports",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:ListBucket", "s3:GetObject"],
+                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{name}/*"],
+                    }
+                ],
+            }
+        ),
+    )
+    transfer("allowed")

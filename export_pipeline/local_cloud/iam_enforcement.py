@@ -65,6 +65,9 @@ _S3_ACTIONS = {
     "ListBuckets": "ListAllMyBuckets",
 }
 _JSON_SERVICES = frozenset({"dynamodb", "kms"})
+# Calls AWS accepts without a signature (STS API reference): checked against the
+# role's trust policy, not against a caller's IAM policies.
+_UNSIGNED_ACTIONS = frozenset({("sts", "AssumeRoleWithWebIdentity"), ("sts", "AssumeRoleWithSAML")})
 _installed: dict[str, bool] = {"resources": False}
 
 _log = logging.getLogger(__name__)
@@ -200,6 +203,8 @@ def _install_resources() -> None:
 
     def authorize(self: Any, resource: str = "*") -> None:
         action = self._get_action()
+        if (self.service_name, action) in _UNSIGNED_ACTIONS:
+            return  # the caller holds no AWS credentials: the token and the trust policy decide
         if resource == "*":
             resource = request_resource(
                 self.service_name,
