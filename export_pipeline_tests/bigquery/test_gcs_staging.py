@@ -115,12 +115,8 @@ def test_files_stream_to_gcs_in_chunks_and_load_from_gs_uris_only(
     assert delete_staged(gcs, staging) == 0  # a second cleanup is harmless
 
 
-@pytest.mark.parametrize(
-    ("declared_extra", "fail_after", "message"),
-    [(0, 300_000, "connection reset"), (10, None, "cut short")],
-)
 def test_an_upload_that_fails_midway_loads_nothing_and_leaves_no_object(
-    bigquery_client, table_id, gcs, declared_extra, fail_after, message
+    bigquery_client, table_id, gcs
 ) -> None:
     target = table_id("target")
     bigquery_client.query(f"CREATE TABLE {target.sql} AS SELECT 'kept' AS id").result()
@@ -132,11 +128,12 @@ def test_an_upload_that_fails_midway_loads_nothing_and_leaves_no_object(
         ParquetSource(
             "bad.parquet",
             300,
-            len(bad) + declared_extra,
-            lambda: contextlib.closing(_Trickle(bad, step=CHUNK, fail_after=fail_after)),
+            len(bad),
+            # The body breaks after one chunk was sent, as a reset S3 connection does.
+            lambda: contextlib.closing(_Trickle(bad, step=CHUNK, fail_after=CHUNK)),
         ),
     ]
-    with pytest.raises(GcsStagingError, match=message) as error:
+    with pytest.raises(GcsStagingError, match="connection reset") as error:
         load_parquet_to_staging(bigquery_client, sources, staging, SCHEMA, gcs=gcs)
     assert "bad.parquet" in str(error.value)
 
