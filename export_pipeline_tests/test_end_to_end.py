@@ -71,6 +71,36 @@ def _run_everything(config: PipelineConfig) -> list[Any]:
     ]
 
 
+def _assert_loaded_through_gcs(settings: LocalCloudSettings, config: PipelineConfig) -> None:
+    """Every table went through GCS: BigQuery's load jobs all read gs:// URIs, none is left.
+
+    A media upload through the worker is a load job without source URIs; the
+    local BigQuery's job list records both kinds.
+    """
+    assert config.gcs is not None
+    client = control.bigquery_client(settings)
+    try:
+        loads = [j for j in client.list_jobs(all_users=True) if j.job_type == "load"]
+        tables = [t.table_id for t in client.list_tables(config.bigquery.dataset)]
+    finally:
+        client.close()
+    assert loads
+    for job in loads:
+        assert job.source_uris, f"load job {job.job_id} into {job.destination} was a media upload"
+        prefix = f"gs://{config.gcs.staging_bucket}/{config.gcs.staging_prefix}/"
+        assert all(uri.startswith(prefix) for uri in job.source_uris), job.source_uris
+    staged_into = {j.destination.table_id.rsplit("_", 1)[0] for j in loads}
+    demo_tables = [t for t in tables if t.startswith(("dynamodb_", "rds_"))]
+    demo_tables = [t for t in demo_tables if not t.endswith("_history")]
+    assert demo_tables and {f"_staging_{t}" for t in demo_tables} <= staged_into
+    storage = control.gcs_client(settings)
+    try:
+        left = list(storage.list_blobs(config.gcs.staging_bucket))
+    finally:
+        storage.close()
+    assert left == [], [b.name for b in left]  # deleted after each table was published
+
+
 def _bigquery_rows(
     settings: LocalCloudSettings, config: PipelineConfig, table: str, *, deleted: bool = False
 ) -> list[dict]:
@@ -141,6 +171,7 @@ def _assert_rds_matches(settings: LocalCloudSettings, config: PipelineConfig, ta
 def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> None:
     settings, config = demo_cloud
     assert _run_everything(config) == []
+    _assert_loaded_through_gcs(settings, config)
     _assert_dynamodb_matches(settings, config, "Orders", ["customerId", "orderId"])
     _assert_dynamodb_matches(settings, config, "Products", ["sku"])
     for table in ("customers", "orders"):
@@ -152,6 +183,7 @@ def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> 
     assert changes["rds"]["shopdb"]["tables"]["orders"]["deleted"] > 0
 
     warned = _run_everything(config)
+    _assert_loaded_through_gcs(settings, config)
     # `mutate` sets a new attribute, updatedAt, on DynamoDB items: the schema check warns
     # (WARN, the run succeeds) on both DynamoDB tables, and no other check fails.
     assert sorted(w.asset_key.path[-1] for w in warned) == ["dynamodb_orders", "dynamodb_products"]

@@ -1,4 +1,4 @@
-"""Loading local Parquet files into a fresh staging table, one load job per file.
+"""Loading Parquet into a fresh staging table: uploaded by the worker, or read from GCS.
 
 Several uploads are not atomic (each load job commits on its own), so data
 never goes straight into a table readers use: it lands in a staging table
@@ -12,6 +12,11 @@ or any binary stream a `ParquetSource` opens, e.g. an S3 object body), which
 the client sends as a resumable upload in bounded chunks
 (google-cloud-bigquery: 100 MiB), so a file is never read whole into memory
 here and a remote one needs no temporary copy.
+
+With GCS staging (`gcs_staging`), the same files are streamed to GCS and
+BigQuery reads them there (`load_uris_to_staging`): load jobs over gs:// URIs,
+as few as BigQuery's per-job limits allow, and no data bytes sent to BigQuery
+by the worker.
 
 Emulator differences (bqemulator 1.4.0): table expiration is accepted but not
 stored or enforced; multipart uploads (what the client uses for a small
@@ -38,6 +43,12 @@ from google.api_core.exceptions import GoogleAPIError
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
+from export_pipeline.bigquery.gcs_staging import (
+    GcsStaging,
+    GcsUri,
+    delete_staged,
+    upload_sources,
+)
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_of_files
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 
@@ -195,23 +206,6 @@ def _upload(
         raise StagingLoadError(f"loading {source.name} into {staging}: job reported no row count")
 
 
-@dataclass(frozen=True)
-class GcsUri:
-    """A gs:// URI (an object, or a wildcard over objects) with what it holds.
-
-    `size`: bytes (what the 15 TB per-job limit counts); `rows`: the rows the
-    Parquet footers state, None if not known (then only `expected_rows` is checked).
-    """
-
-    uri: str
-    size: int
-    rows: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.uri.startswith("gs://") or "/" not in self.uri[5:]:
-            raise ValueError(f"expected a gs://bucket/object URI, got {self.uri!r}")
-
-
 def load_job_batches(
     uris: Sequence[GcsUri],
     *,
@@ -333,6 +327,7 @@ def load_parquet_to_staging(
     parallel_uploads: int = 1,
     on_loaded: Callable[[ParquetSource], None] | None = None,
     encryption: bigquery.EncryptionConfiguration | None = None,
+    gcs: GcsStaging | None = None,
 ) -> StagingResult:
     """Create `staging` with `schema` and load every Parquet file into it.
 
@@ -349,6 +344,13 @@ def load_parquet_to_staging(
     allows concurrent appends to one table; the threads mostly wait on the
     network); `on_loaded` is called after each file (e.g. to log it);
     `encryption` (CMEK) encrypts the staging table and its load jobs.
+
+    `gcs`: stage in Google Cloud Storage instead (`gcs_staging`): every file
+    is streamed to the attempt's folder and checked there, then load jobs
+    read exactly those gs:// URIs (`load_uris_to_staging`, same row checks);
+    `parallel_uploads` and `on_loaded` then apply to the GCS uploads. The
+    objects stay until the caller has published: `gcs_staging.delete_staged`.
+    If an upload or a load job fails, the objects are deleted here.
     """
     sources = [f if isinstance(f, ParquetSource) else ParquetSource.from_path(f) for f in files]
     non_empty = [s for s in sources if s.size > 0]
@@ -358,6 +360,21 @@ def load_parquet_to_staging(
             raise ValueError(f"{staging}: schema=None needs local paths to read the schema from")
         schema = bigquery_schema_of_files([p for p in map(Path, paths) if p.stat().st_size > 0])
     schema = list(schema)
+    if gcs is not None:
+        return _load_through_gcs(
+            client,
+            gcs,
+            non_empty,
+            staging,
+            schema,
+            job_labels=job_labels,
+            labels=labels,
+            expected_rows=expected_rows,
+            timeout=timeout,
+            parallel_uploads=parallel_uploads,
+            on_loaded=on_loaded,
+            encryption=encryption,
+        )
     create_staging_table(client, staging, schema, labels=labels, encryption=encryption)
     config = _load_config(schema, job_labels, encryption)
 
@@ -394,3 +411,39 @@ def load_parquet_to_staging(
         bytes=sum(s.size for s in non_empty),
         files=len(non_empty),
     )
+
+
+def _load_through_gcs(
+    client: bigquery.Client,
+    gcs: GcsStaging,
+    sources: Sequence[ParquetSource],
+    staging: TableId,
+    schema: Sequence[SchemaField],
+    *,
+    job_labels: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    expected_rows: int | None,
+    timeout: float | None,
+    parallel_uploads: int,
+    on_loaded: Callable[[ParquetSource], None] | None,
+    encryption: bigquery.EncryptionConfiguration | None,
+) -> StagingResult:
+    """Upload every source to GCS (all checked), then load BigQuery from those URIs only."""
+    uris = upload_sources(
+        gcs, sources, staging, parallel_uploads=parallel_uploads, on_uploaded=on_loaded
+    )
+    try:
+        return load_uris_to_staging(
+            client,
+            uris,
+            staging,
+            schema,
+            job_labels=job_labels,
+            labels=labels,
+            expected_rows=expected_rows,
+            timeout=timeout,
+            encryption=encryption,
+        )
+    except BaseException:
+        delete_staged(gcs, staging)
+        raise

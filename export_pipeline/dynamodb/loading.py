@@ -214,6 +214,7 @@ class _Load:
     started: float
     settings: TableSettings
     key_attributes: tuple[str, ...]  # the table's key schema
+    gcs: core.GcsStaging | None = None  # stage the Parquet in GCS (None: upload it)
 
     @property
     def deletes(self) -> DeletesMode:
@@ -248,10 +249,12 @@ def load_exports(
     work_dir: Path,
     log: Log,
     run_id: str,
+    gcs: core.GcsStaging | None = None,
 ) -> LoadOutcome:
     """Bring the BigQuery table of `table` up to date from the given exports.
 
-    `run_id` names this attempt's staging table (unique per attempt).
+    `run_id` names this attempt's staging table (unique per attempt); `gcs`:
+    BigQuery loads the Parquet from there (see `bigquery.gcs_staging`).
     """
     started = time.monotonic()
     target = table_id(bigquery, config, table)
@@ -293,6 +296,7 @@ def load_exports(
             started,
             _settings(config, table),
             tuple(_key_attributes(ddb, table)),
+            gcs,
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
@@ -378,6 +382,7 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         job.target,
         result,
         run_id=job.run_id,
+        gcs=job.gcs,
         exported_at=exported_at,
         description=_table_description(manifest, [manifest]),
         watermark=watermark,
@@ -462,6 +467,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         job.target,
         result,
         run_id=job.run_id,
+        gcs=job.gcs,
         key_attributes=keys,
         window_start=window_start,
         exported_at=new_mark,

@@ -340,7 +340,10 @@ class RdsSource(Source):
         staged = None
         if pipeline.rds.transfer_of(source) is RdsTransfer.STORAGE_TRANSFER:
             staged = self._stage_by_transfer(context, source, location, tables, info, settings)
-        with bigquery.get_client() as bq:
+        with (
+            bigquery.get_client() as bq,
+            context.resources.gcs.staging(context.run.run_id) as gcs,
+        ):
             require_dataset(bq, table_id.project, table_id.dataset)
             result = load_export_table(
                 s3=s3_client,
@@ -359,12 +362,13 @@ class RdsSource(Source):
                 engine=self.engine,
                 settings=settings,
                 hash_key=hash_key,
+                gcs=gcs,
                 staged_uris=staged.uris if staged else None,
             )
         transfer_metadata: dict[str, Any] = {"transfer": "worker"}
         if staged is not None:
-            with context.resources.gcs.get_client() as gcs:
-                deleted = delete_staged(gcs, staged.transfer, staged.folder)
+            with context.resources.gcs.get_client() as gcs_client:
+                deleted = delete_staged(gcs_client, staged.transfer, staged.folder)
             context.log.info(f"{target}: deleted its {deleted} staged object(s) after publishing")
             transfer_metadata = {
                 "transfer": "storage_transfer",

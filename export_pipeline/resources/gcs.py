@@ -19,6 +19,8 @@ from dagster import ConfigurableResource
 from google.cloud import storage
 from pydantic import Field
 
+from export_pipeline.bigquery.gcs_staging import GcsStaging
+
 
 class GcsResource(ConfigurableResource):
     project: str | None = Field(default=None, description="Project billed for GCS requests.")
@@ -45,6 +47,15 @@ class GcsResource(ConfigurableResource):
     @property
     def staging_enabled(self) -> bool:
         return self.staging_bucket is not None
+
+    @contextmanager
+    def staging(self, run: str) -> Iterator[GcsStaging | None]:
+        """Where run `run` stages its Parquet, with a client; None without a staging bucket."""
+        if self.staging_bucket is None:
+            yield None
+            return
+        with self.get_client() as client:
+            yield GcsStaging(client, self.staging_bucket, self.staging_prefix, run)
 
     @contextmanager
     def get_client(self) -> Iterator[storage.Client]:
