@@ -65,6 +65,10 @@ class RdsSettings(Protocol):
     @property
     def instances(self) -> Sequence[RdsSource]: ...
 
+    @property
+    def storage_transfer_role_arn(self) -> str | None:
+        """The role Storage Transfer assumes (`rds.transfer: storage_transfer`), if any."""
+
 
 class GcsSettings(Protocol):
     @property

@@ -384,6 +384,53 @@ def _ensure_role(iam: Any, role_arn: str) -> None:
     )
 
 
+def ensure_storage_transfer_role(iam: Any, role_arn: str, project: str, bucket: str) -> None:
+    """The role Google's Storage Transfer service agent assumes to read the exports.
+
+    Trusted by web identity federation for the local service agent only
+    (`storage_transfer_server.service_account`), allowed to list and read
+    the export bucket: deploy/storage-transfer.md's role, for the demo.
+    """
+    from export_pipeline.local_cloud.storage_transfer_server import service_account
+
+    name = role_arn.rsplit("/", 1)[-1]
+    try:
+        iam.get_role(RoleName=name)
+        return
+    except iam.exceptions.NoSuchEntityException:
+        pass
+    subject = service_account(project)["subjectId"]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": "accounts.google.com"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {"StringEquals": {"accounts.google.com:sub": subject}},
+            }
+        ],
+    }
+    iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Description="Lets Storage Transfer read the RDS exports (local cloud demo).",
+    )
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+    iam.put_role_policy(
+        RoleName=name, PolicyName="read-rds-exports", PolicyDocument=json.dumps(policy)
+    )
+
+
 def _ensure_kms_key(kms: Any, key_id: str) -> None:
     """Make `alias/...` resolve (creating key + alias); ids/ARNs must already exist."""
     if not key_id.startswith("alias/"):
@@ -476,6 +523,13 @@ def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSe
     data (as on AWS, where the first backup follows creation); only when the
     instance already existed and data had to be added is another one taken.
     """
+    if config.rds.storage_transfer_role_arn:
+        ensure_storage_transfer_role(
+            clients.iam,
+            config.rds.storage_transfer_role_arn,
+            settings.bigquery_project,
+            config.aws.export_bucket,
+        )
     for instance in config.rds.instances:
         _ensure_role(clients.iam, instance.iam_role_arn)
         _ensure_kms_key(clients.kms, instance.kms_key_id)
