@@ -93,6 +93,14 @@ def _assert_loaded_through_gcs(settings: LocalCloudSettings, config: PipelineCon
     demo_tables = [t for t in tables if t.startswith(("dynamodb_", "rds_"))]
     demo_tables = [t for t in demo_tables if not t.endswith("_history")]
     assert demo_tables and {f"_staging_{t}" for t in demo_tables} <= staged_into
+    # rds.transfer: storage_transfer: the exports' own files, copied by Storage Transfer.
+    transferred = {
+        uri.split("/rds-transfer/", 1)[1].split("/")[2]
+        for job in loads
+        for uri in job.source_uris
+        if "/rds-transfer/" in uri
+    }
+    assert {"shop.orders", "shop.type_zoo"} <= transferred, transferred
     storage = control.gcs_client(settings)
     try:
         left = list(storage.list_blobs(config.gcs.staging_bucket))
