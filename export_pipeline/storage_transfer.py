@@ -15,6 +15,7 @@ with the same bounded backoff as the export waits.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -235,8 +236,6 @@ def wait_for_transfer(
 
 def list_operations(client: Any, project_id: str, job_names: Sequence[str]) -> list[Any]:
     """The operations of `job_names` (transferOperations.list with Google's JSON filter)."""
-    import json
-
     response = client.list_operations(
         request={
             "name": "transferOperations",

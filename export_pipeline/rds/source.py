@@ -450,9 +450,12 @@ class RdsSource(Source):
             obj["Key"]: int(obj["Size"])
             for obj in list_table_parquet(s3_client, location, *target.split("."))
         }
-        with context.resources.gcs.get_client() as gcs:
+        with (
+            context.resources.gcs.get_client() as gcs,
+            context.resources.storage_transfer.get_client() as client,
+        ):
             return stage_table(
-                client=context.resources.storage_transfer.get_client(),
+                client=client,
                 gcs=gcs,
                 transfer=transfer,
                 folder=folder,

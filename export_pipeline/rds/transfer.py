@@ -132,7 +132,10 @@ def _sink_sizes(gcs: Any, transfer: S3ToGcsTransfer, prefix: str) -> dict[str, i
     }
 
 
-def _missing(gcs: Any, transfer: S3ToGcsTransfer, files: Mapping[str, int], folder: str) -> list:
+def _missing(
+    gcs: Any, transfer: S3ToGcsTransfer, files: Mapping[str, int], folder: str
+) -> list[str]:
+    """The S3 keys of `files` whose copy is not in the sink with the same size."""
     sink_folder = transfer.sink_path + folder[len(transfer.source_path) :]
     present = _sink_sizes(gcs, transfer, sink_folder)
     return [
