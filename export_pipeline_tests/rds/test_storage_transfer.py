@@ -140,6 +140,7 @@ def both_paths(local_cloud, pipeline_config, bigquery_client, aws_clients):
         "job": job,
         "client": client,
         "config": transfer,
+        "instance": instance,
     }
     for dataset in datasets.values():
         bigquery_client.delete_dataset(
@@ -199,6 +200,22 @@ def test_staged_objects_are_deleted_after_publishing(both_paths, local_cloud):
     finally:
         gcs.close()
     assert left == []
+
+
+def test_a_reload_after_publishing_runs_the_same_job_once_more(both_paths, local_cloud):
+    """The staged copy is gone after publishing: a reload copies it again with the same job."""
+    config, instance = both_paths["config"], both_paths["instance"]
+    again = run_rds(config, instance, selection=_table_keys(config))
+    assert again.success
+    job = both_paths["job"]
+    operations = list_operations(both_paths["client"], local_cloud.bigquery_project, [job.job_name])
+    assert len(operations) == 2  # one job; its second run copied what the loads had deleted
+    started = [
+        _metadata(again, key)["transfer_started"]
+        for key in _table_keys(config)
+        if _metadata(again, key)["transfer"] == "storage_transfer"
+    ]
+    assert sorted(started) == [False, True]  # the first table ran it, the other reused it
 
 
 def test_a_denied_transfer_fails_the_load_in_one_line(
