@@ -11,6 +11,7 @@ serves these over Google's JSON API.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ import google_crc32c
 from export_pipeline.local_cloud.settings import gcs_root
 
 COPY_CHUNK_BYTES = 1 << 20
+UPLOAD_SESSION_SECONDS = 7 * 24 * 3600
 # GCS's bucket naming rules (the dotted, domain-named form aside).
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]")
 
@@ -84,6 +86,12 @@ class ObjectStore:
         self.uploads = state_dir / "gcs-uploads"
         for folder in (self.root, self.metadata_root, self.uploads):
             folder.mkdir(parents=True, exist_ok=True)
+        # Google forgets an upload session a week after it starts; so does this store.
+        expired = time.time() - UPLOAD_SESSION_SECONDS
+        for leftover in self.uploads.iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < expired:
+                    leftover.unlink()
         self._lock = threading.Lock()  # one writer at a time per final rename
 
     # -- names ---------------------------------------------------------------

@@ -195,22 +195,25 @@ class _Handler(BaseHTTPRequestHandler):
         items: list[dict[str, Any]] = []
         prefixes: list[str] = []
         next_token = None
+        last_listed = ""  # the page token: every name up to it is on this page or before
         for name in self.store.names(bucket, prefix):
             if page_token and name <= page_token:
                 continue
+            rolled = None
             if delimiter and delimiter in name[len(prefix) :]:
                 rolled = name[: name.index(delimiter, len(prefix)) + len(delimiter)]
-                if not prefixes or prefixes[-1] != rolled:
-                    if len(items) + len(prefixes) >= max_results:
-                        next_token = name
-                        break
-                    prefixes.append(rolled)
-                continue
+                if prefixes and prefixes[-1] == rolled:
+                    last_listed = name
+                    continue
             if len(items) + len(prefixes) >= max_results:
-                next_token = items[-1]["name"] if items else name
+                next_token = last_listed
                 break
-            with contextlib.suppress(GcsError):  # deleted meanwhile: not listed
-                items.append(self.store.object_resource(bucket, name))
+            if rolled is not None:
+                prefixes.append(rolled)
+            else:
+                with contextlib.suppress(GcsError):  # deleted meanwhile: not listed
+                    items.append(self.store.object_resource(bucket, name))
+            last_listed = name
         document: dict[str, Any] = {"kind": "storage#objects", "items": items}
         if prefixes:
             document["prefixes"] = prefixes
@@ -438,6 +441,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.command != "PUT":
             raise GcsError(405, "methodNotAllowed", f"{self.command} not allowed on a session")
+        if "finished" in session:
+            # The upload completed; a client that lost that answer asks again and
+            # gets the object, as from Google.
+            self._drain()
+            self._body_consumed = True
+            self._send_json(200, session["finished"])
+            return
         received = part.stat().st_size
         content_range = (self.headers.get("Content-Range") or "").strip()
         length = self._body_length()
@@ -493,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
             metadata=session["resource"].get("metadata"),
             query=session["query"],
         )
-        session_path.unlink(missing_ok=True)
+        session_path.write_text(json.dumps({**session, "finished": resource}), encoding="utf-8")
         self._send_json(200, resource)
 
 

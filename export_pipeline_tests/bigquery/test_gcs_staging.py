@@ -166,3 +166,16 @@ def test_objects_left_under_the_prefix_by_earlier_attempts_are_never_loaded(
     assert job.source_uris == [f"gs://{gcs.bucket}/{gcs.folder(staging)}00000-part.parquet"]
     assert _names(gcs, gcs.folder(staging)) == [f"{gcs.folder(staging)}00000-part.parquet"]
     assert _names(gcs, other) == [other]  # another attempt's: the lifecycle rule's to remove
+
+
+def test_the_lifecycle_rule_in_deploy_removes_only_what_staging_leaves() -> None:
+    """deploy/gcs/staging-lifecycle.json deletes under the default staging prefix only."""
+    import json
+
+    from export_pipeline.config import REPO_ROOT, GcsConfig
+
+    rules = json.loads((REPO_ROOT / "deploy/gcs/staging-lifecycle.json").read_text())["rule"]
+    [delete] = [r for r in rules if r["action"]["type"] == "Delete"]
+    default_prefix = GcsConfig(staging_bucket="any-bucket").staging_prefix
+    assert delete["condition"]["matchesPrefix"] == [default_prefix + "/"]
+    assert delete["condition"]["age"] >= 1  # never an object a running load still needs

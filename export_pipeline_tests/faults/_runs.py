@@ -100,6 +100,7 @@ def run(
     *,
     aws: FaultProxy | None = None,
     bigquery: FaultProxy | None = None,
+    gcs: FaultProxy | None = None,
     instance: DagsterInstance | None = None,
     run_config: dict[str, Any] | None = None,
     selection: Any = None,
@@ -107,8 +108,8 @@ def run(
 ) -> ExecuteInProcessResult:
     """Materialize every asset of `config`, the clients optionally behind fault proxies."""
     resources = build_resources(config)
-    if aws is not None or bigquery is not None:
-        resources = resources_through(resources, aws=aws, bigquery=bigquery)
+    if aws is not None or bigquery is not None or gcs is not None:
+        resources = resources_through(resources, aws=aws, bigquery=bigquery, gcs=gcs)
     return materialize(
         [*build_source_assets(DynamoDBSource(config)), *build_source_assets(RdsSource(config))],
         resources=resources,

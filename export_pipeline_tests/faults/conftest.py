@@ -27,6 +27,13 @@ def bigquery_proxy(local_cloud: LocalCloudSettings) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
+def gcs_proxy(local_cloud: LocalCloudSettings) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the local cloud's GCS server."""
+    with fault_proxy(local_cloud.host, local_cloud.gcs_port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
 def clean(local_cloud, aws_clients, bigquery_client, pipeline_config) -> _runs.CleanRun:
     """The session's fault-free run (see `_runs.CleanRun`)."""
     return _runs.clean_run(local_cloud, aws_clients, bigquery_client, pipeline_config)

@@ -579,6 +579,7 @@ def resources_through(
     *,
     aws: FaultProxy | str | None,
     bigquery: FaultProxy | str | None,
+    gcs: FaultProxy | str | None = None,
 ) -> dict[str, Any]:
     """`resources` with the AWS clients sent through `aws` and BigQuery through `bigquery`.
 
@@ -592,6 +593,8 @@ def resources_through(
             rebuilt[key] = _with_fields(resources[key], endpoint_url=_url(aws))
     if bigquery is not None and "bigquery" in resources:
         rebuilt["bigquery"] = _with_fields(resources["bigquery"], api_endpoint=_url(bigquery))
+    if gcs is not None and "gcs" in resources:
+        rebuilt["gcs"] = _with_fields(resources["gcs"], api_endpoint=_url(gcs))
     return rebuilt
 
 

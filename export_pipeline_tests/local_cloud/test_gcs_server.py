@@ -102,6 +102,9 @@ def test_listing_by_prefix_and_delimiter_in_pages(bucket, unique_name: str) -> N
     top = bucket.client.list_blobs(bucket, prefix=f"{unique_name}/", delimiter="/")
     assert [b.name for b in top] == [f"{unique_name}/b"]
     assert top.prefixes == {f"{unique_name}/a/", f"{unique_name}/c/"}
+    paged = bucket.client.list_blobs(bucket, prefix=f"{unique_name}/", delimiter="/", page_size=1)
+    assert [b.name for b in paged] == [f"{unique_name}/b"]
+    assert paged.prefixes == {f"{unique_name}/a/", f"{unique_name}/c/"}
 
 
 def test_generation_preconditions_and_delete(
