@@ -484,3 +484,65 @@ def test_rds_killed_at_each_stage(
     ]
     assert len(rows) == len({k for k, _ in rows}), f"duplicate rows: {rows}"
     assert dict(rows) == expected
+
+
+def _held_footer_after_transfer(aws: FaultProxy, bigquery: FaultProxy) -> Hold:
+    """Transfer done (`rds.transfer: storage_transfer`): the export copied to GCS by the
+    table's step, the first Parquet footer read that follows it held."""
+    return aws.hold(method="GET", path=r"\.parquet", name="transfer done")
+
+
+def test_rds_storage_transfer_killed_after_the_transfer_and_before_the_swap(
+    harness,
+    local_cloud,
+    aws_clients,
+    bigquery_client,
+    pipeline_config,
+    scratch_dataset,
+    aws_proxy,
+    bigquery_proxy,
+):
+    """The step killed after its transfer, then before the swap: one export, one transfer."""
+    from export_pipeline.resources.storage_transfer import StorageTransferResource
+    from export_pipeline.storage_transfer import job_name, list_operations
+
+    assert pipeline_config.gcs and pipeline_config.rds.storage_transfer_role_arn
+    source, store = _rds_source(local_cloud, aws_clients, pipeline_config)
+    plain = _runs.make_config(scratch_dataset, rds_instances=[source])
+    rds = plain.rds.model_copy(
+        update={
+            "transfer": "storage_transfer",
+            "storage_transfer_role_arn": pipeline_config.rds.storage_transfer_role_arn,
+        }
+    )
+    config = plain.model_copy(update={"rds": rds, "gcs": pipeline_config.gcs})
+    run = harness(config)
+    client = StorageTransferResource(
+        project=local_cloud.bigquery_project,
+        api_endpoint=local_cloud.storage_transfer_endpoint,
+        anonymous_credentials=True,
+    ).get_client()
+
+    def one_export_one_transfer(stage: str) -> None:
+        [task] = _export_tasks(aws_clients.rds, source.identifier)
+        name = job_name("export-pipeline-rds", task["ExportTaskIdentifier"])
+        operations = list_operations(client, local_cloud.bigquery_project, [name])
+        assert len(operations) == 1, (stage, [op.name for op in operations])
+
+    stages = [("transfer_done", _held_footer_after_transfer), ("before_swap", _held_swap)]
+    last = run.kill_at_each(
+        stages, aws=aws_proxy, bigquery=bigquery_proxy, check=one_export_one_transfer
+    )
+    run.reexecute(last, _root(run, last))
+
+    one_export_one_transfer("after the re-execution")
+    expected = {
+        int(r["id"]): (r["name"], Decimal(str(r["amount"])))
+        for r in store.read_all(RDS_DATABASE, "items")
+    }
+    table_id = f"{config.bigquery.project}.{config.bigquery.dataset}.rds_{RDS_DATABASE}_items"
+    rows = [
+        (r["id"], (r["name"], r["amount"]))
+        for r in bigquery_client.query(f"SELECT id, name, amount FROM `{table_id}`").result()
+    ]
+    assert dict(rows) == expected and len(rows) == len(expected)
