@@ -495,3 +495,29 @@ def test_storage_transfer_reads_s3_only_as_its_role_allows(
         ),
     )
     transfer("allowed")
+    # A job that carries an AWS key instead of a role: keys S3 does not know are refused.
+    keyed = {
+        "name": job_name(name, "unknown-key"),
+        "project_id": project,
+        "status": "ENABLED",
+        "transfer_spec": {
+            "aws_s3_data_source": {
+                "bucket_name": bucket,
+                "path": f"{name}/",
+                "aws_access_key": {
+                    "access_key_id": "AKIAUNKNOWNKEY000000",
+                    "secret_access_key": "not-a-key",
+                },
+            },
+            "gcs_data_sink": {"bucket_name": name, "path": "keyed/"},
+        },
+    }
+    created = client.create_transfer_job(request={"transfer_job": keyed})
+    # Input only, as Google documents secretAccessKey: never in an answer.
+    assert created.transfer_spec.aws_s3_data_source.aws_access_key.secret_access_key == ""
+    assert created.transfer_spec.aws_s3_data_source.aws_access_key.access_key_id
+    run = client.run_transfer_job(request={"job_name": keyed["name"], "project_id": project})
+    with pytest.raises(StorageTransferError, match=r"PERMISSION_DENIED x1 at s3://"):
+        wait_for_transfer(
+            client, run.operation.name, what=name, max_interval_seconds=0.2, timeout_seconds=60
+        )

@@ -139,7 +139,7 @@ class Operation:
             "@type": OPERATION_TYPE,
             "name": self.name,
             "projectId": self.project_id,
-            "transferSpec": self.transfer_spec,
+            "transferSpec": without_secrets(self.transfer_spec),
             "startTime": self.start_time,
             "status": self.status,
             "counters": {key: str(value) for key, value in self.counters.items()},
@@ -219,7 +219,7 @@ class Service:
                 "lastModificationTime": now,
             }
             self.jobs[name] = job
-            return job
+            return without_secrets(job)
 
     def _job(self, name: str, project: str | None) -> dict[str, Any]:
         job = self.jobs.get(name)
@@ -231,7 +231,7 @@ class Service:
         if not project:
             raise ApiError(400, "INVALID_ARGUMENT", "projectId is required")
         with self.lock:
-            return self._job(name, project)
+            return without_secrets(self._job(name, project))
 
     def patch_job(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         project = body.get("projectId")
@@ -258,7 +258,7 @@ class Service:
             job["lastModificationTime"] = _now()
             if job.get("status") == "DELETED":
                 job["deletionTime"] = job["lastModificationTime"]
-            return job
+            return without_secrets(job)
 
     def run_job(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         project = body.get("projectId")
@@ -524,6 +524,17 @@ class Service:
                     f"gs://{sink_bucket}/{name}",
                     f"writing to the sink failed: HTTP {error.code} {error.read()[:200]!r}",
                 ) from None
+
+
+def without_secrets(resource: dict[str, Any]) -> dict[str, Any]:
+    """`resource` (a job or a transfer spec) as Google answers it: `secretAccessKey` is
+    input only ("not returned in RPC responses")."""
+    copy = json.loads(json.dumps(resource))
+    spec = copy.get("transferSpec", copy)
+    key = (spec.get("awsS3DataSource") or {}).get("awsAccessKey")
+    if isinstance(key, dict):
+        key.pop("secretAccessKey", None)
+    return copy
 
 
 def _add(counters: dict[str, int], name: str, value: int) -> None:
