@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import google_crc32c
@@ -284,6 +284,39 @@ class ObjectStore:
             os.replace(data_path, target)
             os.replace(metadata_tmp, metadata_path)
         return self._resource(bucket, name, stored)
+
+    def write_object(
+        self,
+        bucket: str,
+        name: str,
+        stream: BinaryIO,
+        *,
+        content_type: str | None = None,
+        if_generation_match: str | None = None,
+    ) -> dict[str, Any]:
+        """Write object `name` from `stream` in this process, as a finished upload would.
+
+        For emulations that put objects in GCS themselves (a transfer from the
+        local S3): streamed in `COPY_CHUNK_BYTES` pieces, checksummed, made
+        visible at once when complete. Returns the object's resource.
+        """
+        self.require_bucket(bucket)
+        self.object_path(bucket, name)
+        part = self.new_upload_file()
+        digest = Digest()
+        try:
+            with open(part, "wb") as handle:
+                while chunk := stream.read(COPY_CHUNK_BYTES):
+                    handle.write(chunk)
+                    digest.update(chunk)
+            query = (
+                {} if if_generation_match is None else {"ifGenerationMatch": if_generation_match}
+            )
+            return self.finalize(
+                bucket, name, part, digest, content_type=content_type, metadata=None, query=query
+            )
+        finally:
+            part.unlink(missing_ok=True)
 
     def delete_object(self, bucket: str, name: str, query: dict[str, str]) -> None:
         with self._lock:

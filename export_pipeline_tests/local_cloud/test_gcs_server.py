@@ -129,3 +129,24 @@ def test_names_without_a_plain_file_form_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(BadRequest, match="cannot be stored by the local cloud"):
         bucket.blob(f"{unique_name}//double-slash").upload_from_string(b"x")
+
+
+def test_an_object_written_in_process_is_served_with_its_checksums(
+    bucket, local_cloud: LocalCloudSettings, unique_name: str
+) -> None:
+    """`ObjectStore.write_object`: what an emulation copying into GCS uses."""
+    from export_pipeline.local_cloud.gcs_objects import GcsError, ObjectStore
+
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    name = f"{unique_name}/copied.parquet"
+    ObjectStore(local_cloud.state_dir).write_object(bucket.name, name, io.BytesIO(data))
+    blob = bucket.blob(name)
+    blob.reload()
+    assert (blob.size, blob.md5_hash) == (len(data), _b64(hashlib.md5(data).digest()))
+    assert blob.download_as_bytes(checksum="md5") == data
+    with pytest.raises(GcsError) as refused:
+        ObjectStore(local_cloud.state_dir).write_object(
+            bucket.name, name, io.BytesIO(b"x"), if_generation_match="0"
+        )
+    assert refused.value.status == 412
+    assert bucket.blob(name).download_as_bytes() == data
