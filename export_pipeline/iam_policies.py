@@ -39,6 +39,9 @@ TEMPLATES = {
     "rds-export-role-policy": DEPLOY_DIR / "iam" / "rds-export-role-policy.json",
     "rds-export-role-trust": DEPLOY_DIR / "iam" / "rds-export-role-trust.json",
     "kms-key-policy-snippet": DEPLOY_DIR / "kms-key-policy-snippet.json",
+    # The role Google's Storage Transfer service agent assumes (rds.transfer: storage_transfer).
+    "storage-transfer-role-trust": DEPLOY_DIR / "iam" / "storage-transfer-role-trust.json",
+    "storage-transfer-role-policy": DEPLOY_DIR / "iam" / "storage-transfer-role-policy.json",
 }
 _PLACEHOLDER = re.compile(r"<[A-Z_]+>")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z\-]*:kms:[a-z0-9\-]+:\d{12}:key/[\w\-]+$")
@@ -128,7 +131,10 @@ def _fill_some(text: str, scalars: dict[str, str]) -> str:
 
 
 def _scalar_values(
-    config: PipelineConfig, account_id: str, pipeline_role_arn: str | None
+    config: PipelineConfig,
+    account_id: str,
+    pipeline_role_arn: str | None,
+    google_subject_id: str | None = None,
 ) -> dict[str, str]:
     prefix = config.aws.export_prefix
     values = {
@@ -140,6 +146,8 @@ def _scalar_values(
     }
     if pipeline_role_arn:
         values["<PIPELINE_ROLE_ARN>"] = pipeline_role_arn
+    if google_subject_id:
+        values["<GOOGLE_SUBJECT_ID>"] = google_subject_id
     return values
 
 
@@ -176,13 +184,23 @@ def render(
     account_id: str | None = None,
     pipeline_role_arn: str | None = None,
     kms_key_arns: list[str] | None = None,
+    google_subject_id: str | None = None,
 ) -> dict[str, Any]:
-    """`template` with every placeholder filled from `config`; unused statements dropped."""
+    """`template` with every placeholder filled from `config`; unused statements dropped.
+
+    `google_subject_id`: the `subjectId` of the project's Storage Transfer service
+    agent (`googleServiceAccounts.get`), which the storage-transfer role trusts.
+    """
+    if "<GOOGLE_SUBJECT_ID>" in json.dumps(template) and not google_subject_id:
+        raise PolicyRenderError(
+            "--google-subject-id is needed: the subjectId of the project's Storage Transfer "
+            "service agent (googleServiceAccounts.get; deploy/storage-transfer.md)"
+        )
     account = account_id_for(config, account_id)
     per_source = _per_source_values(
         config, account, kms_key_arns, needs_kms_key="<RDS_KMS_KEY_ARN>" in json.dumps(template)
     )
-    scalars = _scalar_values(config, account, pipeline_role_arn)
+    scalars = _scalar_values(config, account, pipeline_role_arn, google_subject_id)
     rendered = copy.deepcopy(template)
     statements = []
     expanded_statements = []
@@ -223,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kms-key-arn", action="append", help="export key ARN(s), when the config has an alias"
     )
+    parser.add_argument(
+        "--google-subject-id",
+        help="subjectId of the Storage Transfer service agent (storage-transfer-role-trust)",
+    )
     args = parser.parse_args(argv)
     try:
         policy = render(
@@ -231,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             account_id=args.account_id,
             pipeline_role_arn=args.pipeline_role_arn,
             kms_key_arns=args.kms_key_arn,
+            google_subject_id=args.google_subject_id,
         )
     except PolicyRenderError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -413,7 +413,8 @@ def test_without_list_exports_the_dynamodb_run_warns_and_goes_on(
 def test_storage_transfer_reads_s3_only_as_its_role_allows(
     enforcing_cloud: LocalCloudSettings, admin: AwsClients, config: PipelineConfig
 ) -> None:
-    """The role Google's service agent assumes is held to its own S3 policy (enforced IAM)."""
+    """The role Google's Storage Transfer service agent assumes holds exactly the rendered
+    policy (deploy/iam/storage-transfer-role-*.json): it reads the RDS exports, nothing else."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage_transfer
 
@@ -429,24 +430,17 @@ def test_storage_transfer_reads_s3_only_as_its_role_allows(
 
     project = enforcing_cloud.bigquery_project
     name = "st-enforced-" + uuid.uuid4().hex[:8]
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": "accounts.google.com"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        "accounts.google.com:sub": service_account(project)["subjectId"]
-                    }
-                },
-            }
-        ],
-    }
+    trust = render(
+        load_template("storage-transfer-role-trust"),
+        config,
+        google_subject_id=service_account(project)["subjectId"],
+    )
     role = admin.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
     bucket = config.aws.export_bucket
-    admin.s3.put_object(Bucket=bucket, Key=f"{name}/part-1.parquet", Body=b"PAR1 data PAR1")
+    inside = f"{config.aws.export_prefix}/rds/{name}/"  # where RDS exports land
+    outside = f"{name}-elsewhere/"
+    for prefix in (inside, outside):
+        admin.s3.put_object(Bucket=bucket, Key=f"{prefix}part-1.parquet", Body=b"PAR1 data PAR1")
     sink = control.gcs_client(enforcing_cloud)
     sink.create_bucket(name)
     sink.close()
@@ -456,15 +450,15 @@ def test_storage_transfer_reads_s3_only_as_its_role_allows(
         client_options={"api_endpoint": enforcing_cloud.storage_transfer_endpoint},
     )
 
-    def transfer(attempt: str) -> None:
+    def transfer(attempt: str, path: str) -> None:
         job = S3ToGcsTransfer(
             job_name=job_name(name, attempt),
             project_id=project,
             source_bucket=bucket,
-            source_path=f"{name}/",
+            source_path=path,
             role_arn=role["Role"]["Arn"],
             sink_bucket=name,
-            sink_path="copy/",
+            sink_path=f"{attempt}/",
             description="enforced IAM",
         )
         wait_for_transfer(
@@ -475,26 +469,20 @@ def test_storage_transfer_reads_s3_only_as_its_role_allows(
             timeout_seconds=60,
         )
 
-    # A role that trusts Google but may not read the bucket: S3 refuses it.
+    # Trusting Google is not enough: without its policy S3 refuses the role.
     with pytest.raises(StorageTransferError, match=r"PERMISSION_DENIED x1 at s3://.*AccessDenied"):
-        transfer("denied")
-    admin.iam.put_role_policy(
-        RoleName=name,
-        PolicyName="read-exports",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["s3:ListBucket", "s3:GetObject"],
-                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{name}/*"],
-                    }
-                ],
-            }
-        ),
+        transfer("no-policy", inside)
+    policy = render(
+        load_template("storage-transfer-role-policy"),
+        config,
+        kms_key_arns=kms_key_arns(admin, [i.kms_key_id for i in config.rds.instances]),
     )
-    transfer("allowed")
+    admin.iam.put_role_policy(
+        RoleName=name, PolicyName="read-rds-exports", PolicyDocument=json.dumps(policy)
+    )
+    transfer("exports", inside)
+    with pytest.raises(StorageTransferError, match=r"PERMISSION_DENIED x1 at s3://.*AccessDenied"):
+        transfer("elsewhere", outside)  # the rendered policy reads the RDS exports only
     # A job that carries an AWS key instead of a role: keys S3 does not know are refused.
     keyed = {
         "name": job_name(name, "unknown-key"),
@@ -503,7 +491,7 @@ def test_storage_transfer_reads_s3_only_as_its_role_allows(
         "transfer_spec": {
             "aws_s3_data_source": {
                 "bucket_name": bucket,
-                "path": f"{name}/",
+                "path": inside,
                 "aws_access_key": {
                     "access_key_id": "AKIAUNKNOWNKEY000000",
                     "secret_access_key": "not-a-key",

@@ -139,3 +139,24 @@ def test_tables_the_worker_must_rewrite_stay_on_the_worker():
     assert "exclude or hash columns" in str(worker_reason(plain, hashed, MYSQL))
     renamed = _info(("id", "bigint"), ("order-total", "int"))
     assert "'order-total'" in str(worker_reason(renamed, RdsTableSettings(), MYSQL))
+
+
+def test_the_storage_transfer_role_templates_render_for_the_configuration():
+    from export_pipeline.iam_policies import PolicyRenderError, load_template, render
+
+    config = _parse(_raw())
+    with pytest.raises(PolicyRenderError, match="--google-subject-id is needed"):
+        render(load_template("storage-transfer-role-trust"), config)
+    trust = render(load_template("storage-transfer-role-trust"), config, google_subject_id="42")
+    [statement] = trust["Statement"]
+    assert statement["Principal"] == {"Federated": "accounts.google.com"}
+    assert statement["Condition"]["StringEquals"] == {"accounts.google.com:sub": "42"}
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    policy = render(load_template("storage-transfer-role-policy"), config, kms_key_arns=[key])
+    grants = {s["Action"]: s["Resource"] for s in policy["Statement"]}
+    bucket, prefix = config.aws.export_bucket, config.aws.export_prefix
+    assert grants == {
+        "s3:ListBucket": [f"arn:aws:s3:::{bucket}"],
+        "s3:GetObject": [f"arn:aws:s3:::{bucket}/{prefix}/rds/*"],
+        "kms:Decrypt": [key],
+    }
