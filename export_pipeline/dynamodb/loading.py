@@ -236,25 +236,19 @@ class _Load:
             raise Failure(description=f"{error}; nothing was loaded") from None
 
 
-def load_exports(
-    arns: Sequence[str],
-    *,
-    table: str,
-    mode: DynamoDBExportMode,
-    config: PipelineConfig,
-    ddb: Any,
-    s3: Any,
-    bigquery: BigQueryResource,
-    work_dir: Path,
-    log: Log,
-    run_id: str,
-) -> LoadOutcome:
-    """Bring the BigQuery table of `table` up to date from the given exports.
+@dataclass(frozen=True)
+class Converted:
+    """A full export already converted to Parquet by earlier steps, ready to publish."""
 
-    `run_id` names this attempt's staging table (unique per attempt).
-    """
-    started = time.monotonic()
-    target = table_id(bigquery, config, table)
+    export_arn: str
+    result: ConversionResult
+
+
+def export_manifests(
+    arns: Sequence[str], *, table: str, config: PipelineConfig, ddb: Any, s3: Any, log: Log
+) -> list[ExportManifest]:
+    """The manifests of `arns` (`LATEST`: the newest full export), checked against
+    DescribeExport and the readable locations; a full export only alone."""
     if list(arns) == [LATEST]:
         arns = [newest_full_export(ddb, table, log)]
     descriptions = [_describe_completed(ddb, arn, table) for arn in arns]
@@ -275,6 +269,39 @@ def load_exports(
         raise Failure(
             description=f"{table}: a full export cannot be combined with other exports in one "
             f"load ({[m.export_arn for m in manifests]})"
+        )
+    return manifests
+
+
+def load_exports(
+    arns: Sequence[str],
+    *,
+    table: str,
+    mode: DynamoDBExportMode,
+    config: PipelineConfig,
+    ddb: Any,
+    s3: Any,
+    bigquery: BigQueryResource,
+    work_dir: Path,
+    log: Log,
+    run_id: str,
+    converted: Converted | None = None,
+) -> LoadOutcome:
+    """Bring the BigQuery table of `table` up to date from the given exports.
+
+    `run_id` names this attempt's staging table (unique per attempt).
+    `converted`: the full export's Parquet, when earlier steps converted it
+    (`export_pipeline.dynamodb.fan_out`); otherwise this step converts it.
+    """
+    started = time.monotonic()
+    target = table_id(bigquery, config, table)
+    manifests = export_manifests(arns, table=table, config=config, ddb=ddb, s3=s3, log=log)
+    full = [m for m in manifests if not m.is_incremental]
+    if converted is not None and [m.export_arn for m in full] != [converted.export_arn]:
+        raise Failure(
+            description=f"{table}: the Parquet files converted in earlier steps are of export "
+            f"{converted.export_arn}, not of {[m.export_arn for m in manifests]}; nothing was "
+            "loaded (re-execute the whole load)"
         )
     table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
     with bigquery.get_client() as client:
@@ -299,12 +326,12 @@ def load_exports(
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
             check_keys_kept(table, job.settings.excluded_columns, job.key_attributes)
-            return _load_full(job, full[0])
+            return _load_full(job, full[0], converted.result if converted else None)
         return _load_incremental(job, manifests, list(job.key_attributes))
 
 
 @contextmanager
-def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
+def naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
     """Report a file the converter rejects (or runs out of memory on) by its S3 URI, not by
     its local copy's path."""
     try:
@@ -339,7 +366,7 @@ def _rows(job: _Load) -> int:
 def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
     local = _download_all(job.s3, [manifest], job.work_dir, job.log)
     started = time.monotonic()
-    with _naming_s3_objects(manifest, local):
+    with naming_s3_objects(manifest, local):
         result = convert_full_export(
             list(local),
             job.work_dir / "parquet",
@@ -353,16 +380,23 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
         f"{time.monotonic() - started:.1f}s with {parser_name()}"
     )
     verify_item_counts([manifest], local, result.items_per_file)
-    if result.item_count != manifest.item_count:
-        raise Failure(
-            description=f"{manifest.summary_uri}: itemCount {manifest.item_count} but the data "
-            f"files hold {result.item_count} items; nothing was loaded"
-        )
+    check_item_total(manifest, result.item_count)
     return result
 
 
-def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
-    result = _convert_full(job, manifest)
+def check_item_total(manifest: ExportManifest, items: int) -> None:
+    """Fail, naming the manifest, when the data files hold another count than its itemCount."""
+    if items != manifest.item_count:
+        raise Failure(
+            description=f"{manifest.summary_uri}: itemCount {manifest.item_count} but the data "
+            f"files hold {items} items; nothing was loaded"
+        )
+
+
+def _load_full(
+    job: _Load, manifest: ExportManifest, converted: ConversionResult | None
+) -> LoadOutcome:
+    result = converted if converted is not None else _convert_full(job, manifest)
     exported_at = manifest.data_as_of
     watermark = previous = None
     if job.mode is DynamoDBExportMode.INCREMENTAL:
@@ -435,7 +469,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
     check_keys_kept(job.table, treatment.excluded, keys)
     local = _download_all(job.s3, pending, job.work_dir, job.log)
     started = time.monotonic()
-    with _naming_s3_objects(pending[0], local):
+    with naming_s3_objects(pending[0], local):
         result = convert_incremental_export(
             list(local),
             job.work_dir / "parquet",

@@ -1,0 +1,313 @@
+"""A full export converted in steps over groups of its data files.
+
+The conversion of one export is split so that each piece can run in its own
+Dagster step (its own process, or its own pod with `k8s_job_executor`), and
+none needs more local disk than two data files and their Parquet:
+
+1. `file_groups`: the manifest's data files, `files_per_step` at a time.
+2. `learn_group_types` (one step per group): each file is downloaded
+   (MD5-checked while it streams), read once for its attribute types and
+   item count, and deleted; the result is a small summary (`GroupTypes`).
+3. `merge_group_types` (one step): every group's summary, checked against
+   the manifest (each file's itemCount and the export's total), becomes the
+   final columns, by exactly the rules of a conversion in one process
+   (`convert.run.plan_columns`: lossless types, recorded columns, personal data).
+4. `convert_group` (one step per group): each file is downloaded again,
+   converted with those columns, its item count checked again, its Parquet
+   handed to the staging location (`ParquetStaging`) and the file deleted.
+5. `conversion_result`: the groups' Parquet as one `ConversionResult`, for
+   `loading.load_exports(converted=...)` to publish as it publishes any full
+   export.
+
+Every value crossing steps is a frozen dataclass of plain values (the
+manifest, type summaries, locations): no secrets (the hash key is read from
+the environment by the step that hashes) and no local paths of another step.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from export_pipeline.dynamodb.column_names import RecordedColumns
+from export_pipeline.dynamodb.convert import ColumnSpec, ConversionResult, PersonalData
+from export_pipeline.dynamodb.convert import write as wr
+from export_pipeline.dynamodb.convert.run import (
+    ObservedTypes,
+    convert_file_with_plan,
+    learn_file_types,
+    merge_observed,
+    plan_columns,
+)
+from export_pipeline.dynamodb.export_files import (
+    DataFile,
+    ExportIntegrityError,
+    ExportManifest,
+    download_data_file,
+    verify_item_counts,
+)
+from export_pipeline.dynamodb.loading import Log, check_item_total, naming_s3_objects
+
+DEFAULT_FILES_PER_STEP = 2
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """Consecutive data files of one export's manifest, converted by one step."""
+
+    manifest: ExportManifest
+    number: int  # 0-based, in manifest order
+    first: int  # manifest index of its first file
+    files: tuple[DataFile, ...]
+
+    @property
+    def name(self) -> str:
+        """`group_0003`: the step's mapping key (letters, digits and `_` only)."""
+        return f"group_{self.number:04d}"
+
+    def local_name(self, offset: int) -> str:
+        """The local copy's name: by manifest position, never after the key (a key may hold
+        anything)."""
+        return f"{self.first + offset:05d}.json.gz"
+
+
+def file_groups(manifest: ExportManifest, files_per_step: int) -> list[FileGroup]:
+    """The manifest's data files in groups of `files_per_step` (the last may be smaller)."""
+    if files_per_step < 1:
+        raise ValueError("files_per_step must be at least 1")
+    files = manifest.files
+    return [
+        FileGroup(manifest, number, first, files[first : first + files_per_step])
+        for number, first in enumerate(range(0, len(files), files_per_step))
+    ]
+
+
+@dataclass(frozen=True)
+class GroupTypes:
+    """What learning a group's types found: small, whatever the files' size."""
+
+    manifest: ExportManifest
+    group: int
+    items_per_file: dict[str, int]  # S3 key -> items read
+    observed: ObservedTypes
+    bytes_read: int  # compressed bytes downloaded
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """The final columns of an export, decided once over every group's types."""
+
+    export_arn: str
+    columns: tuple[tuple[wr.PlannedColumn, ColumnSpec], ...]
+    item_count: int
+
+
+@dataclass(frozen=True)
+class GroupParquet:
+    """A converted group: where its Parquet is, and what it read."""
+
+    group: int
+    items_per_file: dict[str, int]  # S3 key -> items converted
+    locations: tuple[str, ...]
+    bytes_read: int
+
+
+class ParquetStaging(Protocol):
+    """Where converted Parquet waits between the steps that write it and the load."""
+
+    def put(self, local: Path, name: str) -> str:
+        """Move the local file `local` into staging as `name`; return its location."""
+        ...
+
+    def local_path(self, location: str) -> Path:
+        """The file a location names, for a load that reads local files."""
+        ...
+
+    def delete(self, locations: Sequence[str]) -> None:
+        """Remove staged files (after a successful publish; a missing one is fine)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalStaging:
+    """Staging in a run-scoped folder every step of the run can read (one machine).
+
+    Multiprocess steps of one host share it; steps on other hosts need a
+    shared store instead (the same interface, backed by object storage).
+    """
+
+    root: Path
+
+    def put(self, local: Path, name: str) -> str:
+        target = self.root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(local, target)
+        return str(target)
+
+    def local_path(self, location: str) -> Path:
+        return Path(location)
+
+    def delete(self, locations: Sequence[str]) -> None:
+        for location in locations:
+            Path(location).unlink(missing_ok=True)
+
+
+def _fetch(s3: Any, group: FileGroup, offset: int, work_dir: Path) -> Path:
+    """One data file of `group`, downloaded into `work_dir` with its MD5 checked."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    local = work_dir / group.local_name(offset)
+    download_data_file(s3, group.manifest, group.files[offset], local)
+    return local
+
+
+def _check_count(group: FileGroup, entry: DataFile, local: Path, items: int) -> None:
+    """The items read from one file against its manifest itemCount (names the S3 object)."""
+    verify_item_counts([group.manifest], {local: entry}, {str(local): items})
+
+
+def learn_group_types(
+    s3: Any,
+    group: FileGroup,
+    work_dir: Path,
+    *,
+    personal_data: PersonalData | None = None,
+    max_workers: int = 2,
+    log: Log | None = None,
+) -> GroupTypes:
+    """Each file of `group` in turn: download (MD5), read its types and items, delete.
+
+    Raises `ExportIntegrityError` naming the S3 object of a file whose MD5,
+    content or item count does not match its manifest entry.
+    """
+    items: dict[str, int] = {}
+    observed: list[ObservedTypes] = []
+    size = 0
+    for offset, entry in enumerate(group.files):
+        local = _fetch(s3, group, offset, work_dir)
+        try:
+            size += local.stat().st_size
+            with naming_s3_objects(group.manifest, {local: entry}):
+                count, types = learn_file_types(
+                    local,
+                    work_dir,
+                    declared_items=entry.item_count,
+                    personal_data=personal_data,
+                    max_workers=max_workers,
+                )
+        finally:
+            local.unlink(missing_ok=True)
+        _check_count(group, entry, local, count)
+        items[entry.key] = count
+        observed.append(types)
+    if log:
+        log(f"{group.name}: {len(group.files)} data file(s), {sum(items.values())} items")
+    return GroupTypes(group.manifest, group.number, items, merge_observed(observed), size)
+
+
+def merge_group_types(
+    groups: Sequence[GroupTypes],
+    *,
+    recorded: RecordedColumns,
+    personal_data: PersonalData | None = None,
+) -> ConversionPlan:
+    """The export's final columns from every group's types, after the manifest checks.
+
+    Every listed file must have been read with its itemCount, and the total
+    must be the export's itemCount: otherwise nothing is converted.
+    """
+    manifest = groups[0].manifest
+    if any(g.manifest.export_arn != manifest.export_arn for g in groups):
+        raise ValueError("groups of different exports cannot be merged")
+    items = {key: n for g in groups for key, n in g.items_per_file.items()}
+    for entry in manifest.files:
+        if items.get(entry.key) != entry.item_count:
+            raise ExportIntegrityError(
+                manifest.uri(entry.key),
+                f"holds {items.get(entry.key, 'no')} items read but the manifest's itemCount "
+                f"is {entry.item_count}; nothing was loaded",
+            )
+    total = sum(items.values())
+    check_item_total(manifest, total)
+    observed = merge_observed(g.observed for g in groups)
+    plan = plan_columns(observed, False, (), recorded, personal_data)
+    return ConversionPlan(manifest.export_arn, tuple(plan), total)
+
+
+def convert_group(
+    s3: Any,
+    group: FileGroup,
+    plan: ConversionPlan,
+    work_dir: Path,
+    staging: ParquetStaging,
+    staging_prefix: str,
+    *,
+    personal_data: PersonalData | None = None,
+    max_workers: int = 2,
+    log: Log | None = None,
+) -> GroupParquet:
+    """Each file of `group` in turn: download (MD5), convert with `plan`, stage, delete.
+
+    At most one data file, its intermediate batches and its Parquet are on
+    local disk at a time. Item counts are checked again against the manifest.
+    """
+    if plan.export_arn != group.manifest.export_arn:
+        raise ValueError(f"plan of {plan.export_arn} given for {group.manifest.export_arn}")
+    planned = [p for p, _spec in plan.columns]
+    key = (personal_data or PersonalData()).key
+    items: dict[str, int] = {}
+    locations: list[str] = []
+    size = 0
+    for offset, entry in enumerate(group.files):
+        local = _fetch(s3, group, offset, work_dir)
+        out_dir = work_dir / "parquet"
+        try:
+            size += local.stat().st_size
+            with naming_s3_objects(group.manifest, {local: entry}):
+                count, parquet = convert_file_with_plan(
+                    local,
+                    out_dir,
+                    f"dynamodb-{group.first + offset:05d}-",
+                    planned,
+                    declared_items=entry.item_count,
+                    hash_key=key,
+                    max_workers=max_workers,
+                )
+        finally:
+            local.unlink(missing_ok=True)
+        try:
+            _check_count(group, entry, local, count)
+        except ExportIntegrityError:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        locations.extend(staging.put(p, f"{staging_prefix}/{p.name}") for p in parquet)
+        items[entry.key] = count
+    if log:
+        log(
+            f"{group.name}: converted {sum(items.values())} items of {len(group.files)} data "
+            f"file(s) into {len(locations)} Parquet file(s)"
+        )
+    return GroupParquet(group.number, items, tuple(locations), size)
+
+
+def conversion_result(
+    plan: ConversionPlan, groups: Sequence[GroupParquet], staging: ParquetStaging
+) -> ConversionResult:
+    """Every group's Parquet as one conversion, in manifest order, with today's totals."""
+    ordered = sorted(groups, key=lambda g: g.group)
+    items = {key: n for g in ordered for key, n in g.items_per_file.items()}
+    if sum(items.values()) != plan.item_count:
+        raise ExportIntegrityError(
+            plan.export_arn,
+            f"the converted groups hold {sum(items.values())} items, the types were learned "
+            f"from {plan.item_count}; nothing was loaded",
+        )
+    return ConversionResult(
+        parquet_files=[staging.local_path(loc) for g in ordered for loc in g.locations],
+        columns=[spec for _p, spec in plan.columns],
+        item_count=plan.item_count,
+        items_per_file=items,
+        bytes_read=sum(g.bytes_read for g in ordered),
+    )
