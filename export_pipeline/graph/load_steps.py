@@ -64,6 +64,7 @@ from export_pipeline.contract import (
 )
 from export_pipeline.errors import TRANSIENT_RETRY_POLICY, retry_only_transient
 
+
 @dataclass(frozen=True)
 class LoadRequest:
     """What `prepare` decided: the export(s) to load, and when the load began."""
@@ -174,9 +175,7 @@ def build_stepped_table_asset(
                 if plan is None:
                     outcome = source.load_table(context, unit, table, request.to_load)  # type: ignore[arg-type]
                 else:
-                    outcome = steps.publish(
-                        context, unit, table, request.to_load, plan, converted
-                    )
+                    outcome = steps.publish(context, unit, table, request.to_load, plan, converted)
             except SchemaChangeRejected as rejected:
                 yield schema_check_result(key, rejected.change, rejected=True)
                 raise

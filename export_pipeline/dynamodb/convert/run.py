@@ -37,11 +37,11 @@ from export_pipeline.dynamodb.column_names import RecordedColumns, describe
 from export_pipeline.dynamodb.convert import read as rd
 from export_pipeline.dynamodb.convert import write as wr
 from export_pipeline.dynamodb.convert.model import (
+    DEFAULT_BATCH_SIZE,
     DELETED_COLUMN,
     DELETED_TAG,
     TIMESTAMP_TAG,
     WRITE_TIMESTAMP_COLUMN,
-    DEFAULT_BATCH_SIZE,
     BatchInfo,
     ColumnSpec,
     ConversionError,
