@@ -80,7 +80,7 @@ def run(
     export_asset, bigquery_asset = assets_for(config)
     run_config = None
     if export_arn is not None:
-        run_config = {"ops": {bigquery_asset.op.name: {"config": {"export_arn": export_arn}}}}
+        run_config = {"ops": {bigquery_asset.node_def.name: {"config": {"export_arn": export_arn}}}}
     return materialize(
         [export_asset, bigquery_asset],
         resources=build_resources(config),
