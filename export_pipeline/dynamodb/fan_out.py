@@ -26,8 +26,10 @@ the environment by the step that hashes) and no local paths of another step.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -163,6 +165,29 @@ def _fetch(s3: Any, group: FileGroup, offset: int, work_dir: Path) -> Path:
     return local
 
 
+def _fetched(s3: Any, group: FileGroup, work_dir: Path) -> Iterator[tuple[DataFile, Path]]:
+    """The group's files in order, each downloaded while the one before is processed.
+
+    The caller deletes each file when done with it, so at most two data files
+    (the one in work, the next one arriving) are on local disk at a time. A
+    download still running when the caller stops is waited for and removed.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="dynamodb-download") as downloads:
+        pending: Future[Path] | None = None
+        try:
+            for offset, entry in enumerate(group.files):
+                current = pending or downloads.submit(_fetch, s3, group, offset, work_dir)
+                pending = None
+                local = current.result()
+                if offset + 1 < len(group.files):
+                    pending = downloads.submit(_fetch, s3, group, offset + 1, work_dir)
+                yield entry, local
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.result().unlink(missing_ok=True)
+
+
 def _check_count(group: FileGroup, entry: DataFile, local: Path, items: int) -> None:
     """The items read from one file against its manifest itemCount (names the S3 object)."""
     verify_item_counts([group.manifest], {local: entry}, {str(local): items})
@@ -177,7 +202,8 @@ def learn_group_types(
     max_workers: int = 2,
     log: Log | None = None,
 ) -> GroupTypes:
-    """Each file of `group` in turn: download (MD5), read its types and items, delete.
+    """Each file of `group` in turn (the next one downloading meanwhile): download (MD5),
+    read its types and items, delete.
 
     Raises `ExportIntegrityError` naming the S3 object of a file whose MD5,
     content or item count does not match its manifest entry.
@@ -185,23 +211,23 @@ def learn_group_types(
     items: dict[str, int] = {}
     observed: list[ObservedTypes] = []
     size = 0
-    for offset, entry in enumerate(group.files):
-        local = _fetch(s3, group, offset, work_dir)
-        try:
-            size += local.stat().st_size
-            with naming_s3_objects(group.manifest, {local: entry}):
-                count, types = learn_file_types(
-                    local,
-                    work_dir,
-                    declared_items=entry.item_count,
-                    personal_data=personal_data,
-                    max_workers=max_workers,
-                )
-        finally:
-            local.unlink(missing_ok=True)
-        _check_count(group, entry, local, count)
-        items[entry.key] = count
-        observed.append(types)
+    with contextlib.closing(_fetched(s3, group, work_dir)) as files:
+        for entry, local in files:
+            try:
+                size += local.stat().st_size
+                with naming_s3_objects(group.manifest, {local: entry}):
+                    count, types = learn_file_types(
+                        local,
+                        work_dir,
+                        declared_items=entry.item_count,
+                        personal_data=personal_data,
+                        max_workers=max_workers,
+                    )
+            finally:
+                local.unlink(missing_ok=True)
+            _check_count(group, entry, local, count)
+            items[entry.key] = count
+            observed.append(types)
     if log:
         log(f"{group.name}: {len(group.files)} data file(s), {sum(items.values())} items")
     return GroupTypes(group.manifest, group.number, items, merge_observed(observed), size)
@@ -250,8 +276,9 @@ def convert_group(
 ) -> GroupParquet:
     """Each file of `group` in turn: download (MD5), convert with `plan`, stage, delete.
 
-    At most one data file, its intermediate batches and its Parquet are on
-    local disk at a time. Item counts are checked again against the manifest.
+    On local disk at a time: the file in work, its intermediate batches and
+    its Parquet, and the next file arriving. Item counts are checked again
+    against the manifest.
     """
     if plan.export_arn != group.manifest.export_arn:
         raise ValueError(f"plan of {plan.export_arn} given for {group.manifest.export_arn}")
@@ -260,30 +287,30 @@ def convert_group(
     items: dict[str, int] = {}
     locations: list[str] = []
     size = 0
-    for offset, entry in enumerate(group.files):
-        local = _fetch(s3, group, offset, work_dir)
-        out_dir = work_dir / "parquet"
-        try:
-            size += local.stat().st_size
-            with naming_s3_objects(group.manifest, {local: entry}):
-                count, parquet = convert_file_with_plan(
-                    local,
-                    out_dir,
-                    f"dynamodb-{group.first + offset:05d}-",
-                    planned,
-                    declared_items=entry.item_count,
-                    hash_key=key,
-                    max_workers=max_workers,
-                )
-        finally:
-            local.unlink(missing_ok=True)
-        try:
-            _check_count(group, entry, local, count)
-        except ExportIntegrityError:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            raise
-        locations.extend(staging.put(p, f"{staging_prefix}/{p.name}") for p in parquet)
-        items[entry.key] = count
+    out_dir = work_dir / "parquet"
+    with contextlib.closing(_fetched(s3, group, work_dir)) as files:
+        for entry, local in files:
+            try:
+                size += local.stat().st_size
+                with naming_s3_objects(group.manifest, {local: entry}):
+                    count, parquet = convert_file_with_plan(
+                        local,
+                        out_dir,
+                        f"dynamodb-{local.name.split('.')[0]}-",
+                        planned,
+                        declared_items=entry.item_count,
+                        hash_key=key,
+                        max_workers=max_workers,
+                    )
+            finally:
+                local.unlink(missing_ok=True)
+            try:
+                _check_count(group, entry, local, count)
+            except ExportIntegrityError:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                raise
+            locations.extend(staging.put(p, f"{staging_prefix}/{p.name}") for p in parquet)
+            items[entry.key] = count
     if log:
         log(
             f"{group.name}: converted {sum(items.values())} items of {len(group.files)} data "
