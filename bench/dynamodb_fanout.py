@@ -116,7 +116,8 @@ def build_export(data_dir: Path, items: int, files: int, distinct: int) -> Expor
                 shutil.copyfile(same[n % len(same)], path)
             entries.append({"key": key, "items": per_file[n], "md5": _md5(path)})
         stamp.write_text(json.dumps({"wanted": wanted, "entries": entries}))
-        print(f"generated {items:,} items in {files} files in {time.monotonic() - started:.1f} s")
+        seconds = time.monotonic() - started
+        print(f"generated {items:,} items in {files} files in {seconds:.1f} s", flush=True)
     return ExportManifest(
         bucket=BUCKET,
         summary_key="AWSDynamoDB/01-bench/manifest-summary.json",
@@ -137,6 +138,7 @@ def build_export(data_dir: Path, items: int, files: int, distinct: int) -> Expor
 @dataclass(frozen=True)
 class StepFigures:
     seconds: float
+    cpu_seconds: float  # user + system, every thread of the step
     peak_rss_mb: float
     peak_disk_bytes: int
 
@@ -169,8 +171,9 @@ def _measured(work: Any) -> tuple[Any, StepFigures]:
         finally:
             stop.set()
             sampler.join()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result, StepFigures(time.monotonic() - started, rss, peak[0])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    return result, StepFigures(time.monotonic() - started, cpu, usage.ru_maxrss / 1024, peak[0])
 
 
 def learn_step(task: tuple[Path, fan_out.FileGroup, int]) -> tuple[Any, StepFigures]:
@@ -237,7 +240,9 @@ def main() -> None:
         f"{platform.node()} {platform.machine()} {os.cpu_count()} CPU(s), Python "
         f"{platform.python_version()}; {args.items:,} items in {args.files} files "
         f"({sum(sizes) / 2**20:,.0f} MiB gzip, largest {sizes[-1] / 2**20:.1f} MiB), "
-        f"{args.files_per_step} files per step, {args.workers} thread(s) per step"
+        f"{args.files_per_step} files per step, {args.workers} thread(s) per step; load "
+        f"average before: {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
     runs = {}
     for steps in (1, 2):
@@ -248,10 +253,13 @@ def main() -> None:
         runs[steps] = seconds
         rss = max(f.peak_rss_mb for f in figures)
         disk = max(f.peak_disk_bytes for f in figures)
+        cpu = sum(f.cpu_seconds for f in figures)
         print(
             f"{steps} step(s) at once: {seconds:6.1f} s ({items / seconds:,.0f} items/s), "
-            f"{len(figures)} steps, peak RSS per step {rss:.0f} MB, peak local disk per step "
-            f"{disk / 2**20:.1f} MiB (Parquet written: {parquet / 2**20:,.0f} MiB)"
+            f"CPU {cpu:.1f} s in {len(figures)} steps, peak RSS per step {rss:.0f} MB, peak "
+            f"local disk per step {disk / 2**20:.1f} MiB (Parquet written: "
+            f"{parquet / 2**20:,.0f} MiB); load average after: {os.getloadavg()[0]:.1f}",
+            flush=True,
         )
     largest_parquet = parquet / args.files  # about, per data file
     bound = 2 * (sizes[-1] + largest_parquet)
