@@ -8,6 +8,7 @@ each group is a step of the run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
@@ -15,7 +16,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, execute_job
 
 from export_pipeline.dynamodb import loading
 from export_pipeline.environment import build_resources
@@ -150,3 +151,26 @@ def test_a_corrupt_file_in_one_group_fails_naming_it_and_loads_nothing(
     assert not _steps(result, "publish")
     datasets = [t.table_id for t in bigquery_client.list_tables(DATASET)]
     assert table_id(table).rsplit(".", 1)[1] not in datasets  # nothing was loaded
+
+
+def test_the_multiprocess_executor_runs_a_process_per_group(aws_clients, bigquery_client, tmp_path):
+    from dagster._core.definitions.reconstruct import ReconstructableJob
+
+    from export_pipeline_tests.dynamodb import _stepped_job
+
+    table = _stepped_job.TABLE
+    with contextlib.suppress(aws_clients.dynamodb.exceptions.ResourceNotFoundException):
+        aws_clients.dynamodb.delete_table(TableName=table)
+    create_table(aws_clients.dynamodb, table, _items(30))
+    job = ReconstructableJob.for_file(_stepped_job.__file__, "stepped_job")
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        with execute_job(job, instance=instance) as result:
+            assert result.success
+            starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+            pids = {e.step_key: e.pid for e in starts}
+        converts = [step for step in pids if "__convert[group_" in step]
+        assert len(converts) == 2, sorted(pids)  # 4 data files, 2 per step
+        assert len(set(pids.values())) == len(pids)  # every step its own process
+        staging = tmp_path / "storage" / "export_pipeline_staging"
+        assert not any(staging.rglob("*.parquet"))  # staged Parquet removed after publish
+    assert len(bigquery_rows(bigquery_client, table)) == 30
