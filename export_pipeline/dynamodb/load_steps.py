@@ -131,7 +131,10 @@ class DynamoDBLoadSteps(StepsOfLoad):
         staging = self.staging(context, table)
         result = fan_out.conversion_result(plan, converted, staging)
         resources = context.resources
-        with tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir,
+            resources.gcs.staging(context.run.run_id) as gcs,
+        ):
             outcome = loading.load_exports(
                 [plan.export_arn],
                 table=unit.name,
@@ -143,6 +146,7 @@ class DynamoDBLoadSteps(StepsOfLoad):
                 work_dir=Path(work_dir),
                 log=context.log.info,
                 run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
+                gcs=gcs,
                 converted=loading.Converted(plan.export_arn, result),
             )
         staging.delete([location for group in converted for location in group.locations])

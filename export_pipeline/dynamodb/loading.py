@@ -214,6 +214,7 @@ class _Load:
     started: float
     settings: TableSettings
     key_attributes: tuple[str, ...]  # the table's key schema
+    gcs: core.GcsStaging | None = None  # stage the Parquet in GCS (None: upload it)
 
     @property
     def deletes(self) -> DeletesMode:
@@ -285,11 +286,13 @@ def load_exports(
     work_dir: Path,
     log: Log,
     run_id: str,
+    gcs: core.GcsStaging | None = None,
     converted: Converted | None = None,
 ) -> LoadOutcome:
     """Bring the BigQuery table of `table` up to date from the given exports.
 
-    `run_id` names this attempt's staging table (unique per attempt).
+    `run_id` names this attempt's staging table (unique per attempt); `gcs`:
+    BigQuery loads the Parquet from there (see `bigquery.gcs_staging`).
     `converted`: the full export's Parquet, when earlier steps converted it
     (`export_pipeline.dynamodb.fan_out`); otherwise this step converts it.
     """
@@ -320,6 +323,7 @@ def load_exports(
             started,
             _settings(config, table),
             tuple(_key_attributes(ddb, table)),
+            gcs,
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
@@ -412,6 +416,7 @@ def _load_full(
         job.target,
         result,
         run_id=job.run_id,
+        gcs=job.gcs,
         exported_at=exported_at,
         description=_table_description(manifest, [manifest]),
         watermark=watermark,
@@ -496,6 +501,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         job.target,
         result,
         run_id=job.run_id,
+        gcs=job.gcs,
         key_attributes=keys,
         window_start=window_start,
         exported_at=new_mark,

@@ -359,7 +359,7 @@ class DynamoDBSource(Source):
     export_kinds = frozenset({"dynamodb", "s3"})
     code_version = CODE_VERSION
     export_resources = frozenset({"dynamodb", "bigquery"})
-    load_resources = frozenset({"dynamodb", "s3", "bigquery"})
+    load_resources = frozenset({"dynamodb", "s3", "bigquery", "gcs"})
     state_resources = frozenset({"dynamodb"})
     export_config = DynamoDBExportConfig
     load_config = DynamoDBLoadConfig
@@ -503,7 +503,10 @@ class DynamoDBSource(Source):
         to_load: ToLoad,
     ) -> LoadOutcome:
         resources = context.resources
-        with tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir,
+            resources.gcs.staging(context.run.run_id) as gcs,
+        ):
             return loading.load_exports(
                 list(to_load.ids),
                 table=unit.name,
@@ -515,6 +518,7 @@ class DynamoDBSource(Source):
                 work_dir=Path(work_dir),
                 log=context.log.info,
                 run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
+                gcs=gcs,
             )
 
 
