@@ -192,7 +192,7 @@ def convert_step(
     staging = fan_out.LocalStaging(staged)
     return _measured(
         lambda work_dir: fan_out.convert_group(
-            FileS3(root), group, plan, work_dir, staging, group.name, max_workers=workers
+            FileS3(root), group, plan, work_dir, staging, max_workers=workers
         )
     )
 
@@ -213,8 +213,7 @@ def convert_in_steps(
         tasks = [(root, g, plan, staged, workers) for g in groups]
         converted = pool.map(convert_step, tasks, chunksize=1)
     seconds = time.monotonic() - started
-    staging = fan_out.LocalStaging(staged)
-    result = fan_out.conversion_result(plan, [r for r, _f in converted], staging)
+    result, _uris = fan_out.conversion_result(plan, [r for r, _f in converted])
     parquet = sum(p.stat().st_size for p in result.parquet_files)
     shutil.rmtree(staged, ignore_errors=True)
     return seconds, [f for _r, f in learned + converted], result.item_count, parquet

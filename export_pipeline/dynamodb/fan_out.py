@@ -14,14 +14,15 @@ none needs more local disk than two data files and their Parquet:
    (`convert.run.plan_columns`: lossless types, recorded columns, personal data).
 4. `convert_group` (one step per group): each file is downloaded again,
    converted with those columns, its item count checked again, its Parquet
-   handed to the staging location (`ParquetStaging`) and the file deleted.
+   handed to staging (`ParquetStaging`: the run's GCS folder, or a run-scoped
+   local folder when steps share a host) and the file deleted.
 5. `conversion_result`: the groups' Parquet as one `ConversionResult`, for
    `loading.load_exports(converted=...)` to publish as it publishes any full
    export.
 
 Every value crossing steps is a frozen dataclass of plain values (the
-manifest, type summaries, locations): no secrets (the hash key is read from
-the environment by the step that hashes) and no local paths of another step.
+manifest, type summaries, staged locations): no secrets (the hash key is
+read from the environment by the step that hashes it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow.parquet as pq
+
+from export_pipeline.bigquery.gcs_staging import GcsStaging, GcsUri, delete_folder, upload_sources
+from export_pipeline.bigquery.staging import ParquetSource
+from export_pipeline.bigquery.tables import TableId
 from export_pipeline.dynamodb.column_names import RecordedColumns
 from export_pipeline.dynamodb.convert import ColumnSpec, ConversionResult, PersonalData
 from export_pipeline.dynamodb.convert import write as wr
@@ -108,53 +114,90 @@ class ConversionPlan:
 
 
 @dataclass(frozen=True)
+class StagedFile:
+    """One Parquet file in staging: where, its size and its rows (from its footer)."""
+
+    location: str  # a local path, or a gs:// URI
+    size: int
+    rows: int
+
+
+@dataclass(frozen=True)
 class GroupParquet:
     """A converted group: where its Parquet is, and what it read."""
 
     group: int
     items_per_file: dict[str, int]  # S3 key -> items converted
-    locations: tuple[str, ...]
+    staged: tuple[StagedFile, ...]
+    folders: tuple[str, ...]  # staging folders it wrote (one per data file)
     bytes_read: int
 
 
 class ParquetStaging(Protocol):
     """Where converted Parquet waits between the steps that write it and the load."""
 
-    def put(self, local: Path, name: str) -> str:
-        """Move the local file `local` into staging as `name`; return its location."""
+    def put(self, files: Sequence[Path], folder: str) -> list[StagedFile]:
+        """Move local Parquet `files` into staging under `folder` (replacing what an
+        earlier attempt left there); where each one is now."""
         ...
 
-    def local_path(self, location: str) -> Path:
-        """The file a location names, for a load that reads local files."""
+    def delete(self, folders: Sequence[str]) -> None:
+        """Remove staged folders (after a successful publish; a missing one is fine)."""
         ...
 
-    def delete(self, locations: Sequence[str]) -> None:
-        """Remove staged files (after a successful publish; a missing one is fine)."""
-        ...
+
+def _staged_file(location: str, local: Path) -> StagedFile:
+    return StagedFile(location, local.stat().st_size, pq.ParquetFile(local).metadata.num_rows)
 
 
 @dataclass(frozen=True)
 class LocalStaging:
     """Staging in a run-scoped folder every step of the run can read (one machine).
 
-    Multiprocess steps of one host share it; steps on other hosts need a
-    shared store instead (the same interface, backed by object storage).
+    Multiprocess steps of one host share it; steps on other hosts need
+    `GcsParquetStaging` (configuration `gcs`).
     """
 
     root: Path
 
-    def put(self, local: Path, name: str) -> str:
-        target = self.root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(local, target)
-        return str(target)
+    def put(self, files: Sequence[Path], folder: str) -> list[StagedFile]:
+        target_dir = self.root / folder
+        shutil.rmtree(target_dir, ignore_errors=True)
+        target_dir.mkdir(parents=True)
+        staged = []
+        for local in files:
+            target = target_dir / local.name
+            shutil.move(local, target)
+            staged.append(_staged_file(str(target), target))
+        return staged
 
-    def local_path(self, location: str) -> Path:
-        return Path(location)
+    def delete(self, folders: Sequence[str]) -> None:
+        for folder in folders:
+            shutil.rmtree(self.root / folder, ignore_errors=True)
 
-    def delete(self, locations: Sequence[str]) -> None:
-        for location in locations:
-            Path(location).unlink(missing_ok=True)
+
+@dataclass(frozen=True)
+class GcsParquetStaging:
+    """Staging in the run's GCS folder: each data file's Parquet in a folder of its own
+    (`<prefix>/<run>/<table>__<folder>/`), uploaded and checked by `gcs_staging`."""
+
+    gcs: GcsStaging
+    target: TableId  # the BigQuery table the Parquet is for (names the folders)
+
+    def _subject(self, folder: str) -> TableId:
+        return TableId(self.target.project, self.target.dataset, f"{self.target.table}__{folder}")
+
+    def put(self, files: Sequence[Path], folder: str) -> list[StagedFile]:
+        sources = [ParquetSource.from_path(local) for local in files]
+        uris = upload_sources(self.gcs, sources, self._subject(folder))
+        staged = [_staged_file(u.uri, local) for u, local in zip(uris, files, strict=True)]
+        for local in files:
+            local.unlink()
+        return staged
+
+    def delete(self, folders: Sequence[str]) -> None:
+        for folder in folders:
+            delete_folder(self.gcs, self.gcs.folder(self._subject(folder)))
 
 
 def _fetch(s3: Any, group: FileGroup, offset: int, work_dir: Path) -> Path:
@@ -268,7 +311,6 @@ def convert_group(
     plan: ConversionPlan,
     work_dir: Path,
     staging: ParquetStaging,
-    staging_prefix: str,
     *,
     personal_data: PersonalData | None = None,
     max_workers: int = 2,
@@ -285,7 +327,8 @@ def convert_group(
     planned = [p for p, _spec in plan.columns]
     key = (personal_data or PersonalData()).key
     items: dict[str, int] = {}
-    locations: list[str] = []
+    staged: list[StagedFile] = []
+    folders: list[str] = []
     size = 0
     out_dir = work_dir / "parquet"
     with contextlib.closing(_fetched(s3, group, work_dir)) as files:
@@ -309,20 +352,23 @@ def convert_group(
             except ExportIntegrityError:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 raise
-            locations.extend(staging.put(p, f"{staging_prefix}/{p.name}") for p in parquet)
+            folder = f"{group.name}_{local.name.split('.')[0]}"
+            staged.extend(staging.put(parquet, folder))
+            folders.append(folder)
             items[entry.key] = count
     if log:
         log(
             f"{group.name}: converted {sum(items.values())} items of {len(group.files)} data "
-            f"file(s) into {len(locations)} Parquet file(s)"
+            f"file(s) into {len(staged)} Parquet file(s)"
         )
-    return GroupParquet(group.number, items, tuple(locations), size)
+    return GroupParquet(group.number, items, tuple(staged), tuple(folders), size)
 
 
 def conversion_result(
-    plan: ConversionPlan, groups: Sequence[GroupParquet], staging: ParquetStaging
-) -> ConversionResult:
-    """Every group's Parquet as one conversion, in manifest order, with today's totals."""
+    plan: ConversionPlan, groups: Sequence[GroupParquet]
+) -> tuple[ConversionResult, list[GcsUri]]:
+    """Every group's Parquet as one conversion, in manifest order, with today's totals;
+    and its GCS objects, when staged there (then the result lists no local file)."""
     ordered = sorted(groups, key=lambda g: g.group)
     items = {key: n for g in ordered for key, n in g.items_per_file.items()}
     if sum(items.values()) != plan.item_count:
@@ -331,10 +377,15 @@ def conversion_result(
             f"the converted groups hold {sum(items.values())} items, the types were learned "
             f"from {plan.item_count}; nothing was loaded",
         )
-    return ConversionResult(
-        parquet_files=[staging.local_path(loc) for g in ordered for loc in g.locations],
+    staged = [s for g in ordered for s in g.staged]
+    uris = [GcsUri(s.location, s.size, s.rows) for s in staged if s.location.startswith("gs://")]
+    if uris and len(uris) != len(staged):
+        raise ValueError("a conversion's Parquet is either all in GCS or all local")
+    result = ConversionResult(
+        parquet_files=[] if uris else [Path(s.location) for s in staged],
         columns=[spec for _p, spec in plan.columns],
         item_count=plan.item_count,
         items_per_file=items,
         bytes_read=sum(g.bytes_read for g in ordered),
     )
+    return result, uris

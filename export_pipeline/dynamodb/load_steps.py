@@ -12,18 +12,22 @@ far less than the table), its conversion already spreads over processes
 within the step, and merging needs every change of the chain in one staging
 table: separate steps would add their start-up for little data.
 
-Staging: converted Parquet waits in a run-scoped folder of the Dagster
-instance's storage (`LocalStaging`), which every step of a multiprocess run
-on one host can read; it is removed after a successful publish, and kept
-after a failure so that re-executing the failed step finds it.
+Staging: with a `gcs` section, each convert step writes its Parquet to the
+run's GCS folder (`GcsParquetStaging`) and publish has BigQuery's load jobs
+read those gs:// URIs, so steps may run on any host; without one, Parquet
+waits in a run-scoped folder of the Dagster instance's storage
+(`LocalStaging`), which the steps of one host share. Staged Parquet is
+removed after a successful publish, and kept after a failure so that
+re-executing from the failed step finds it (GCS: the bucket's lifecycle
+rule removes what a run never published).
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +110,16 @@ class DynamoDBLoadSteps(StepsOfLoad):
         part: fan_out.FileGroup,
         plan: fan_out.ConversionPlan,
     ) -> fan_out.GroupParquet:
-        with tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-convert-") as work_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-convert-") as work_dir,
+            self.staging(context, unit, table) as staging,
+        ):
             return fan_out.convert_group(
                 context.resources.s3.get_client(),
                 part,
                 plan,
                 Path(work_dir),
-                self.staging(context, table),
-                part.name,
+                staging,
                 personal_data=loading.personal_data(self.config, unit.name),
                 max_workers=self.config.dynamodb.max_parallel_files,
                 log=context.log.info,
@@ -128,12 +134,12 @@ class DynamoDBLoadSteps(StepsOfLoad):
         plan: fan_out.ConversionPlan,
         converted: Sequence[fan_out.GroupParquet],
     ) -> LoadOutcome:
-        staging = self.staging(context, table)
-        result = fan_out.conversion_result(plan, converted, staging)
+        result, staged_uris = fan_out.conversion_result(plan, converted)
         resources = context.resources
         with (
             tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir,
             resources.gcs.staging(context.run.run_id) as gcs,
+            self.staging(context, unit, table) as staging,
         ):
             outcome = loading.load_exports(
                 [plan.export_arn],
@@ -147,13 +153,23 @@ class DynamoDBLoadSteps(StepsOfLoad):
                 log=context.log.info,
                 run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
                 gcs=gcs,
-                converted=loading.Converted(plan.export_arn, result),
+                converted=loading.Converted(plan.export_arn, result, tuple(staged_uris)),
             )
-        staging.delete([location for group in converted for location in group.locations])
-        shutil.rmtree(staging.root, ignore_errors=True)
+            staging.delete([folder for group in converted for folder in group.folders])
         return outcome
 
-    def staging(self, context: Any, table: TableTarget) -> fan_out.LocalStaging:
-        """This run's staging folder for `table` (every step of the run on this host)."""
+    @contextmanager
+    def staging(
+        self, context: Any, unit: ExportUnit, table: TableTarget
+    ) -> Iterator[fan_out.ParquetStaging]:
+        """Where this run's steps stage `table`'s Parquet: the run's GCS folder when the
+        configuration has a `gcs` section, else a run-scoped folder of the instance's
+        storage (shared by the steps of one host)."""
+        resources = context.resources
+        with resources.gcs.staging(context.run.run_id) as gcs:
+            if gcs is not None:
+                target = loading.table_id(resources.bigquery, self.config, unit.name)
+                yield fan_out.GcsParquetStaging(gcs, target)
+                return
         storage = Path(context.instance.storage_directory())
-        return fan_out.LocalStaging(storage / STAGING_FOLDER / context.run.run_id / table.table)
+        yield fan_out.LocalStaging(storage / STAGING_FOLDER / context.run.run_id / table.table)

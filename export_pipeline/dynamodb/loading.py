@@ -243,6 +243,7 @@ class Converted:
 
     export_arn: str
     result: ConversionResult
+    staged_uris: tuple[core.GcsUri, ...] = ()  # the Parquet's objects, when written to GCS
 
 
 def export_manifests(
@@ -330,7 +331,7 @@ def load_exports(
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
             check_keys_kept(table, job.settings.excluded_columns, job.key_attributes)
-            return _load_full(job, full[0], converted.result if converted else None)
+            return _load_full(job, full[0], converted)
         return _load_incremental(job, manifests, list(job.key_attributes))
 
 
@@ -397,10 +398,9 @@ def check_item_total(manifest: ExportManifest, items: int) -> None:
         )
 
 
-def _load_full(
-    job: _Load, manifest: ExportManifest, converted: ConversionResult | None
-) -> LoadOutcome:
-    result = converted if converted is not None else _convert_full(job, manifest)
+def _load_full(job: _Load, manifest: ExportManifest, converted: Converted | None) -> LoadOutcome:
+    result = converted.result if converted is not None else _convert_full(job, manifest)
+    staged_uris = converted.staged_uris if converted is not None else ()
     exported_at = manifest.data_as_of
     watermark = previous = None
     if job.mode is DynamoDBExportMode.INCREMENTAL:
@@ -408,7 +408,8 @@ def _load_full(
         previous = read_mark(job.client, job.target, job.table_arn)
         watermark = core.Watermark(job.table_arn, manifest.export_arn, exported_at)
     job.log(
-        f"{job.table}: {result.item_count} items in {len(result.parquet_files)} Parquet "
+        f"{job.table}: {result.item_count} items in "
+        f"{len(result.parquet_files) or len(staged_uris)} Parquet "
         f"file(s); replacing {job.target} as of {exported_at.isoformat()}"
     )
     staged, change = bq.replace_table(
@@ -417,6 +418,7 @@ def _load_full(
         result,
         run_id=job.run_id,
         gcs=job.gcs,
+        staged_uris=staged_uris,
         exported_at=exported_at,
         description=_table_description(manifest, [manifest]),
         watermark=watermark,

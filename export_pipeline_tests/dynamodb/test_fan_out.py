@@ -48,10 +48,13 @@ def _items(count: int) -> list[dict]:
     return items
 
 
-def _config(table: str, files_per_step: int = 1):
+def _config(table: str, files_per_step: int = 1, gcs=None):
     config = make_config(table)
     return config.model_copy(
-        update={"dynamodb": config.dynamodb.model_copy(update={"files_per_step": files_per_step})}
+        update={
+            "dynamodb": config.dynamodb.model_copy(update={"files_per_step": files_per_step}),
+            "gcs": gcs,
+        }
     )
 
 
@@ -68,12 +71,25 @@ def _schema(client, table: str) -> list[tuple[str, str, str]]:
     return [(f.name, f.field_type, f.mode) for f in client.get_table(table_id(table)).schema]
 
 
-def test_steps_give_the_same_table_as_one_process(aws_clients, bigquery_client, unique_name):
+def test_steps_give_the_same_table_as_one_process(
+    aws_clients, bigquery_client, unique_name, pipeline_config
+):
     table = f"fan-{unique_name}"
     create_table(aws_clients.dynamodb, table, _items(60))
-    config = _config(table)
+    config = _config(table, gcs=pipeline_config.gcs)  # convert steps write to gs://
     result = run(config, DagsterInstance.ephemeral())
     assert result.success
+    target = table_id(table).rsplit(".", 1)[1]
+    loads = [j for j in bigquery_client.list_jobs(all_users=True) if j.job_type == "load"]
+    loads = [j for j in loads if j.destination.table_id.startswith(f"_staging_{target}")]
+    assert loads and all(
+        uri.startswith(f"gs://{config.gcs.staging_bucket}/") for j in loads for uri in j.source_uris
+    )
+    assert len({uri for j in loads for uri in j.source_uris}) >= 4  # the steps' own objects
+    storage = build_resources(config)["gcs"]
+    with storage.get_client() as client:
+        prefix = f"{config.gcs.staging_prefix}/{result.run_id}/"
+        assert not list(client.list_blobs(config.gcs.staging_bucket, prefix=prefix))
     export_asset, bigquery_asset = assets_for(config)
     arn = materialization_metadata(result, export_asset.key)["export_arn"]
     clients = {"ddb": aws_clients.dynamodb, "s3": aws_clients.s3}
