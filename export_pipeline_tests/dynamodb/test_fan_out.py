@@ -1,8 +1,9 @@
 """A full export converted in steps over groups of data files (`load_steps`, `fan_out`).
 
 The same BigQuery table as the conversion in one process, from the same
-export; a corrupt file in one group fails the run naming it, loading nothing;
-each group is a step of the run.
+export, with the steps' Parquet in GCS; a corrupt file in one group fails the
+run naming it, loading nothing; each group is a step of the run, and with the
+definitions' multiprocess executor a process of its own.
 """
 
 from __future__ import annotations
