@@ -175,6 +175,13 @@ class DynamoDBConfig(StrictModel):
         ge=1,
         description="Conversion workers: threads for full exports, processes for incremental ones.",
     )
+    files_per_step: int = Field(
+        default=2,
+        ge=1,
+        description="Data files of a full export per conversion step: the conversion runs "
+        "as one Dagster step per group of this many files (docs/dynamodb.md, 'Conversion "
+        "in steps').",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> DynamoDBConfig:

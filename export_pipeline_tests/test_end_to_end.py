@@ -58,17 +58,18 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
         patch.undo()
 
 
-def _run_everything(config: PipelineConfig) -> list[Any]:
-    """Run the main job; the checks that did not pass."""
+def _run_everything(config: PipelineConfig) -> tuple[list[Any], set[str]]:
+    """Run the main job; the checks that did not pass, and the keys of the steps that ran."""
     job = build_definitions(config).resolve_job_def("aws_to_bigquery")
     result = job.execute_in_process()
     assert result.success
-    return [
+    failed = [
         e.asset_check_evaluation_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and not e.asset_check_evaluation_data.passed
     ]
+    return failed, {e.step_key for e in result.all_events if e.is_step_success and e.step_key}
 
 
 def _assert_loaded_through_gcs(settings: LocalCloudSettings, config: PipelineConfig) -> None:
@@ -178,8 +179,13 @@ def _assert_rds_matches(settings: LocalCloudSettings, config: PipelineConfig, ta
 
 def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> None:
     settings, config = demo_cloud
-    assert _run_everything(config) == []
+    failed, steps = _run_everything(config)
+    assert failed == []
     _assert_loaded_through_gcs(settings, config)
+    # The Orders full export (4 data files, dynamodb.files_per_step 2) converts in steps.
+    for op in ("learn", "convert"):
+        mapped = [s for s in steps if f"dynamodb_orders__{op}[group_" in s]
+        assert len(mapped) >= 2, sorted(steps)
     _assert_dynamodb_matches(settings, config, "Orders", ["customerId", "orderId"])
     _assert_dynamodb_matches(settings, config, "Products", ["sku"])
     for table in ("customers", "orders"):
@@ -190,7 +196,7 @@ def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> 
     assert changes["dynamodb"]["Orders"]["deleted"] > 0
     assert changes["rds"]["shopdb"]["tables"]["orders"]["deleted"] > 0
 
-    warned = _run_everything(config)
+    warned, _steps = _run_everything(config)
     _assert_loaded_through_gcs(settings, config)
     # `mutate` sets a new attribute, updatedAt, on DynamoDB items: the schema check warns
     # (WARN, the run succeeds) on both DynamoDB tables, and no other check fails.

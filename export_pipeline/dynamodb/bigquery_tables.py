@@ -17,7 +17,7 @@ transaction as the data). This module only adds what DynamoDB needs on top:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -142,20 +142,33 @@ def stage(
     expected_rows: int | None,
     layout: TableLayout | None = None,
     gcs: core.GcsStaging | None = None,
+    staged_uris: Sequence[core.GcsUri] = (),
 ) -> core.StagingResult:
     """Load the converted Parquet files into a fresh staging table (the shared staging load).
 
     `gcs`: through GCS; `staged_objects_deleted` then deletes the objects after publishing.
+    `staged_uris`: the Parquet is in GCS already (written there by the conversion's
+    steps), so BigQuery's load jobs read these URIs and `result.parquet_files` is unused.
     """
     schema = [schema_field(c) for c in result.columns]
     staging = core.staging_table_id(target, run_id)
+    encryption = layout.encryption if layout is not None else None
+    if staged_uris:
+        return core.load_uris_to_staging(
+            client,
+            staged_uris,
+            staging,
+            schema,
+            expected_rows=expected_rows,
+            encryption=encryption,
+        )
     return core.load_parquet_to_staging(
         client,
         result.parquet_files,
         staging,
         schema,
         expected_rows=expected_rows,
-        encryption=layout.encryption if layout is not None else None,
+        encryption=encryption,
         gcs=gcs,
     )
 
@@ -190,6 +203,7 @@ def replace_table(
     layout: TableLayout | None = None,
     schema_changes: SchemaChanges = SchemaChanges.ALLOW,
     gcs: core.GcsStaging | None = None,
+    staged_uris: Sequence[core.GcsUri] = (),
 ) -> tuple[core.StagingResult, SchemaChange | None]:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
@@ -199,7 +213,14 @@ def replace_table(
     staging load and how the columns differ from the previous load's.
     """
     staged = stage(
-        client, target, result, run_id, expected_rows=result.item_count, layout=layout, gcs=gcs
+        client,
+        target,
+        result,
+        run_id,
+        expected_rows=result.item_count,
+        layout=layout,
+        gcs=gcs,
+        staged_uris=staged_uris,
     )
     with staged_objects_deleted(gcs, staged):
         columns = [

@@ -36,6 +36,7 @@ from export_pipeline.contract import (
     LoadOutcome,
     LoadRunConfig,
     Source,
+    StepsOfLoad,
     TableTarget,
     ToLoad,
     bigquery_asset_key,
@@ -53,6 +54,7 @@ from export_pipeline.dynamodb.exports import (
     table_export_folder,
     wait_for_export,
 )
+from export_pipeline.dynamodb.load_steps import DynamoDBLoadSteps
 from export_pipeline.dynamodb.plan import ExportPlan, ExportStrategy, plan_incremental
 from export_pipeline.dynamodb.run_config import DynamoDBExportConfig, DynamoDBLoadConfig
 from export_pipeline.naming import dynamodb_table_name
@@ -488,6 +490,10 @@ class DynamoDBSource(Source):
 
     def load_run_config(self, ids: Sequence[str]) -> dict[str, Any]:
         return {"export_arns": list(ids)}
+
+    def steps_of_load(self) -> StepsOfLoad:
+        """Full exports convert in steps over groups of data files (`load_steps`)."""
+        return DynamoDBLoadSteps(self.config)
 
     def load_table(
         self,
