@@ -1,0 +1,73 @@
+"""Which Dagster executor runs the steps of every job: a choice of the deployment, not of a run.
+
+Dagster fixes one executor per job when the definitions load, and every process
+that loads them (the webserver, the daemon, the run worker and, for the
+distributed executors, each step's Celery worker or pod) must make the same
+choice, or the run's `execution:` config no longer validates where the step
+runs. The choice is therefore read from the environment, which a deployment
+sets once for all its processes (`EXPORT_PIPELINE_EXECUTOR`):
+
+- `multiprocess` (the default): each step in a process of the run's machine;
+  no broker, no cluster.
+- `celery`: dagster-celery's `celery_executor`; each step is a Celery task on
+  a broker (RabbitMQ, Redis) run by `dagster-celery worker` processes on any
+  machine that shares the Dagster instance (deploy/README.md, "Celery").
+- `k8s`: dagster-k8s's `k8s_job_executor`; each step is a Kubernetes Job, a
+  pod of its own (deploy/README.md, "Kubernetes").
+
+The last two need the `distributed` extra (`pip install -e ".[distributed]"`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from dagster import ExecutorDefinition
+
+from export_pipeline.config import ConfigError
+
+EXECUTOR_ENV = "EXPORT_PIPELINE_EXECUTOR"
+DEFAULT_EXECUTOR = "multiprocess"
+
+
+def _celery() -> ExecutorDefinition:
+    from dagster_celery import celery_executor
+
+    return celery_executor
+
+
+def _k8s() -> ExecutorDefinition:
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor
+
+
+# name -> (the executor, the package that provides it)
+DISTRIBUTED_EXECUTORS: dict[str, tuple[Callable[[], ExecutorDefinition], str]] = {
+    "celery": (_celery, "dagster-celery"),
+    "k8s": (_k8s, "dagster-k8s"),
+}
+
+
+def executor_named(name: str, multiprocess: ExecutorDefinition) -> ExecutorDefinition:
+    """The executor `name` stands for (`multiprocess` is the one the caller passes in)."""
+    if name == DEFAULT_EXECUTOR:
+        return multiprocess
+    if name not in DISTRIBUTED_EXECUTORS:
+        choices = ", ".join([DEFAULT_EXECUTOR, *DISTRIBUTED_EXECUTORS])
+        raise ConfigError(f"{EXECUTOR_ENV}={name!r}: expected one of {choices}")
+    load, package = DISTRIBUTED_EXECUTORS[name]
+    try:
+        return load()
+    except ImportError:
+        raise ConfigError(
+            f"{EXECUTOR_ENV}={name!r} needs {package}, which is not installed: "
+            'pip install -e ".[distributed]"'
+        ) from None
+
+
+def chosen_executor(multiprocess: ExecutorDefinition) -> ExecutorDefinition:
+    """The executor `EXPORT_PIPELINE_EXECUTOR` names; `multiprocess` when it is unset."""
+    name = os.environ.get(EXECUTOR_ENV, "").strip().lower() or DEFAULT_EXECUTOR
+    return executor_named(name, multiprocess)
