@@ -1,0 +1,184 @@
+"""Jobs on dagster-celery's executor: steps spread over two workers, same BigQuery result.
+
+`EXPORT_PIPELINE_EXECUTOR=celery` (export_pipeline/executors.py) gives every
+job dagster-celery's `celery_executor`. Here the DynamoDB job
+(`dynamodb_to_bigquery`; the main job `aws_to_bigquery` when
+`EXPORT_PIPELINE_CELERY_JOB=aws_to_bigquery`, about three times as long)
+runs twice on the session's local cloud, each run in a process of its own
+as a run launcher would start it, on one Dagster instance in PostgreSQL
+(deploy/dagster.yaml, a scratch database) that the runs and the workers share:
+
+1. with the default multiprocess executor, loading into one BigQuery dataset;
+2. with the Celery executor, on RabbitMQ (broker) and Redis (result
+   backend), loading into a second dataset; two Celery worker processes,
+   started by the test with `dagster-celery worker start`, one task at a time
+   each, on a queue of this test's own.
+
+Every step of the Celery run must have run in a Celery worker (the instance's
+event log records, per step, the node name of the worker that took its task),
+both workers must have taken steps (the job's independent exports start
+together, and a worker holds one task at a time: `task_acks_late` with a
+prefetch of one), and every table of the second dataset must hold exactly
+the rows of the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig
+from export_pipeline.dynamodb.bigquery_tables import EXPORTED_AT
+from export_pipeline.executors import EXECUTOR_ENV
+from export_pipeline.local_cloud.settings import LocalCloudSettings
+from export_pipeline_tests.support.celery_workers import (
+    BIN,
+    celery_run_config,
+    celery_workers,
+    unique_queue,
+)
+from export_pipeline_tests.support.dagster_postgres import deployed_home, scratch_database
+
+pytestmark = pytest.mark.needs("postgresql", "rabbitmq", "redis")
+
+# The DynamoDB job in the suite (its exports, loads and checks); the main job, with the RDS
+# sources besides, when the variable says so (about three times as long).
+JOB = os.environ.get("EXPORT_PIPELINE_CELERY_JOB", "dynamodb_to_bigquery")
+EXECUTOR_TAG = "export_pipeline_test/executor"
+
+
+def _config_loading_into(dataset: str, folder: Path) -> Path:
+    """The demo configuration with every table loaded into `dataset`."""
+    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    document["bigquery"]["dataset"] = dataset
+    path = folder / f"pipeline-{dataset}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _execute(env: dict[str, str], tag: str, run_config: dict[str, Any], folder: Path) -> None:
+    """`dagster job execute` of the job, in a process of its own."""
+    config_file = folder / f"run-{tag}.yaml"
+    config_file.write_text(yaml.safe_dump(run_config))
+    command = [str(BIN / "dagster"), "job", "execute", "-m", "export_pipeline", "-j", JOB]
+    command += ["--tags", json.dumps({EXECUTOR_TAG: tag}), "-c", str(config_file)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _run_id(instance: DagsterInstance, tag: str) -> str:
+    runs = instance.get_runs(RunsFilter(tags={EXECUTOR_TAG: tag}))
+    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS]
+    return runs[0].run_id
+
+
+def _worker_of_each_step(instance: DagsterInstance, run_id: str) -> dict[str, str]:
+    """step key -> node name of the Celery worker that ran it (dagster-celery's engine event)."""
+    workers = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        metadata = record.dagster_event.engine_event_data.metadata
+        if "Celery worker" in metadata:
+            workers[record.step_key] = metadata["Celery worker"].value
+    return workers
+
+
+def _succeeded_steps(instance: DagsterInstance, run_id: str, dataset: str) -> set[str]:
+    """The run's steps that succeeded, with the dataset's name in their keys as `<dataset>`."""
+    records = instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)
+    return {_named(record.step_key, dataset) for record in records}
+
+
+def _named(step_key: str, dataset: str) -> str:
+    """`step_key` with the dataset's name, and the hash of the freshness checks, left out."""
+    return re.sub(r"^freshness_check_\w+$", "freshness_check", step_key).replace(
+        dataset, "<dataset>"
+    )
+
+
+def _tables(client: Any, project: str, dataset: str) -> dict[str, list[str]]:
+    """table -> its rows (each as canonical JSON, sorted), for every loaded table of `dataset`.
+
+    Not what differs from run to run by design: the pipeline's bookkeeping
+    (`_export_pipeline_state`: which export each table holds, and when it was
+    written) and the `_exported_at` column (each run starts a DynamoDB export
+    of its own, and the column holds that export's time).
+    """
+    tables = {}
+    for table in client.list_tables(f"{project}.{dataset}"):
+        if table.table_id.startswith("_"):
+            continue
+        rows = client.query(f"SELECT * FROM `{project}.{dataset}.{table.table_id}`").result()
+        values = [{k: v for k, v in row.items() if k != EXPORTED_AT} for row in rows]
+        tables[table.table_id] = sorted(
+            json.dumps(value, sort_keys=True, default=str) for value in values
+        )
+    return tables
+
+
+def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
+    local_cloud: LocalCloudSettings,
+    bigquery_client: Any,
+    pipeline_config: PipelineConfig,
+    unique_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = local_cloud.bigquery_project
+    datasets = {"multiprocess": f"{unique_name}_mp", "celery": f"{unique_name}_celery"}
+    for dataset in datasets.values():
+        bigquery_client.create_dataset(f"{project}.{dataset}")
+    home = tmp_path / "dagster_home"
+    with scratch_database() as database:
+        instance_env = deployed_home(home, database)
+        for name, value in instance_env.items():
+            monkeypatch.setenv(name, value)
+        base = {name: value for name, value in os.environ.items() if name != EXECUTOR_ENV}
+        multiprocess_env = {
+            **base,
+            "EXPORT_PIPELINE_CONFIG": str(_config_loading_into(datasets["multiprocess"], tmp_path)),
+        }
+        _execute(multiprocess_env, "multiprocess", {}, tmp_path)
+
+        queue = unique_queue()
+        celery_env = {
+            **base,
+            "EXPORT_PIPELINE_CONFIG": str(_config_loading_into(datasets["celery"], tmp_path)),
+            EXECUTOR_ENV: "celery",
+        }
+        with celery_workers(home, queue, 2, celery_env) as workers:
+            _execute(celery_env, "celery", celery_run_config(queue), tmp_path)
+
+        with DagsterInstance.from_config(str(home)) as instance:
+            run_id = _run_id(instance, "celery")
+            steps = _succeeded_steps(instance, run_id, datasets["celery"])
+            worker_of = {
+                _named(step, datasets["celery"]): worker
+                for step, worker in _worker_of_each_step(instance, run_id).items()
+            }
+            multiprocess_steps = _succeeded_steps(
+                instance, _run_id(instance, "multiprocess"), datasets["multiprocess"]
+            )
+    assert steps == multiprocess_steps and len(steps) > 4, steps
+    assert set(worker_of) == steps, f"steps with no Celery worker: {steps - set(worker_of)}"
+    per_worker = Counter(worker_of.values())
+    assert set(per_worker) == set(workers), f"steps per worker: {dict(per_worker)}"
+
+    loaded = {
+        executor: _tables(bigquery_client, project, dataset)
+        for executor, dataset in datasets.items()
+    }
+    assert loaded["celery"].keys() == loaded["multiprocess"].keys()
+    dynamodb_tables = {f"dynamodb_{t.name.lower()}" for t in pipeline_config.dynamodb.tables}
+    assert dynamodb_tables <= loaded["celery"].keys()
+    for table, rows in loaded["multiprocess"].items():
+        assert rows, table
+        assert loaded["celery"][table] == rows, table
