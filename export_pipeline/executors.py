@@ -16,18 +16,28 @@ sets once for all its processes (`EXPORT_PIPELINE_EXECUTOR`):
   pod of its own (deploy/README.md, "Kubernetes").
 
 The last two need the `distributed` extra (`pip install -e ".[distributed]"`).
+
+`EXPORT_PIPELINE_EXECUTOR_CONFIG` names a YAML file whose `execution: config:`
+block configures the executor for every run, scheduled and sensor runs
+included, which pass no run config of their own (deploy/k8s/executor.yaml,
+deploy/celery/executor.yaml; `dagster-celery worker start -y` reads the same
+file). A run's own `execution: config:` replaces the file's top-level keys.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from dagster import ExecutorDefinition
+import yaml
+from dagster import ExecutorDefinition, Permissive
 
 from export_pipeline.config import ConfigError
 
 EXECUTOR_ENV = "EXPORT_PIPELINE_EXECUTOR"
+EXECUTOR_CONFIG_ENV = "EXPORT_PIPELINE_EXECUTOR_CONFIG"
 DEFAULT_EXECUTOR = "multiprocess"
 
 
@@ -67,7 +77,41 @@ def executor_named(name: str, multiprocess: ExecutorDefinition) -> ExecutorDefin
         ) from None
 
 
+def executor_settings(path: Path) -> dict[str, Any]:
+    """The `execution: config:` block of an executor configuration file."""
+    where = f"{EXECUTOR_CONFIG_ENV}={path}"
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    settings = (document or {}).get("execution", {}) if isinstance(document, dict) else None
+    settings = settings.get("config") if isinstance(settings, dict) else None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: expected a mapping under `execution: config:`")
+    return settings
+
+
+def with_settings(executor: ExecutorDefinition, settings: dict[str, Any]) -> ExecutorDefinition:
+    """`executor` configured by `settings`, whose top-level keys a run's own config replaces.
+
+    Dagster checks the merged configuration against the executor's schema when a
+    run starts (and `validate_run_config` does without one): a misspelt key fails.
+    """
+
+    def merged(given: dict[str, Any]) -> dict[str, Any]:
+        return {**settings, **(given or {})}
+
+    return executor.configured(merged, name=executor.name, config_schema=Permissive())
+
+
 def chosen_executor(multiprocess: ExecutorDefinition) -> ExecutorDefinition:
-    """The executor `EXPORT_PIPELINE_EXECUTOR` names; `multiprocess` when it is unset."""
+    """The executor `EXPORT_PIPELINE_EXECUTOR` names (`multiprocess` when it is unset),
+    configured by the file `EXPORT_PIPELINE_EXECUTOR_CONFIG` names, if any."""
     name = os.environ.get(EXECUTOR_ENV, "").strip().lower() or DEFAULT_EXECUTOR
-    return executor_named(name, multiprocess)
+    executor = executor_named(name, multiprocess)
+    settings_file = os.environ.get(EXECUTOR_CONFIG_ENV, "").strip()
+    if settings_file:
+        executor = with_settings(executor, executor_settings(Path(settings_file)))
+    return executor

@@ -10,9 +10,10 @@ as a run launcher would start it, on one Dagster instance in PostgreSQL
 
 1. with the default multiprocess executor, loading into one BigQuery dataset;
 2. with the Celery executor, on RabbitMQ (broker) and Redis (result
-   backend), loading into a second dataset; two Celery worker processes,
-   started by the test with `dagster-celery worker start`, one task at a time
-   each, on a queue of this test's own.
+   backend), loading into a second dataset, configured by the shipped
+   deploy/celery/executor.yaml (on a queue of this test's own); two Celery
+   worker processes, started by the test with `dagster-celery worker start`
+   on that file, one task at a time each.
 
 Every step of the Celery run must have run in a Celery worker (the instance's
 event log records, per step, the node name of the worker that took its task),
@@ -38,13 +39,13 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 
 from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig
 from export_pipeline.dynamodb.bigquery_tables import EXPORTED_AT
-from export_pipeline.executors import EXECUTOR_ENV
+from export_pipeline.executors import EXECUTOR_CONFIG_ENV, EXECUTOR_ENV
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 from export_pipeline_tests.support.celery_workers import (
     BIN,
-    celery_run_config,
+    BROKER_ENV,
     celery_workers,
-    unique_queue,
+    executor_file_on_a_queue_of_its_own,
 )
 from export_pipeline_tests.support.dagster_postgres import deployed_home, scratch_database
 
@@ -65,12 +66,11 @@ def _config_loading_into(dataset: str, folder: Path) -> Path:
     return path
 
 
-def _execute(env: dict[str, str], tag: str, run_config: dict[str, Any], folder: Path) -> None:
-    """`dagster job execute` of the job, in a process of its own."""
-    config_file = folder / f"run-{tag}.yaml"
-    config_file.write_text(yaml.safe_dump(run_config))
+def _execute(env: dict[str, str], tag: str) -> None:
+    """`dagster job execute` of the job, in a process of its own (no run config: the
+    executor's settings come from the environment, as for a scheduled run)."""
     command = [str(BIN / "dagster"), "job", "execute", "-m", "export_pipeline", "-j", JOB]
-    command += ["--tags", json.dumps({EXECUTOR_TAG: tag}), "-c", str(config_file)]
+    command += ["--tags", json.dumps({EXECUTOR_TAG: tag})]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -141,21 +141,24 @@ def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
         instance_env = deployed_home(home, database)
         for name, value in instance_env.items():
             monkeypatch.setenv(name, value)
-        base = {name: value for name, value in os.environ.items() if name != EXECUTOR_ENV}
+        chosen = (EXECUTOR_ENV, EXECUTOR_CONFIG_ENV)
+        base = {name: value for name, value in os.environ.items() if name not in chosen}
         multiprocess_env = {
             **base,
             "EXPORT_PIPELINE_CONFIG": str(_config_loading_into(datasets["multiprocess"], tmp_path)),
         }
-        _execute(multiprocess_env, "multiprocess", {}, tmp_path)
+        _execute(multiprocess_env, "multiprocess")
 
-        queue = unique_queue()
+        executor_file, queue = executor_file_on_a_queue_of_its_own(tmp_path)
         celery_env = {
             **base,
+            **BROKER_ENV,
             "EXPORT_PIPELINE_CONFIG": str(_config_loading_into(datasets["celery"], tmp_path)),
             EXECUTOR_ENV: "celery",
+            EXECUTOR_CONFIG_ENV: str(executor_file),
         }
-        with celery_workers(home, queue, 2, celery_env) as workers:
-            _execute(celery_env, "celery", celery_run_config(queue), tmp_path)
+        with celery_workers(executor_file, queue, 2, celery_env) as workers:
+            _execute(celery_env, "celery")
 
         with DagsterInstance.from_config(str(home)) as instance:
             run_id = _run_id(instance, "celery")

@@ -1,9 +1,11 @@
 """Celery worker processes for the Dagster Celery executor, on the machine's broker.
 
 Uses RabbitMQ on 127.0.0.1:5672 (guest/guest) as the broker and Redis on
-127.0.0.1:6379 as the result backend. Every test run gets a queue of its own:
-workers left over from another run (or another checkout on the same broker)
-listen on other queues and can never take this run's steps.
+127.0.0.1:6379 as the result backend, through the variables the shipped
+executor configuration reads (deploy/celery/executor.yaml). Every test run
+gets a queue of its own, in a copy of that file: workers left over from
+another run (or another checkout on the same broker) listen on other queues
+and can never take this run's steps.
 
 The workers are started as deploy/README.md tells a deployment to start them
 (`dagster-celery worker start -A dagster_celery.app -y <executor config> -q
@@ -26,26 +28,24 @@ from typing import Any
 
 import yaml
 
+from export_pipeline.config import REPO_ROOT
+
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 BACKEND_URL = "redis://127.0.0.1:6379/0"
+# What deploy/celery/executor.yaml reads the broker and backend from.
+BROKER_ENV = {"DAGSTER_CELERY_BROKER_URL": BROKER_URL, "DAGSTER_CELERY_BACKEND_URL": BACKEND_URL}
+DEPLOYED_EXECUTOR = REPO_ROOT / "deploy" / "celery" / "executor.yaml"
 BIN = Path(sys.executable).parent
 
 
-def celery_run_config(queue: str) -> dict[str, Any]:
-    """The `execution:` block of a run on `queue` (the workers read the same block)."""
-    return {
-        "execution": {
-            "config": {
-                "broker": BROKER_URL,
-                "backend": BACKEND_URL,
-                "config_source": {"task_default_queue": queue, "task_acks_late": True},
-            }
-        }
-    }
-
-
-def unique_queue() -> str:
-    return "export_pipeline_test_" + uuid.uuid4().hex[:12]
+def executor_file_on_a_queue_of_its_own(folder: Path) -> tuple[Path, str]:
+    """A copy of deploy/celery/executor.yaml naming a new queue; the copy and the queue."""
+    queue = "export_pipeline_test_" + uuid.uuid4().hex[:12]
+    document: dict[str, Any] = yaml.safe_load(DEPLOYED_EXECUTOR.read_text(encoding="utf-8"))
+    document["execution"]["config"]["config_source"]["task_default_queue"] = queue
+    path = folder / f"celery-{queue}.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path, queue
 
 
 def _answering(names: list[str], timeout: float) -> set[str]:
@@ -62,22 +62,23 @@ def _answering(names: list[str], timeout: float) -> set[str]:
 
 @contextmanager
 def celery_workers(
-    home: Path, queue: str, count: int, env: dict[str, str], start_timeout: float = 60
+    config_yaml: Path, queue: str, count: int, env: dict[str, str], start_timeout: float = 60
 ) -> Iterator[list[str]]:
     """`count` workers (one task at a time each) on `queue`; yields their node names.
 
-    Returns once every worker answers a ping, so tasks sent afterwards can reach
-    any of them. The workers' output goes to `<home>/celery-<name>.log`.
+    `config_yaml` is the executor configuration (its broker and backend read
+    from `env`). Returns once every worker answers a ping, so tasks sent
+    afterwards can reach any of them. The workers' output goes to
+    `celery-<name>.log` beside `config_yaml`.
     """
-    config_yaml = home / f"celery-{queue}.yaml"
-    config_yaml.write_text(yaml.safe_dump(celery_run_config(queue)))
+    logs = config_yaml.parent
     host = os.uname().nodename
     names = [f"{queue}-{index}@{host}" for index in range(count)]
     environment = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
     workers = []
     try:
         for name in names:
-            log = (home / f"celery-{name}.log").open("w")
+            log = (logs / f"celery-{name}.log").open("w")
             workers.append(
                 subprocess.Popen(
                     [
@@ -97,7 +98,7 @@ def celery_workers(
         answering: set[str] = set()
         while answering != set(names):
             exited = [w.args for w in workers if w.poll() is not None]
-            assert not exited, f"a Celery worker exited during start-up: see {home}/celery-*.log"
+            assert not exited, f"a Celery worker exited during start-up: see {logs}/celery-*.log"
             assert time.monotonic() < deadline, f"workers not answering: {set(names) - answering}"
             answering |= _answering(names, timeout=1.0)
         yield names
