@@ -68,9 +68,11 @@ def _print_status(status: Any, region: str) -> None:
     )
     print(f"  BigQuery gRPC:      {status.bigquery_grpc_endpoint}")
     print(f"  BigQuery project:   {status.bigquery_project}")
+    print(f"  GCS endpoint:       {status.gcs_endpoint}  ({_service_line(status.gcs)})")
     print(f"  demo data seeded:   {'yes' if status.seeded else 'no'}")
     print(f"  state folder:       {status.state_dir}")
-    print(f"  logs:               {status.aws.log_path}, {status.bigquery.log_path}")
+    logs = (status.aws.log_path, status.bigquery.log_path, status.gcs.log_path)
+    print(f"  logs:               {', '.join(logs)}")
     print("  query the data:     docs/local-cloud.md#look-at-the-data-yourself")
 
 

@@ -49,6 +49,10 @@ _S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()\-/]*$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _BQ_PROJECT = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
 _BQ_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+# Google's bucket naming rules (names with dots are domain-verified: 3-222 characters).
+_GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9_.\-]{1,220}[a-z0-9]$")
+# Object-name characters the pipeline's own prefix may hold (no wildcards, no '..').
+_GCS_PREFIX = re.compile(r"^[A-Za-z0-9_.\-/]*$")
 
 
 class ConfigError(ValueError):
@@ -170,6 +174,13 @@ class DynamoDBConfig(StrictModel):
         default=2,
         ge=1,
         description="Conversion workers: threads for full exports, processes for incremental ones.",
+    )
+    files_per_step: int = Field(
+        default=2,
+        ge=1,
+        description="Data files of a full export per conversion step: the conversion runs "
+        "as one Dagster step per group of this many files (docs/dynamodb.md, 'Conversion "
+        "in steps').",
     )
 
     @model_validator(mode="after")
@@ -362,6 +373,47 @@ class BigQueryConfig(StrictModel):
         return value
 
 
+class GcsConfig(StrictModel):
+    """Where Parquet is staged in Google Cloud Storage for BigQuery's load jobs."""
+
+    staging_bucket: str = Field(
+        description="GCS bucket the Parquet for BigQuery is staged in (same location as "
+        "the dataset); staged objects are deleted after each table is published."
+    )
+    staging_prefix: str = Field(
+        default="staging",
+        description="Object-name prefix: objects go to <prefix>/<run>/<table>/<file>.",
+    )
+
+    @field_validator("staging_bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if (
+            not _GCS_BUCKET.fullmatch(value)
+            or ".." in value
+            or value.startswith("goog")
+            or (len(value) > 63 and "." not in value)
+        ):
+            raise ValueError(
+                "expected a GCS bucket name (3-63 lower-case letters, digits, hyphens, "
+                f"underscores, dots; not starting with 'goog'), got {value!r}"
+            )
+        return value
+
+    @field_validator("staging_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not _GCS_PREFIX.fullmatch(value) or any(
+            part in ("", ".", "..") for part in value.split("/") if value
+        ):
+            raise ValueError(
+                "expected an object-name prefix of letters, digits and _.-/ (no empty, '.' or "
+                f"'..' segments), got {value!r}"
+            )
+        return value
+
+
 class ScheduleConfig(StrictModel):
     cron: str = Field(default="0 3 * * *", description="When the whole graph is refreshed.")
     timezone: str = Field(default="UTC", description="IANA timezone the cron is read in.")
@@ -399,6 +451,11 @@ class PipelineConfig(StrictModel):
     dynamodb: DynamoDBConfig = Field(default_factory=DynamoDBConfig)
     rds: RdsConfig = Field(default_factory=RdsConfig)
     bigquery: BigQueryConfig
+    gcs: GcsConfig | None = Field(
+        default=None,
+        description="Stage Parquet in GCS and load BigQuery from gs:// URIs; absent: the "
+        "Parquet is uploaded to BigQuery through the worker.",
+    )
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     source_path: Annotated[str | None, Field(exclude=True)] = None
 

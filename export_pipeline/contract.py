@@ -177,6 +177,54 @@ class LoadOutcome:
     schema_change: Any = None
 
 
+class StepsOfLoad(ABC):
+    """A table load in Dagster steps over parts of its export (a source's option).
+
+    The table asset then runs as a graph: `split` (one step) names the parts,
+    or None to load in that one step as `Source.load_table` does; `learn`
+    (a step per part) finds what each part holds; `merge` (one step) decides
+    from all of them how every part is written; `convert` (a step per part)
+    writes its part; `publish` (one step) loads the table from every part.
+    Each step may run in a process or pod of its own, so everything passed
+    between them is a small picklable value (never a local path of another
+    step, never a secret). A part has a `name` (letters, digits, `_`).
+    """
+
+    @abstractmethod
+    def split(
+        self, context: Any, unit: ExportUnit, table: TableTarget, to_load: ToLoad
+    ) -> Sequence[Any] | None:
+        """The parts of the export to load in steps, or None to load it in one step."""
+
+    @abstractmethod
+    def learn(self, context: Any, unit: ExportUnit, table: TableTarget, part: Any) -> Any:
+        """What one part holds (its summary)."""
+
+    @abstractmethod
+    def merge(
+        self, context: Any, unit: ExportUnit, table: TableTarget, parts: Sequence[Any]
+    ) -> Any:
+        """One plan for every part, from their summaries (verifies the export as a whole)."""
+
+    @abstractmethod
+    def convert(
+        self, context: Any, unit: ExportUnit, table: TableTarget, part: Any, plan: Any
+    ) -> Any:
+        """Write one part by the plan; returns where its output is."""
+
+    @abstractmethod
+    def publish(
+        self,
+        context: Any,
+        unit: ExportUnit,
+        table: TableTarget,
+        to_load: ToLoad,
+        plan: Any,
+        converted: Sequence[Any],
+    ) -> LoadOutcome:
+        """Load the table from every converted part (then remove what they staged)."""
+
+
 class Source(ABC):
     """A kind of AWS database, as the graph builders see it, for one configuration.
 
@@ -234,6 +282,10 @@ class Source(ABC):
         """One describe call per id; used by the completion sensor and the table assets."""
 
     # ----------------------------------------------------------------- loading
+
+    def steps_of_load(self) -> StepsOfLoad | None:
+        """How a table load runs as several steps, if this source splits it (default: one)."""
+        return None
 
     @abstractmethod
     def requested_export_ids(self, run_config: LoadRunConfig) -> tuple[str, ...] | None:

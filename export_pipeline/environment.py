@@ -17,6 +17,7 @@ from export_pipeline.config import Environment, PipelineConfig
 from export_pipeline.resources.aws import DynamoDBResource, S3Resource
 from export_pipeline.resources.bigquery import BigQueryResource
 from export_pipeline.resources.cloud import LocalCloudResource, ProductionCloudResource
+from export_pipeline.resources.gcs import GcsResource
 
 GCP_CREDENTIALS_ENV = "GCP_CREDENTIALS"
 # The local cloud's (fake) AWS keys reach the resources through these variables,
@@ -52,6 +53,17 @@ def _production_resources(config: PipelineConfig) -> dict[str, Any]:
         "bigquery": BigQueryResource(
             project=config.bigquery.project, location=config.bigquery.location, **bigquery_kwargs
         ),
+        "gcs": GcsResource(project=config.bigquery.project, **_staging(config), **bigquery_kwargs),
+    }
+
+
+def _staging(config: PipelineConfig) -> dict[str, Any]:
+    """The `gcs` resource's staging location; none without a `gcs` section."""
+    if config.gcs is None:
+        return {}
+    return {
+        "staging_bucket": config.gcs.staging_bucket,
+        "staging_prefix": config.gcs.staging_prefix,
     }
 
 
@@ -77,6 +89,7 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
             aws_port=settings.aws_port,
             bigquery_port=settings.bigquery_port,
             bigquery_grpc_port=settings.bigquery_grpc_port,
+            gcs_port=settings.gcs_port,
             enforce_iam=settings.enforce_iam,
         ),
         "s3": S3Resource(**aws),
@@ -86,6 +99,12 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
             project=settings.bigquery_project,
             location=config.bigquery.location,
             api_endpoint=settings.bigquery_api_endpoint,
+            anonymous_credentials=True,
+        ),
+        "gcs": GcsResource(
+            project=settings.bigquery_project,
+            **_staging(config),
+            api_endpoint=settings.gcs_endpoint,
             anonymous_credentials=True,
         ),
     }

@@ -8,12 +8,15 @@ How to use it:
         #   dataset, demo DynamoDB tables / RDS snapshots once those exist).
         aws_clients.s3.list_objects_v2(Bucket=pipeline_config.aws.export_bucket)
         bigquery_client.query("SELECT 1").result()
+        # gcs_client: google.cloud.storage.Client of the local GCS server, whose
+        #   staging bucket (gcs.staging_bucket) `up` created.
 
 - The cloud starts once per session (a few seconds), on free loopback ports,
   with its state in a pytest tmp folder, and is stopped at the end.
 - While it runs, os.environ holds EXPORT_PIPELINE_LOCAL_DIR /
   EXPORT_PIPELINE_LOCAL_AWS_PORT / EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT /
-  EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT, so `LocalCloudSettings.from_env()`
+  EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT / EXPORT_PIPELINE_LOCAL_GCS_PORT, so
+  `LocalCloudSettings.from_env()`
   (and the Dagster resources built from it) point at this private cloud; the
   previous values come back after the session.
 - The cloud is shared: give tables / keys / datasets names unique to your test
@@ -41,6 +44,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
@@ -84,6 +88,7 @@ def _point_environment_at(settings: LocalCloudSettings) -> None:
             AWS_PORT_ENV: str(settings.aws_port),
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            GCS_PORT_ENV: str(settings.gcs_port),
         }
     )
 
@@ -123,6 +128,7 @@ def local_cloud(
         AWS_PORT_ENV,
         BIGQUERY_PORT_ENV,
         BIGQUERY_GRPC_PORT_ENV,
+        GCS_PORT_ENV,
         EXPORT_SECONDS_ENV,
     )
     previous = {name: os.environ.get(name) for name in variables}
@@ -151,6 +157,14 @@ def aws_clients(local_cloud: LocalCloudSettings, pipeline_config: PipelineConfig
 def bigquery_client(local_cloud: LocalCloudSettings):  # type: ignore[no-untyped-def]
     """A `google.cloud.bigquery.Client` for the session's local BigQuery emulator."""
     client = control.bigquery_client(local_cloud)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def gcs_client(local_cloud: LocalCloudSettings):  # type: ignore[no-untyped-def]
+    """A `google.cloud.storage.Client` for the session's local GCS server."""
+    client = control.gcs_client(local_cloud)
     yield client
     client.close()
 

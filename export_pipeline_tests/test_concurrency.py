@@ -37,6 +37,8 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     create_table,
     make_config,
     materialization_metadata,
+    op_pools,
+    publish_step_key,
 )
 from export_pipeline_tests.faults.proxy import delay, fault_proxy
 from export_pipeline_tests.support.dagster_postgres import deployed_home, scratch_database
@@ -44,7 +46,11 @@ from export_pipeline_tests.support.dagster_postgres import deployed_home, scratc
 
 def _step_window(instance, run_id, step_key) -> tuple[float, float]:
     logs = instance.all_logs(run_id)
-    start = next(e.timestamp for e in logs if e.dagster_event_type == DagsterEventType.STEP_START)
+    start = next(
+        e.timestamp
+        for e in logs
+        if e.dagster_event_type == DagsterEventType.STEP_START and e.step_key == step_key
+    )
     end = next(
         e.timestamp
         for e in logs
@@ -74,7 +80,7 @@ with DagsterInstance.get() as instance:
         selection=[bigquery_asset.key],
         resources=resources,
         instance=instance,
-        run_config={"ops": {bigquery_asset.op.name: {"config": {"export_arn": arn}}}},
+        run_config={"ops": {bigquery_asset.node_def.name: {"config": {"export_arn": arn}}}},
         raise_on_error=False,
     )
 print("RUN", result.run_id, result.success)
@@ -99,7 +105,7 @@ def test_two_runs_loading_one_table_take_turns_and_the_second_says_why(
 
 
 def _take_turns(table, config, export_asset, bigquery_asset, local_cloud) -> None:
-    pool = bigquery_asset.op.pool
+    (pool,) = op_pools(bigquery_asset)
     environment = dict(os.environ)
     with DagsterInstance.get() as instance:
         exported = materialize([export_asset], resources=build_resources(config), instance=instance)
@@ -126,7 +132,7 @@ def _take_turns(table, config, export_asset, bigquery_asset, local_cloud) -> Non
         assert [line[2] for line in finished] == ["True", "True"], outputs
         run_ids = [line[1] for line in finished]
 
-        step = bigquery_asset.op.name
+        step = publish_step_key(bigquery_asset)
         windows = sorted(_step_window(instance, run_id, step) for run_id in run_ids)
         assert windows[0][1] <= windows[1][0] + 0.5, f"the loads overlapped: {windows}"
         blocked = {
@@ -147,7 +153,7 @@ def test_every_bigquery_table_has_a_pool_of_its_own(pipeline_config):
     pools = {}
     for source in (DynamoDBSource(pipeline_config), RdsSource(pipeline_config)):
         for definition in build_source_assets(source):
-            pools[definition.key.to_user_string()] = definition.op.pool
+            (pools[definition.key.to_user_string()],) = op_pools(definition)
     assert all(pools.values()) and len(set(pools.values())) == len(pools)
     assert pools["bigquery/aws_raw/dynamodb_orders"] == "bigquery_aws_raw_dynamodb_orders"
     assert pools["bigquery/aws_raw/rds_shop_orders"] == "bigquery_aws_raw_rds_shop_orders"

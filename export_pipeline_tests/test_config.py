@@ -222,3 +222,31 @@ def test_unclosed_yaml_is_one_line_with_its_place(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
     assert str(error.value).startswith(f"{tmp_path / 'bad.yaml'}:2:1: not valid YAML: ")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("gcs", "expected"),
+    [
+        ({"staging_bucket": "Upper-Case"}, "GCS bucket name"),
+        ({"staging_bucket": "goog-staging"}, "GCS bucket name"),
+        ({"staging_bucket": "b" * 64}, "GCS bucket name"),
+        ({"staging_bucket": "ok-bucket", "staging_prefix": "a/../b"}, "prefix"),
+        ({"staging_bucket": "ok-bucket", "staging_prefix": "runs/*"}, "prefix"),
+        ({"staging_prefix": "x"}, "staging_bucket"),
+        ({"staging_bucket": "ok-bucket", "stagin_prefix": "x"}, "staging_prefix"),
+    ],
+)
+def test_the_gcs_section_is_checked_like_the_rest(gcs, expected) -> None:
+    with pytest.raises(ConfigError) as error:
+        _parse({**MINIMAL, "gcs": gcs})
+    assert "gcs" in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_gcs_staging_is_optional_and_its_prefix_is_normalised() -> None:
+    assert _parse(MINIMAL).gcs is None
+    staged = _parse({**MINIMAL, "gcs": {"staging_bucket": "my_bucket.example.com"}}).gcs
+    assert (staged.staging_bucket, staged.staging_prefix) == ("my_bucket.example.com", "staging")
+    nested = _parse({**MINIMAL, "gcs": {"staging_bucket": "b-1", "staging_prefix": "/a/b/"}})
+    assert nested.gcs.staging_prefix == "a/b"
+    assert load_config(DEFAULT_CONFIG_PATH).gcs is not None  # the demo stages in GCS

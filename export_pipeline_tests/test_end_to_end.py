@@ -29,6 +29,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
@@ -45,6 +46,7 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
     patch.setenv(AWS_PORT_ENV, str(settings.aws_port))
     patch.setenv(BIGQUERY_PORT_ENV, str(settings.bigquery_port))
     patch.setenv(BIGQUERY_GRPC_PORT_ENV, str(settings.bigquery_grpc_port))
+    patch.setenv(GCS_PORT_ENV, str(settings.gcs_port))
     patch.setenv("EXPORT_PIPELINE_CONFIG", str(DEFAULT_CONFIG_PATH))
     control.up(settings, config)
     try:
@@ -54,17 +56,48 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
         patch.undo()
 
 
-def _run_everything(config: PipelineConfig) -> list[Any]:
-    """Run the main job; the checks that did not pass."""
+def _run_everything(config: PipelineConfig) -> tuple[list[Any], set[str]]:
+    """Run the main job; the checks that did not pass, and the keys of the steps that ran."""
     job = build_definitions(config).resolve_job_def("aws_to_bigquery")
     result = job.execute_in_process()
     assert result.success
-    return [
+    failed = [
         e.asset_check_evaluation_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and not e.asset_check_evaluation_data.passed
     ]
+    return failed, {e.step_key for e in result.all_events if e.is_step_success and e.step_key}
+
+
+def _assert_loaded_through_gcs(settings: LocalCloudSettings, config: PipelineConfig) -> None:
+    """Every table went through GCS: BigQuery's load jobs all read gs:// URIs, none is left.
+
+    A media upload through the worker is a load job without source URIs; the
+    local BigQuery's job list records both kinds.
+    """
+    assert config.gcs is not None
+    client = control.bigquery_client(settings)
+    try:
+        loads = [j for j in client.list_jobs(all_users=True) if j.job_type == "load"]
+        tables = [t.table_id for t in client.list_tables(config.bigquery.dataset)]
+    finally:
+        client.close()
+    assert loads
+    for job in loads:
+        assert job.source_uris, f"load job {job.job_id} into {job.destination} was a media upload"
+        prefix = f"gs://{config.gcs.staging_bucket}/{config.gcs.staging_prefix}/"
+        assert all(uri.startswith(prefix) for uri in job.source_uris), job.source_uris
+    staged_into = {j.destination.table_id.rsplit("_", 1)[0] for j in loads}
+    demo_tables = [t for t in tables if t.startswith(("dynamodb_", "rds_"))]
+    demo_tables = [t for t in demo_tables if not t.endswith("_history")]
+    assert demo_tables and {f"_staging_{t}" for t in demo_tables} <= staged_into
+    storage = control.gcs_client(settings)
+    try:
+        left = list(storage.list_blobs(config.gcs.staging_bucket))
+    finally:
+        storage.close()
+    assert left == [], [b.name for b in left]  # deleted after each table was published
 
 
 def _bigquery_rows(
@@ -136,7 +169,13 @@ def _assert_rds_matches(settings: LocalCloudSettings, config: PipelineConfig, ta
 
 def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> None:
     settings, config = demo_cloud
-    assert _run_everything(config) == []
+    failed, steps = _run_everything(config)
+    assert failed == []
+    _assert_loaded_through_gcs(settings, config)
+    # The Orders full export (4 data files, dynamodb.files_per_step 2) converts in steps.
+    for op in ("learn", "convert"):
+        mapped = [s for s in steps if f"dynamodb_orders__{op}[group_" in s]
+        assert len(mapped) >= 2, sorted(steps)
     _assert_dynamodb_matches(settings, config, "Orders", ["customerId", "orderId"])
     _assert_dynamodb_matches(settings, config, "Products", ["sku"])
     for table in ("customers", "orders"):
@@ -147,7 +186,8 @@ def test_demo_run_mutate_run_keeps_bigquery_equal_to_the_sources(demo_cloud) -> 
     assert changes["dynamodb"]["Orders"]["deleted"] > 0
     assert changes["rds"]["shopdb"]["tables"]["orders"]["deleted"] > 0
 
-    warned = _run_everything(config)
+    warned, _steps = _run_everything(config)
+    _assert_loaded_through_gcs(settings, config)
     # `mutate` sets a new attribute, updatedAt, on DynamoDB items: the schema check warns
     # (WARN, the run succeeds) on both DynamoDB tables, and no other check fails.
     assert sorted(w.asset_key.path[-1] for w in warned) == ["dynamodb_orders", "dynamodb_products"]

@@ -135,7 +135,7 @@ def test_dynamodb_sensor_mode_loads_once_when_the_export_completes(
     assert request.run_key == f"load:{arn}"
     assert request.asset_selection == [bigquery_asset.key]
     assert request.run_config == {
-        "ops": {bigquery_asset.op.name: {"config": {"export_arns": [arn]}}}
+        "ops": {bigquery_asset.node_def.name: {"config": {"export_arns": [arn]}}}
     }
     assert EXPORT_FAILED_TAG not in request.tags
 

@@ -211,4 +211,5 @@ def test_retry_policy_is_on_every_export_and_load_asset(pipeline_config):
     ]
     assert built
     for definition in built:
-        assert definition.op.retry_policy == errors.TRANSIENT_RETRY_POLICY, definition.op.name
+        for op in definition.node_def.iterate_op_defs():  # every step of a graph-backed asset
+            assert op.retry_policy == errors.TRANSIENT_RETRY_POLICY, op.name

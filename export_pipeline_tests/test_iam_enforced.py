@@ -35,6 +35,7 @@ from export_pipeline.local_cloud.settings import (
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
     ENFORCE,
+    GCS_PORT_ENV,
     IAM_ENV,
     LOCAL_ACCOUNT_ID,
     STATE_DIR_ENV,
@@ -56,6 +57,7 @@ _VARIABLES = (
     AWS_PORT_ENV,
     BIGQUERY_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
+    GCS_PORT_ENV,
     IAM_ENV,
     EXPORT_SECONDS_ENV,
     LOCAL_ACCESS_KEY_ENV,
@@ -78,6 +80,7 @@ def enforcing_cloud(
             AWS_PORT_ENV: str(settings.aws_port),
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            GCS_PORT_ENV: str(settings.gcs_port),
             IAM_ENV: ENFORCE,
             EXPORT_SECONDS_ENV: "0.3",
         }

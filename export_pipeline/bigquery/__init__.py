@@ -7,11 +7,23 @@ API (everything takes a `google.cloud.bigquery.Client`):
     staging_table_id(target, run_id)            -> TableId  (unique per run/attempt)
     load_parquet_to_staging(client, files: [Path | ParquetSource], staging, schema | None, *,
                             job_labels=None, labels=None, expected_rows=None,
-                            parallel_uploads=1, on_loaded=None)
+                            parallel_uploads=1, on_loaded=None, encryption=None, gcs=None)
         -> StagingResult(table, schema, rows, bytes, files)
         schema=None: the Parquet files' own schema (bigquery_schema_of_files; paths only).
+        gcs=GcsStaging(storage_client, bucket, prefix, run): files go to
+        gs://bucket/prefix/run/<staging table>/ (each checked), then load jobs read
+        exactly those URIs; after publishing call delete_staged(gcs, staging).
     ParquetSource(name, rows, size, open)       a file streamed from anywhere (e.g. S3):
         open() -> context manager yielding a binary stream; .from_path(path)
+    load_uris_to_staging(client, uris: [GcsUri], staging, schema, *, job_labels=None,
+                         labels=None, expected_rows=None, timeout=1800, encryption=None,
+                         on_loaded=None) -> StagingResult
+        BigQuery reads already-staged gs:// objects (no byte through the worker), in
+        the fewest load jobs within MAX_URIS_PER_LOAD_JOB (10,000) and
+        MAX_BYTES_PER_LOAD_JOB (15 TB); same row checks as load_parquet_to_staging.
+    GcsUri(uri, size, rows=None)                a gs:// object or wildcard and what it holds
+    delete_staged(gcs | None, staging) -> int   delete an attempt's staged objects (idempotent)
+    (the `gcs` resource: `with context.resources.gcs.staging(run_id) as gcs:` -> GcsStaging | None)
     bigquery_schema_from_parquet(pyarrow.Schema) -> list[SchemaField]
     SelectColumn(name, expression, field_type, mode="NULLABLE", description=None, fields=())
         SelectColumn.passthrough(staging_field, description=None)
@@ -67,6 +79,12 @@ from export_pipeline.bigquery.evolve import (
     reconcile_schema,
     widened_field,
 )
+from export_pipeline.bigquery.gcs_staging import (
+    GcsStaging,
+    GcsStagingError,
+    GcsUri,
+    delete_staged,
+)
 from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.bigquery.parquet_schema import (
     ParquetSchemaError,
@@ -85,6 +103,7 @@ from export_pipeline.bigquery.staging import (
     StagingResult,
     label_value,
     load_parquet_to_staging,
+    load_uris_to_staging,
     staging_table_id,
 )
 from export_pipeline.bigquery.tables import (
@@ -105,6 +124,9 @@ from export_pipeline.bigquery.watermark import (
 __all__ = [
     "BigQueryPublishError",
     "DatasetNotFoundError",
+    "GcsStaging",
+    "GcsStagingError",
+    "GcsUri",
     "LayoutError",
     "ParquetSchemaError",
     "ParquetSource",
@@ -121,8 +143,10 @@ __all__ = [
     "bigquery_schema_from_parquet",
     "bigquery_schema_of_files",
     "count_rows",
+    "delete_staged",
     "label_value",
     "load_parquet_to_staging",
+    "load_uris_to_staging",
     "merge_changes",
     "read_watermark",
     "reconcile_schema",

@@ -1,4 +1,4 @@
-"""Loading local Parquet files into a fresh staging table, one load job per file.
+"""Loading Parquet into a fresh staging table: uploaded by the worker, or read from GCS.
 
 Several uploads are not atomic (each load job commits on its own), so data
 never goes straight into a table readers use: it lands in a staging table
@@ -12,6 +12,11 @@ or any binary stream a `ParquetSource` opens, e.g. an S3 object body), which
 the client sends as a resumable upload in bounded chunks
 (google-cloud-bigquery: 100 MiB), so a file is never read whole into memory
 here and a remote one needs no temporary copy.
+
+With GCS staging (`gcs_staging`), the same files are streamed to GCS and
+BigQuery reads them there (`load_uris_to_staging`): load jobs over gs:// URIs,
+as few as BigQuery's per-job limits allow, and no data bytes sent to BigQuery
+by the worker.
 
 Emulator differences (bqemulator 1.4.0): table expiration is accepted but not
 stored or enforced; multipart uploads (what the client uses for a small
@@ -38,6 +43,12 @@ from google.api_core.exceptions import GoogleAPIError
 from google.cloud import bigquery
 from google.cloud.bigquery import SchemaField
 
+from export_pipeline.bigquery.gcs_staging import (
+    GcsStaging,
+    GcsUri,
+    delete_staged,
+    upload_sources,
+)
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_of_files
 from export_pipeline.bigquery.tables import BigQueryPublishError, TableId
 
@@ -48,6 +59,16 @@ STAGING_PREFIX = "_staging_"
 # STRING is lossless; see parquet_schema.
 DECIMAL_TARGET_TYPES = ("NUMERIC", "STRING")
 _LABEL_VALUE = re.compile(r"[^a-z0-9_\-]")
+
+# BigQuery's load-job limits (https://cloud.google.com/bigquery/quotas#load_jobs):
+# at most 10,000 source URIs in one job's configuration, at most 15 TB across
+# the input files of one Parquet load job, and 1,500 load jobs per table per
+# day (failed ones included). `load_uris_to_staging` splits its URIs into as
+# few jobs as these allow; a wildcard URI counts as one URI, and the size its
+# matches add up to is the caller's to declare (`GcsUri.size`).
+MAX_URIS_PER_LOAD_JOB = 10_000
+MAX_BYTES_PER_LOAD_JOB = 15 * 10**12
+LOAD_JOBS_PER_TABLE_PER_DAY = 1_500
 
 
 class StagingLoadError(BigQueryPublishError):
@@ -185,6 +206,114 @@ def _upload(
         raise StagingLoadError(f"loading {source.name} into {staging}: job reported no row count")
 
 
+def load_job_batches(
+    uris: Sequence[GcsUri],
+    *,
+    max_uris: int = MAX_URIS_PER_LOAD_JOB,
+    max_bytes: int = MAX_BYTES_PER_LOAD_JOB,
+) -> list[list[GcsUri]]:
+    """`uris` in order, cut into the fewest consecutive groups within both per-job limits.
+
+    A single URI larger than `max_bytes` cannot be loaded by any job: ValueError
+    naming it (split the data into more files).
+    """
+    batches: list[list[GcsUri]] = []
+    current: list[GcsUri] = []
+    current_bytes = 0
+    for item in uris:
+        if item.size > max_bytes:
+            raise ValueError(
+                f"{item.uri}: {item.size} bytes is more than one BigQuery load job reads "
+                f"({max_bytes}); write it as several files"
+            )
+        if current and (len(current) >= max_uris or current_bytes + item.size > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += item.size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _load_uris(
+    client: bigquery.Client,
+    batch: Sequence[GcsUri],
+    staging: TableId,
+    config: bigquery.LoadJobConfig,
+    timeout: float | None,
+) -> None:
+    """One load job appending the objects of `batch` to `staging`; errors name the URIs."""
+    described = batch[0].uri + (f" and {len(batch) - 1} more" if len(batch) > 1 else "")
+    job = None
+    try:
+        sources = [u.uri for u in batch]
+        job = client.load_table_from_uri(sources, staging.reference, job_config=config)
+        job.result(timeout=timeout)
+    except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
+        raise StagingLoadError(
+            f"loading {described} into {staging} failed: {error}"
+            + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
+        ) from error
+    if job.errors:
+        raise StagingLoadError(f"loading {described} into {staging} reported errors: {job.errors}")
+
+
+def load_uris_to_staging(
+    client: bigquery.Client,
+    uris: Sequence[GcsUri],
+    staging: TableId,
+    schema: Sequence[SchemaField],
+    *,
+    job_labels: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    expected_rows: int | None = None,
+    timeout: float | None = 1800,
+    encryption: bigquery.EncryptionConfiguration | None = None,
+    on_loaded: Callable[[Sequence[GcsUri]], None] | None = None,
+) -> StagingResult:
+    """Create `staging` with `schema` and fill it by load jobs reading `uris` from GCS.
+
+    No byte passes through this process: BigQuery reads the objects itself,
+    with the caller's credentials (the caller needs storage.objects.get and
+    list on them). The URIs go in the fewest jobs that BigQuery's per-job
+    limits allow (`load_job_batches`), one after another. The row checks are
+    those of `load_parquet_to_staging`: the staging table must hold the rows
+    the URIs' footers state (when every `GcsUri.rows` is known) and
+    `expected_rows` when given; a mismatch or a failed job raises
+    `StagingLoadError` and the staging table is never published.
+    `on_loaded` is called after each job with the URIs it loaded.
+    """
+    schema = list(schema)
+    create_staging_table(client, staging, schema, labels=labels, encryption=encryption)
+    config = _load_config(schema, job_labels, encryption)
+    batches = load_job_batches(uris)
+    if len(batches) > LOAD_JOBS_PER_TABLE_PER_DAY:
+        raise StagingLoadError(
+            f"{staging}: {len(uris)} URIs need {len(batches)} load jobs, more than BigQuery's "
+            f"{LOAD_JOBS_PER_TABLE_PER_DAY} per table per day; write fewer, larger files"
+        )
+    for batch in batches:
+        _load_uris(client, batch, staging, config, timeout)
+        if on_loaded is not None:
+            on_loaded(batch)
+    rows = int(client.get_table(staging.reference).num_rows or 0)
+    if all(u.rows is not None for u in uris):
+        stated = sum(u.rows or 0 for u in uris)
+        if rows != stated:
+            raise StagingLoadError(
+                f"{staging}: holds {rows} rows after loading {len(uris)} URIs whose footers "
+                f"say {stated}"
+            )
+    if expected_rows is not None and rows != expected_rows:
+        raise StagingLoadError(
+            f"{staging}: loaded {rows} rows from {len(uris)} URIs, expected {expected_rows}"
+        )
+    return StagingResult(
+        table=staging, schema=schema, rows=rows, bytes=sum(u.size for u in uris), files=len(uris)
+    )
+
+
 def load_parquet_to_staging(
     client: bigquery.Client,
     files: Sequence[Path | ParquetSource],
@@ -198,6 +327,7 @@ def load_parquet_to_staging(
     parallel_uploads: int = 1,
     on_loaded: Callable[[ParquetSource], None] | None = None,
     encryption: bigquery.EncryptionConfiguration | None = None,
+    gcs: GcsStaging | None = None,
 ) -> StagingResult:
     """Create `staging` with `schema` and load every Parquet file into it.
 
@@ -214,6 +344,13 @@ def load_parquet_to_staging(
     allows concurrent appends to one table; the threads mostly wait on the
     network); `on_loaded` is called after each file (e.g. to log it);
     `encryption` (CMEK) encrypts the staging table and its load jobs.
+
+    `gcs`: stage in Google Cloud Storage instead (`gcs_staging`): every file
+    is streamed to the attempt's folder and checked there, then load jobs
+    read exactly those gs:// URIs (`load_uris_to_staging`, same row checks);
+    `parallel_uploads` and `on_loaded` then apply to the GCS uploads. The
+    objects stay until the caller has published: `gcs_staging.delete_staged`.
+    If an upload or a load job fails, the objects are deleted here.
     """
     sources = [f if isinstance(f, ParquetSource) else ParquetSource.from_path(f) for f in files]
     non_empty = [s for s in sources if s.size > 0]
@@ -223,6 +360,21 @@ def load_parquet_to_staging(
             raise ValueError(f"{staging}: schema=None needs local paths to read the schema from")
         schema = bigquery_schema_of_files([p for p in map(Path, paths) if p.stat().st_size > 0])
     schema = list(schema)
+    if gcs is not None:
+        return _load_through_gcs(
+            client,
+            gcs,
+            non_empty,
+            staging,
+            schema,
+            job_labels=job_labels,
+            labels=labels,
+            expected_rows=expected_rows,
+            timeout=timeout,
+            parallel_uploads=parallel_uploads,
+            on_loaded=on_loaded,
+            encryption=encryption,
+        )
     create_staging_table(client, staging, schema, labels=labels, encryption=encryption)
     config = _load_config(schema, job_labels, encryption)
 
@@ -259,3 +411,39 @@ def load_parquet_to_staging(
         bytes=sum(s.size for s in non_empty),
         files=len(non_empty),
     )
+
+
+def _load_through_gcs(
+    client: bigquery.Client,
+    gcs: GcsStaging,
+    sources: Sequence[ParquetSource],
+    staging: TableId,
+    schema: Sequence[SchemaField],
+    *,
+    job_labels: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    expected_rows: int | None,
+    timeout: float | None,
+    parallel_uploads: int,
+    on_loaded: Callable[[ParquetSource], None] | None,
+    encryption: bigquery.EncryptionConfiguration | None,
+) -> StagingResult:
+    """Upload every source to GCS (all checked), then load BigQuery from those URIs only."""
+    uris = upload_sources(
+        gcs, sources, staging, parallel_uploads=parallel_uploads, on_uploaded=on_loaded
+    )
+    try:
+        return load_uris_to_staging(
+            client,
+            uris,
+            staging,
+            schema,
+            job_labels=job_labels,
+            labels=labels,
+            expected_rows=expected_rows,
+            timeout=timeout,
+            encryption=encryption,
+        )
+    except BaseException:
+        delete_staged(gcs, staging)
+        raise

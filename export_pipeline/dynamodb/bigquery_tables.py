@@ -17,6 +17,8 @@ transaction as the data). This module only adds what DynamoDB needs on top:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -139,18 +141,51 @@ def stage(
     run_id: str,
     expected_rows: int | None,
     layout: TableLayout | None = None,
+    gcs: core.GcsStaging | None = None,
+    staged_uris: Sequence[core.GcsUri] = (),
 ) -> core.StagingResult:
-    """Upload the converted Parquet files into a fresh staging table (the shared staging load)."""
+    """Load the converted Parquet files into a fresh staging table (the shared staging load).
+
+    `gcs`: through GCS; `staged_objects_deleted` then deletes the objects after publishing.
+    `staged_uris`: the Parquet is in GCS already (written there by the conversion's
+    steps), so BigQuery's load jobs read these URIs and `result.parquet_files` is unused.
+    """
     schema = [schema_field(c) for c in result.columns]
     staging = core.staging_table_id(target, run_id)
+    encryption = layout.encryption if layout is not None else None
+    if staged_uris:
+        return core.load_uris_to_staging(
+            client,
+            staged_uris,
+            staging,
+            schema,
+            expected_rows=expected_rows,
+            encryption=encryption,
+        )
     return core.load_parquet_to_staging(
         client,
         result.parquet_files,
         staging,
         schema,
         expected_rows=expected_rows,
-        encryption=layout.encryption if layout is not None else None,
+        encryption=encryption,
+        gcs=gcs,
     )
+
+
+@contextmanager
+def staged_objects_deleted(
+    gcs: core.GcsStaging | None, staged: core.StagingResult
+) -> Iterator[None]:
+    """Delete the GCS objects `staged` was loaded from once publishing ends (either way).
+
+    The staging table holds their rows, so a failed publish keeps what a
+    diagnosis needs, and a re-run stages afresh.
+    """
+    try:
+        yield
+    finally:
+        core.delete_staged(gcs, staged.table)
 
 
 def replace_table(
@@ -167,6 +202,8 @@ def replace_table(
     key_attributes: list[str] | None = None,
     layout: TableLayout | None = None,
     schema_changes: SchemaChanges = SchemaChanges.ALLOW,
+    gcs: core.GcsStaging | None = None,
+    staged_uris: Sequence[core.GcsUri] = (),
 ) -> tuple[core.StagingResult, SchemaChange | None]:
     """Make `target` exactly the full export, every row stamped `_exported_at`.
 
@@ -175,28 +212,38 @@ def replace_table(
     mark in one transaction, the table keeping its identity. Returns the
     staging load and how the columns differ from the previous load's.
     """
-    staged = stage(client, target, result, run_id, expected_rows=result.item_count, layout=layout)
-    columns = [
-        core.SelectColumn.passthrough(schema_field(c), c.description) for c in result.columns
-    ]
-    columns.append(_exported_at(exported_at))
-    published = core.replace_table(
+    staged = stage(
         client,
-        staging=staged.table,
-        target=target,
-        select_columns=columns,
-        table_description=description,
-        watermark=watermark,
-        expected_previous=expected_previous,
-        widen=widening.widened_field,
-        convert=widening.convert_sql,
-        deletes=kept_deletes(
-            deletes, key_columns(result, key_attributes or []), exported_at, incremental=False
-        ),
+        target,
+        result,
+        run_id,
+        expected_rows=result.item_count,
         layout=layout,
-        schema_policy=schema_policy(schema_changes),
+        gcs=gcs,
+        staged_uris=staged_uris,
     )
-    return staged, published.schema_change
+    with staged_objects_deleted(gcs, staged):
+        columns = [
+            core.SelectColumn.passthrough(schema_field(c), c.description) for c in result.columns
+        ]
+        columns.append(_exported_at(exported_at))
+        published = core.replace_table(
+            client,
+            staging=staged.table,
+            target=target,
+            select_columns=columns,
+            table_description=description,
+            watermark=watermark,
+            expected_previous=expected_previous,
+            widen=widening.widened_field,
+            convert=widening.convert_sql,
+            deletes=kept_deletes(
+                deletes, key_columns(result, key_attributes or []), exported_at, incremental=False
+            ),
+            layout=layout,
+            schema_policy=schema_policy(schema_changes),
+        )
+        return staged, published.schema_change
 
 
 def merge_changes(
@@ -214,6 +261,7 @@ def merge_changes(
     deletes: DeletesMode = DeletesMode.HARD,
     layout: TableLayout | None = None,
     schema_changes: SchemaChanges = SchemaChanges.ALLOW,
+    gcs: core.GcsStaging | None = None,
 ) -> tuple[core.StagingResult, SchemaChange | None]:
     """Apply converted incremental changes with the shared MERGE (+ the mark, atomically).
 
@@ -238,48 +286,51 @@ def merge_changes(
     (`schema_policy`; a change set cannot show a removed column): a change
     the policy forbids fails before anything is written.
     """
-    staged = stage(client, target, result, run_id, expected_rows=result.item_count, layout=layout)
-    data = [c for c in result.columns if c.name != DELETED_COLUMN]
-    desired = [schema_field(c) for c in data]
-    desired.append(_exported_at(exported_at).schema_field)
-    change = schema_policy(schema_changes).check(client, target, desired, complete=False)
-    schema = core.reconcile_schema(
-        client, target, desired, widen=widening.widened_field, convert=widening.convert_sql
+    staged = stage(
+        client, target, result, run_id, expected_rows=result.item_count, layout=layout, gcs=gcs
     )
-    keys = key_columns(result, key_attributes)
-    _add_implied_deletes(client, target, staged.table, keys, window_start)
-    from_staging = {c.name.lower(): c for c in data}
-    kept = kept_deletes(deletes, keys, exported_at, incremental=True)
-    columns: list[core.SelectColumn] = []
-    for field in schema:
-        name = field.name.lower()
-        if name == DELETED_AT and kept is not None:
-            continue  # the shared MERGE keeps it (`deletes.KeptDeletes`)
-        if name == EXPORTED_AT:
-            columns.append(_exported_at(exported_at))
-        elif name in from_staging:
-            spec = from_staging[name]
-            # The description records the attribute and every type the column was typed for.
-            columns.append(core.SelectColumn.passthrough(schema_field(spec), spec.description))
-        else:  # an attribute this image does not have: NULL (or empty array)
-            columns.append(core.SelectColumn.absent(field))
-    core.merge_changes(
-        client,
-        staging=staged.table,
-        target=target,
-        key_columns=keys,
-        order_column=WRITE_TIMESTAMP_COLUMN,
-        deleted_column=DELETED_COLUMN,
-        columns=columns,
-        watermark=watermark,
-        expected_previous=expected_previous,
-        table_description=description,
-        widen=widening.widened_field,
-        convert=widening.convert_sql,
-        deletes=kept,
-        layout=layout,
-    )
-    return staged, change
+    with staged_objects_deleted(gcs, staged):
+        data = [c for c in result.columns if c.name != DELETED_COLUMN]
+        desired = [schema_field(c) for c in data]
+        desired.append(_exported_at(exported_at).schema_field)
+        change = schema_policy(schema_changes).check(client, target, desired, complete=False)
+        schema = core.reconcile_schema(
+            client, target, desired, widen=widening.widened_field, convert=widening.convert_sql
+        )
+        keys = key_columns(result, key_attributes)
+        _add_implied_deletes(client, target, staged.table, keys, window_start)
+        from_staging = {c.name.lower(): c for c in data}
+        kept = kept_deletes(deletes, keys, exported_at, incremental=True)
+        columns: list[core.SelectColumn] = []
+        for field in schema:
+            name = field.name.lower()
+            if name == DELETED_AT and kept is not None:
+                continue  # the shared MERGE keeps it (`deletes.KeptDeletes`)
+            if name == EXPORTED_AT:
+                columns.append(_exported_at(exported_at))
+            elif name in from_staging:
+                spec = from_staging[name]
+                # The description records the attribute and every type the column was typed for.
+                columns.append(core.SelectColumn.passthrough(schema_field(spec), spec.description))
+            else:  # an attribute this image does not have: NULL (or empty array)
+                columns.append(core.SelectColumn.absent(field))
+        core.merge_changes(
+            client,
+            staging=staged.table,
+            target=target,
+            key_columns=keys,
+            order_column=WRITE_TIMESTAMP_COLUMN,
+            deleted_column=DELETED_COLUMN,
+            columns=columns,
+            watermark=watermark,
+            expected_previous=expected_previous,
+            table_description=description,
+            widen=widening.widened_field,
+            convert=widening.convert_sql,
+            deletes=kept,
+            layout=layout,
+        )
+        return staged, change
 
 
 def _add_implied_deletes(

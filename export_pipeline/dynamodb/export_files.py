@@ -303,17 +303,27 @@ def download_data_files(
         # Named by position, never after the key: a key may hold anything (NUL bytes,
         # `..`, 1,024 bytes); the index keeps names unique across exports.
         path = dest_dir / f"{index:05d}.json.gz"
-        actual = _download(s3, manifest, entry, path)
-        if actual != entry.md5_base64:
-            raise ExportIntegrityError(
-                manifest.uri(entry.key),
-                f"MD5 {actual} differs from the manifest's md5Checksum {entry.md5_base64} "
-                f"({manifest.uri(manifest.files_key)}); nothing was loaded",
-            )
+        download_data_file(s3, manifest, entry, path)
         local[path] = entry
         if log:
             log(f"downloaded {manifest.uri(entry.key)} ({path.stat().st_size} bytes, MD5 ok)")
     return local
+
+
+def download_data_file(s3: Any, manifest: ExportManifest, entry: DataFile, path: Path) -> None:
+    """Stream one listed data file to `path`, verifying its MD5 against the manifest.
+
+    Raises `ExportIntegrityError` naming the S3 object when the MD5 differs
+    (the partial copy is removed) or the object is missing.
+    """
+    actual = _download(s3, manifest, entry, path)
+    if actual != entry.md5_base64:
+        path.unlink(missing_ok=True)
+        raise ExportIntegrityError(
+            manifest.uri(entry.key),
+            f"MD5 {actual} differs from the manifest's md5Checksum {entry.md5_base64} "
+            f"({manifest.uri(manifest.files_key)}); nothing was loaded",
+        )
 
 
 def _download(s3: Any, manifest: ExportManifest, entry: DataFile, path: Path) -> str:

@@ -214,6 +214,7 @@ class _Load:
     started: float
     settings: TableSettings
     key_attributes: tuple[str, ...]  # the table's key schema
+    gcs: core.GcsStaging | None = None  # stage the Parquet in GCS (None: upload it)
 
     @property
     def deletes(self) -> DeletesMode:
@@ -236,25 +237,20 @@ class _Load:
             raise Failure(description=f"{error}; nothing was loaded") from None
 
 
-def load_exports(
-    arns: Sequence[str],
-    *,
-    table: str,
-    mode: DynamoDBExportMode,
-    config: PipelineConfig,
-    ddb: Any,
-    s3: Any,
-    bigquery: BigQueryResource,
-    work_dir: Path,
-    log: Log,
-    run_id: str,
-) -> LoadOutcome:
-    """Bring the BigQuery table of `table` up to date from the given exports.
+@dataclass(frozen=True)
+class Converted:
+    """A full export already converted to Parquet by earlier steps, ready to publish."""
 
-    `run_id` names this attempt's staging table (unique per attempt).
-    """
-    started = time.monotonic()
-    target = table_id(bigquery, config, table)
+    export_arn: str
+    result: ConversionResult
+    staged_uris: tuple[core.GcsUri, ...] = ()  # the Parquet's objects, when written to GCS
+
+
+def export_manifests(
+    arns: Sequence[str], *, table: str, config: PipelineConfig, ddb: Any, s3: Any, log: Log
+) -> list[ExportManifest]:
+    """The manifests of `arns` (`LATEST`: the newest full export), checked against
+    DescribeExport and the readable locations; a full export only alone."""
     if list(arns) == [LATEST]:
         arns = [newest_full_export(ddb, table, log)]
     descriptions = [_describe_completed(ddb, arn, table) for arn in arns]
@@ -276,6 +272,41 @@ def load_exports(
             description=f"{table}: a full export cannot be combined with other exports in one "
             f"load ({[m.export_arn for m in manifests]})"
         )
+    return manifests
+
+
+def load_exports(
+    arns: Sequence[str],
+    *,
+    table: str,
+    mode: DynamoDBExportMode,
+    config: PipelineConfig,
+    ddb: Any,
+    s3: Any,
+    bigquery: BigQueryResource,
+    work_dir: Path,
+    log: Log,
+    run_id: str,
+    gcs: core.GcsStaging | None = None,
+    converted: Converted | None = None,
+) -> LoadOutcome:
+    """Bring the BigQuery table of `table` up to date from the given exports.
+
+    `run_id` names this attempt's staging table (unique per attempt); `gcs`:
+    BigQuery loads the Parquet from there (see `bigquery.gcs_staging`).
+    `converted`: the full export's Parquet, when earlier steps converted it
+    (`export_pipeline.dynamodb.fan_out`); otherwise this step converts it.
+    """
+    started = time.monotonic()
+    target = table_id(bigquery, config, table)
+    manifests = export_manifests(arns, table=table, config=config, ddb=ddb, s3=s3, log=log)
+    full = [m for m in manifests if not m.is_incremental]
+    if converted is not None and [m.export_arn for m in full] != [converted.export_arn]:
+        raise Failure(
+            description=f"{table}: the Parquet files converted in earlier steps are of export "
+            f"{converted.export_arn}, not of {[m.export_arn for m in manifests]}; nothing was "
+            "loaded (re-execute the whole load)"
+        )
     table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
     with bigquery.get_client() as client:
         core.require_dataset(client, target.project, target.dataset)
@@ -293,18 +324,19 @@ def load_exports(
             started,
             _settings(config, table),
             tuple(_key_attributes(ddb, table)),
+            gcs,
         )
         if not manifests:
             log(f"{table}: no export to apply (BigQuery is already up to date)")
             return _outcome(job, [], None, _rows(job), "up_to_date")
         if full:
             check_keys_kept(table, job.settings.excluded_columns, job.key_attributes)
-            return _load_full(job, full[0])
+            return _load_full(job, full[0], converted)
         return _load_incremental(job, manifests, list(job.key_attributes))
 
 
 @contextmanager
-def _naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
+def naming_s3_objects(manifest: ExportManifest, local: Mapping[Path, DataFile]) -> Iterator[None]:
     """Report a file the converter rejects (or runs out of memory on) by its S3 URI, not by
     its local copy's path."""
     try:
@@ -339,7 +371,7 @@ def _rows(job: _Load) -> int:
 def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
     local = _download_all(job.s3, [manifest], job.work_dir, job.log)
     started = time.monotonic()
-    with _naming_s3_objects(manifest, local):
+    with naming_s3_objects(manifest, local):
         result = convert_full_export(
             list(local),
             job.work_dir / "parquet",
@@ -353,16 +385,22 @@ def _convert_full(job: _Load, manifest: ExportManifest) -> ConversionResult:
         f"{time.monotonic() - started:.1f}s with {parser_name()}"
     )
     verify_item_counts([manifest], local, result.items_per_file)
-    if result.item_count != manifest.item_count:
-        raise Failure(
-            description=f"{manifest.summary_uri}: itemCount {manifest.item_count} but the data "
-            f"files hold {result.item_count} items; nothing was loaded"
-        )
+    check_item_total(manifest, result.item_count)
     return result
 
 
-def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
-    result = _convert_full(job, manifest)
+def check_item_total(manifest: ExportManifest, items: int) -> None:
+    """Fail, naming the manifest, when the data files hold another count than its itemCount."""
+    if items != manifest.item_count:
+        raise Failure(
+            description=f"{manifest.summary_uri}: itemCount {manifest.item_count} but the data "
+            f"files hold {items} items; nothing was loaded"
+        )
+
+
+def _load_full(job: _Load, manifest: ExportManifest, converted: Converted | None) -> LoadOutcome:
+    result = converted.result if converted is not None else _convert_full(job, manifest)
+    staged_uris = converted.staged_uris if converted is not None else ()
     exported_at = manifest.data_as_of
     watermark = previous = None
     if job.mode is DynamoDBExportMode.INCREMENTAL:
@@ -370,7 +408,8 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         previous = read_mark(job.client, job.target, job.table_arn)
         watermark = core.Watermark(job.table_arn, manifest.export_arn, exported_at)
     job.log(
-        f"{job.table}: {result.item_count} items in {len(result.parquet_files)} Parquet "
+        f"{job.table}: {result.item_count} items in "
+        f"{len(result.parquet_files) or len(staged_uris)} Parquet "
         f"file(s); replacing {job.target} as of {exported_at.isoformat()}"
     )
     staged, change = bq.replace_table(
@@ -378,6 +417,8 @@ def _load_full(job: _Load, manifest: ExportManifest) -> LoadOutcome:
         job.target,
         result,
         run_id=job.run_id,
+        gcs=job.gcs,
+        staged_uris=staged_uris,
         exported_at=exported_at,
         description=_table_description(manifest, [manifest]),
         watermark=watermark,
@@ -435,7 +476,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
     check_keys_kept(job.table, treatment.excluded, keys)
     local = _download_all(job.s3, pending, job.work_dir, job.log)
     started = time.monotonic()
-    with _naming_s3_objects(pending[0], local):
+    with naming_s3_objects(pending[0], local):
         result = convert_incremental_export(
             list(local),
             job.work_dir / "parquet",
@@ -462,6 +503,7 @@ def _load_incremental(job: _Load, manifests: list[ExportManifest], keys: list[st
         job.target,
         result,
         run_id=job.run_id,
+        gcs=job.gcs,
         key_attributes=keys,
         window_start=window_start,
         exported_at=new_mark,

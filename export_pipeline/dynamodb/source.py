@@ -36,6 +36,7 @@ from export_pipeline.contract import (
     LoadOutcome,
     LoadRunConfig,
     Source,
+    StepsOfLoad,
     TableTarget,
     ToLoad,
     bigquery_asset_key,
@@ -53,6 +54,7 @@ from export_pipeline.dynamodb.exports import (
     table_export_folder,
     wait_for_export,
 )
+from export_pipeline.dynamodb.load_steps import DynamoDBLoadSteps
 from export_pipeline.dynamodb.plan import ExportPlan, ExportStrategy, plan_incremental
 from export_pipeline.dynamodb.run_config import DynamoDBExportConfig, DynamoDBLoadConfig
 from export_pipeline.naming import dynamodb_table_name
@@ -357,7 +359,7 @@ class DynamoDBSource(Source):
     export_kinds = frozenset({"dynamodb", "s3"})
     code_version = CODE_VERSION
     export_resources = frozenset({"dynamodb", "bigquery"})
-    load_resources = frozenset({"dynamodb", "s3", "bigquery"})
+    load_resources = frozenset({"dynamodb", "s3", "bigquery", "gcs"})
     state_resources = frozenset({"dynamodb"})
     export_config = DynamoDBExportConfig
     load_config = DynamoDBLoadConfig
@@ -489,6 +491,10 @@ class DynamoDBSource(Source):
     def load_run_config(self, ids: Sequence[str]) -> dict[str, Any]:
         return {"export_arns": list(ids)}
 
+    def steps_of_load(self) -> StepsOfLoad:
+        """Full exports convert in steps over groups of data files (`load_steps`)."""
+        return DynamoDBLoadSteps(self.config)
+
     def load_table(
         self,
         context: AssetExecutionContext,
@@ -497,7 +503,10 @@ class DynamoDBSource(Source):
         to_load: ToLoad,
     ) -> LoadOutcome:
         resources = context.resources
-        with tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir,
+            resources.gcs.staging(context.run.run_id) as gcs,
+        ):
             return loading.load_exports(
                 list(to_load.ids),
                 table=unit.name,
@@ -509,6 +518,7 @@ class DynamoDBSource(Source):
                 work_dir=Path(work_dir),
                 log=context.log.info,
                 run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
+                gcs=gcs,
             )
 
 

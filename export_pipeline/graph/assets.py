@@ -60,6 +60,7 @@ from export_pipeline.contract import (
 )
 from export_pipeline.durations import readable
 from export_pipeline.errors import TRANSIENT_RETRY_POLICY, PermanentError, retry_only_transient
+from export_pipeline.graph.load_steps import build_stepped_table_asset
 
 CLOUD_RESOURCE = "cloud"  # every step starts by making sure its clouds are there
 
@@ -122,7 +123,14 @@ def build_export_asset(source: Source, unit: ExportUnit) -> AssetsDefinition:
 
 
 def build_table_asset(source: Source, unit: ExportUnit, table: TableTarget) -> AssetsDefinition:
-    """The asset that loads one BigQuery table from `unit`'s export, with its row-count check."""
+    """The asset that loads one BigQuery table from `unit`'s export, with its row-count check.
+
+    A source that loads in steps (`Source.steps_of_load`) gets the same asset as a graph
+    (`load_steps`).
+    """
+    steps = source.steps_of_load()
+    if steps is not None:
+        return build_stepped_table_asset(source, unit, table, steps)
     run_config_class = source.load_config
     key = table.key
 

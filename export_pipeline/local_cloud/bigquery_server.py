@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from export_pipeline.local_cloud._process import exit_with_owner
+from export_pipeline.local_cloud.settings import gcs_root
 
 _log = logging.getLogger("export_pipeline.local_cloud.bigquery_server")
 
@@ -129,7 +130,9 @@ def emulator_settings(host: str, port: int, grpc_port: int, state_dir: Path, pro
         data_dir=data_dir,
         default_project_id=project,
         upload_staging_dir=data_dir / "uploads",
-        gcs_local_root=state_dir / "gcs",
+        # Where the local GCS server keeps object `name` of bucket `b` as a plain
+        # file (`gcs_server.py`): load jobs read gs://b/name from there.
+        gcs_local_root=gcs_root(state_dir),
         enable_format_extensions=False,
         log_level=LogLevel.INFO,
         log_format=LogFormat.JSON,

@@ -66,8 +66,13 @@ class RdsSettings(Protocol):
     def instances(self) -> Sequence[RdsSource]: ...
 
 
+class GcsSettings(Protocol):
+    @property
+    def staging_bucket(self) -> str: ...
+
+
 class CloudConfiguration(Protocol):
-    """The sources, bucket and dataset the local cloud creates and seeds."""
+    """The sources, buckets and dataset the local cloud creates and seeds."""
 
     @property
     def aws(self) -> AwsSettings: ...
@@ -80,3 +85,7 @@ class CloudConfiguration(Protocol):
 
     @property
     def rds(self) -> RdsSettings: ...
+
+    @property
+    def gcs(self) -> GcsSettings | None:
+        """The staging bucket to create, if any."""

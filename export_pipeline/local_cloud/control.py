@@ -1,14 +1,16 @@
 """Start, stop, inspect and seed the embedded local cloud.
 
-The local cloud is two background processes on loopback, each with a pid file
+The local cloud is three background processes on loopback, each with a pid file
 and a log under the state folder (`LocalCloudSettings.state_dir`):
 
     <state_dir>/control.lock          serialises up/down/ensure_running across processes
     <state_dir>/run/aws.pid           moto + our export emulations (aws_server.py)
     <state_dir>/run/bigquery.pid      bqemulator (bigquery_server.py)
+    <state_dir>/run/gcs.pid           the GCS JSON API (gcs_server.py)
     <state_dir>/run/aws-seeded.json   which AWS server process holds the demo data
     <state_dir>/logs/aws.log, logs/bigquery.log
     <state_dir>/bigquery/             bqemulator's DuckDB file (persists across down/up)
+    <state_dir>/gcs/                  GCS objects as plain files, read by bqemulator's loads
 
 AWS state lives in the moto process's memory, so the demo data is seeded into
 each new AWS server process once (the marker names the process it was seeded
@@ -37,7 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from export_pipeline.local_cloud import _process, demo_dynamodb, demo_rds
+from export_pipeline.local_cloud import _process, demo_dynamodb, demo_rds, gcs_server
 from export_pipeline.local_cloud._process import LocalCloudError, ProcessRecord
 from export_pipeline.local_cloud.aws_server import HEALTH_PATH
 from export_pipeline.local_cloud.clients import AwsClients
@@ -59,6 +61,8 @@ __all__ = [
 
 AWS = "aws"
 BIGQUERY = "bigquery"
+GCS = "gcs"
+SERVICES = (AWS, BIGQUERY, GCS)
 
 # Demo data providers, each with `seed(clients, config, settings) -> None` and
 # `mutate(clients, config, settings, seed) -> dict`. A module not written yet
@@ -87,7 +91,7 @@ class ServiceStatus:
 
 @dataclass(frozen=True)
 class LocalCloudStatus:
-    running: bool  # both services running
+    running: bool  # every service running
     state_dir: Path
     aws_endpoint_url: str
     bigquery_api_endpoint: str
@@ -95,6 +99,8 @@ class LocalCloudStatus:
     bigquery_project: str
     aws: ServiceStatus
     bigquery: ServiceStatus
+    gcs_endpoint: str  # the GCS JSON API root (STORAGE_EMULATOR_HOST / api_endpoint)
+    gcs: ServiceStatus
     seeded: bool  # the demo data is in the running AWS server
     # This call started the AWS server and seeded it: every source holds fresh demo
     # data and the BigQuery dataset was emptied (FRESH_START_LINE says so).
@@ -147,8 +153,24 @@ def _bigquery_healthy(settings: LocalCloudSettings, record: ProcessRecord) -> bo
     return bool(ready and ready.get("status") == "ok")
 
 
+def _gcs_healthy(settings: LocalCloudSettings, record: ProcessRecord) -> bool:
+    health = _process.http_get_json(settings.gcs_endpoint + gcs_server.HEALTH_PATH)
+    return bool(health and health.get("pid") == record.pid)
+
+
+_HEALTH_CHECKS = {AWS: _aws_healthy, BIGQUERY: _bigquery_healthy, GCS: _gcs_healthy}
+
+
+def _endpoint(settings: LocalCloudSettings, name: str) -> str:
+    return {
+        AWS: settings.aws_endpoint_url,
+        BIGQUERY: settings.bigquery_api_endpoint,
+        GCS: settings.gcs_endpoint,
+    }[name]
+
+
 def _service_status(settings: LocalCloudSettings, name: str) -> ServiceStatus:
-    endpoint = settings.aws_endpoint_url if name == AWS else settings.bigquery_api_endpoint
+    endpoint = _endpoint(settings, name)
     log_path = str(_log_path(settings, name))
     record = ProcessRecord.read(_pid_path(settings, name))
     if record is None:
@@ -164,14 +186,14 @@ def _service_status(settings: LocalCloudSettings, name: str) -> ServiceStatus:
             log_path,
             f"running on {record.host}:{record.port}, not on the configured port",
         )
-    healthy = (_aws_healthy if name == AWS else _bigquery_healthy)(settings, record)
+    healthy = _HEALTH_CHECKS[name](settings, record)
     return ServiceStatus(
         name, healthy, record.pid, endpoint, log_path, "ok" if healthy else "not answering"
     )
 
 
 def _port(settings: LocalCloudSettings, name: str) -> int:
-    return settings.aws_port if name == AWS else settings.bigquery_port
+    return {AWS: settings.aws_port, BIGQUERY: settings.bigquery_port, GCS: settings.gcs_port}[name]
 
 
 def _seed_identity(record: ProcessRecord) -> dict[str, Any]:
@@ -194,11 +216,12 @@ def status(settings: LocalCloudSettings) -> LocalCloudStatus:
     settings = _absolute(settings)
     aws = _service_status(settings, AWS)
     bigquery = _service_status(settings, BIGQUERY)
+    gcs = _service_status(settings, GCS)
     health = (
         _process.http_get_json(settings.aws_endpoint_url + HEALTH_PATH) if aws.running else None
     )
     return LocalCloudStatus(
-        running=aws.running and bigquery.running,
+        running=aws.running and bigquery.running and gcs.running,
         state_dir=settings.state_dir,
         aws_endpoint_url=settings.aws_endpoint_url,
         bigquery_api_endpoint=settings.bigquery_api_endpoint,
@@ -206,6 +229,8 @@ def status(settings: LocalCloudSettings) -> LocalCloudStatus:
         bigquery_project=settings.bigquery_project,
         aws=aws,
         bigquery=bigquery,
+        gcs_endpoint=settings.gcs_endpoint,
+        gcs=gcs,
         seeded=aws.running and _is_seeded(settings),
         iam_enforced=bool(health and health.get("iam") == "enforced"),
     )
@@ -232,6 +257,10 @@ def _command(settings: LocalCloudSettings, name: str, owner_pid: int | None) -> 
             "--port",
             str(settings.aws_port),
             *iam,
+        )
+    if name == GCS:
+        return _process.python_command(
+            "export_pipeline.local_cloud.gcs_server", *common, "--port", str(settings.gcs_port)
         )
     return _process.python_command(
         "export_pipeline.local_cloud.bigquery_server",
@@ -267,7 +296,7 @@ def _start(settings: LocalCloudSettings, name: str, owner_pid: int | None) -> Pr
                 f"cannot start the local {name} server: {settings.host}:{port} ({label}) is "
                 "in use by another program. Stop it, or choose other ports with "
                 "EXPORT_PIPELINE_LOCAL_AWS_PORT / EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT / "
-                "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT"
+                "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT / EXPORT_PIPELINE_LOCAL_GCS_PORT"
             )
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     return _process.spawn(
@@ -291,7 +320,7 @@ def _wait_healthy(
         record = ProcessRecord.read(_pid_path(settings, name))
         if record is None:
             raise LocalCloudError(f"the pid file of the local {name} server vanished")
-    check = _aws_healthy if name == AWS else _bigquery_healthy
+    check = _HEALTH_CHECKS[name]
     _process.wait_until(
         lambda: check(settings, record),
         record=record,
@@ -306,6 +335,25 @@ def _create_bucket(clients: AwsClients, bucket: str) -> None:
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": clients.region}
     with contextlib.suppress(clients.s3.exceptions.BucketAlreadyOwnedByYou):
         clients.s3.create_bucket(**kwargs)
+
+
+def _create_gcs_buckets(settings: LocalCloudSettings, config: CloudConfiguration) -> None:
+    """The configured staging bucket (`gcs.staging_bucket`), if the configuration has one.
+
+    Its objects are files under the state folder, so they outlive `down`/`up`
+    as BigQuery's tables do; the pipeline deletes what it staged after publishing.
+    """
+    staging = config.gcs
+    if staging is None:
+        return
+    from google.api_core.exceptions import Conflict
+
+    client = gcs_client(settings)
+    try:
+        with contextlib.suppress(Conflict):
+            client.create_bucket(staging.staging_bucket, location=config.bigquery.location)
+    finally:
+        client.close()
 
 
 def _create_datasets(
@@ -367,15 +415,17 @@ def _up_locked(
     settings: LocalCloudSettings, config: CloudConfiguration, timeout: float, owner_pid: int | None
 ) -> LocalCloudStatus:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    # Start both; seed AWS (seconds of work) while bqemulator is still starting.
+    # Start all; seed AWS (seconds of work) while bqemulator is still starting.
     started: dict[str, ProcessRecord | None] = {}
     try:
-        for name in (BIGQUERY, AWS):
+        for name in (BIGQUERY, AWS, GCS):
             started[name] = _start(settings, name, owner_pid)
         _wait_healthy(settings, AWS, started[AWS], timeout)
+        _wait_healthy(settings, GCS, started[GCS], timeout)
     except LocalCloudError:
         _stop_started(settings, started)
         raise
+    _create_gcs_buckets(settings, config)
     seeded_now = _seed_aws(settings, config)
     try:
         _wait_healthy(settings, BIGQUERY, started[BIGQUERY], timeout)
@@ -432,7 +482,7 @@ def ensure_running(
 def down(settings: LocalCloudSettings, *, timeout: float = 15.0) -> dict[str, bool]:
     """Stop the servers that `up` started for this state folder; {service: was running}."""
     settings = _absolute(settings)
-    stopped = dict.fromkeys((AWS, BIGQUERY), False)
+    stopped = dict.fromkeys(SERVICES, False)
     with _process.file_lock(_lock_path(settings)):
         records = {
             name: record
@@ -498,4 +548,16 @@ def bigquery_client(settings: LocalCloudSettings):  # type: ignore[no-untyped-de
         project=settings.bigquery_project,
         credentials=AnonymousCredentials(),
         client_options={"api_endpoint": settings.bigquery_api_endpoint},
+    )
+
+
+def gcs_client(settings: LocalCloudSettings):  # type: ignore[no-untyped-def]
+    """A `google.cloud.storage.Client` for the local GCS server (anonymous credentials)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project=settings.bigquery_project,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": settings.gcs_endpoint},
     )

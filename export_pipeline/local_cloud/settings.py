@@ -16,6 +16,7 @@ STATE_DIR_ENV = "EXPORT_PIPELINE_LOCAL_DIR"
 AWS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_AWS_PORT"
 BIGQUERY_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_PORT"
 BIGQUERY_GRPC_PORT_ENV = "EXPORT_PIPELINE_LOCAL_BIGQUERY_GRPC_PORT"
+GCS_PORT_ENV = "EXPORT_PIPELINE_LOCAL_GCS_PORT"
 # `enforce`: the AWS server checks every call against the caller's IAM policies
 # (`iam_enforcement.py`); anything else (the default): it checks nothing.
 IAM_ENV = "EXPORT_PIPELINE_LOCAL_IAM"
@@ -37,6 +38,7 @@ class LocalCloudSettings:
     aws_port: int = 4566
     bigquery_port: int = 9050
     bigquery_grpc_port: int = 9060
+    gcs_port: int = 4443
     host: str = "127.0.0.1"
     bigquery_project: str = LOCAL_BIGQUERY_PROJECT
     aws_access_key_id: str = LOCAL_AWS_ACCESS_KEY_ID
@@ -52,6 +54,15 @@ class LocalCloudSettings:
     def bigquery_api_endpoint(self) -> str:
         return f"http://{self.host}:{self.bigquery_port}"
 
+    @property
+    def gcs_endpoint(self) -> str:
+        """The local GCS JSON API root (what STORAGE_EMULATOR_HOST would name)."""
+        return f"http://{self.host}:{self.gcs_port}"
+
+    @property
+    def gcs_root(self) -> Path:
+        return gcs_root(self.state_dir)
+
     @classmethod
     def from_env(cls) -> LocalCloudSettings:
         """Settings from the environment, defaulting to `<repo>/.local_cloud` and fixed ports."""
@@ -60,5 +71,15 @@ class LocalCloudSettings:
             aws_port=int(os.environ.get(AWS_PORT_ENV) or 4566),
             bigquery_port=int(os.environ.get(BIGQUERY_PORT_ENV) or 9050),
             bigquery_grpc_port=int(os.environ.get(BIGQUERY_GRPC_PORT_ENV) or 9060),
+            gcs_port=int(os.environ.get(GCS_PORT_ENV) or 4443),
             enforce_iam=os.environ.get(IAM_ENV, "").strip().lower() == ENFORCE,
         )
+
+
+def gcs_root(state_dir: Path) -> Path:
+    """Where the local GCS server stores object `name` of bucket `b`: `<root>/b/name`.
+
+    bqemulator resolves `gs://b/name` under the same folder (its
+    BQEMU_GCS_LOCAL_ROOT), so its load jobs read what the pipeline uploaded.
+    """
+    return state_dir / "gcs"

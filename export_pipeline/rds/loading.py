@@ -55,6 +55,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from export_pipeline.bigquery.deletes import KeptDeletes, count_live_rows
+from export_pipeline.bigquery.gcs_staging import GcsStaging, delete_staged
 from export_pipeline.bigquery.layout import LayoutError, TableLayout
 from export_pipeline.bigquery.parquet_schema import bigquery_schema_from_parquet
 from export_pipeline.bigquery.publish import SelectColumn, replace_table
@@ -527,6 +528,7 @@ def load_export_table(
     engine: Engine = MYSQL,
     settings: RdsTableSettings | None = None,
     hash_key: HashKey | None = None,
+    gcs: GcsStaging | None = None,
 ) -> TableLoadResult:
     """Load `info.target` from the export into `table_ref` (project.dataset.table).
 
@@ -536,6 +538,8 @@ def load_export_table(
     keep rows the snapshot lacks, by `key`; the row count is then of the rows
     it holds) and the `bigquery` layout (clustered on `key` by default),
     resolved against the export's columns and checked before anything is staged.
+    `gcs`: stage the Parquet in GCS and load it from there (the staged objects
+    are deleted with the staging table, after publishing or on failure).
     """
     settings = settings or RdsTableSettings()
     assert EXPORTED_AT_COLUMN in PIPELINE_COLUMNS
@@ -571,6 +575,7 @@ def load_export_table(
             timeout=None,
             parallel_uploads=parallel_uploads,
             encryption=layout.encryption,
+            gcs=gcs,
         )
         upload_seconds = time.monotonic() - upload_started
         replace_started = time.monotonic()
@@ -597,6 +602,7 @@ def load_export_table(
         # Also on failure (the shared layer keeps it for diagnosis): a half-filled
         # staging table is of no use to a re-run, which always starts a fresh one.
         client.delete_table(staging.reference, not_found_ok=True)
+        delete_staged(gcs, staging)
     if removed and deletes is not None:
         (warn or log)(
             f"{info.target}: column(s) {', '.join(removed)} of {table_ref} are not in the new "

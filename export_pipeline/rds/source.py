@@ -120,7 +120,7 @@ class RdsSource(Source):
     export_kinds = frozenset({"rds", "s3"})
     code_version = CODE_VERSION
     export_resources = frozenset({"rds"})
-    load_resources = frozenset({"rds", "s3", "bigquery"})
+    load_resources = frozenset({"rds", "s3", "bigquery", "gcs"})
     state_resources = frozenset({"rds"})
     export_config = SnapshotExportConfig
     load_config = RdsTableLoadConfig
@@ -326,7 +326,10 @@ class RdsSource(Source):
             hash_key = read_hash_key(
                 pipeline.bigquery.hash_key.env_var, [f"{source.identifier} table {target}"]
             )
-        with bigquery.get_client() as bq:
+        with (
+            bigquery.get_client() as bq,
+            context.resources.gcs.staging(context.run.run_id) as gcs,
+        ):
             require_dataset(bq, table_id.project, table_id.dataset)
             result = load_export_table(
                 s3=s3_client,
@@ -345,6 +348,7 @@ class RdsSource(Source):
                 engine=self.engine,
                 settings=settings,
                 hash_key=hash_key,
+                gcs=gcs,
             )
         return LoadOutcome(
             metadata={

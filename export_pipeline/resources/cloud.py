@@ -31,6 +31,7 @@ class LocalCloudResource(CloudResource):
     aws_port: int
     bigquery_port: int
     bigquery_grpc_port: int
+    gcs_port: int = Field(default=4443, description="Port of the local GCS JSON API.")
     enforce_iam: bool = Field(
         default=False, description="Start the AWS server checking IAM (EXPORT_PIPELINE_LOCAL_IAM)."
     )
@@ -53,6 +54,7 @@ class LocalCloudResource(CloudResource):
             aws_port=self.aws_port,
             bigquery_port=self.bigquery_port,
             bigquery_grpc_port=self.bigquery_grpc_port,
+            gcs_port=self.gcs_port,
             enforce_iam=self.enforce_iam,
         )
 

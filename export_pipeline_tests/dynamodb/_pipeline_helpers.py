@@ -80,7 +80,7 @@ def run(
     export_asset, bigquery_asset = assets_for(config)
     run_config = None
     if export_arn is not None:
-        run_config = {"ops": {bigquery_asset.op.name: {"config": {"export_arn": export_arn}}}}
+        run_config = {"ops": {bigquery_asset.node_def.name: {"config": {"export_arn": export_arn}}}}
     return materialize(
         [export_asset, bigquery_asset],
         resources=build_resources(config),
@@ -117,3 +117,14 @@ def materialization_metadata(result: ExecuteInProcessResult, key: Any) -> dict[s
     events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
     assert events, f"no materialization of {key}"
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def op_pools(definition: AssetsDefinition) -> set[str]:
+    """The pools of an asset's ops (a graph-backed table asset: its publishing step's)."""
+    return {op.pool for op in definition.node_def.iterate_op_defs() if op.pool}
+
+
+def publish_step_key(bigquery_asset: AssetsDefinition) -> str:
+    """The step that writes BigQuery: the table asset's `publish` op inside its graph."""
+    name = bigquery_asset.node_def.name
+    return f"{name}.{name}__publish"

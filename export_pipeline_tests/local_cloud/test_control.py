@@ -35,6 +35,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
     LocalCloudSettings,
 )
@@ -51,6 +52,7 @@ def _env_for(settings: LocalCloudSettings) -> dict[str, str]:
             AWS_PORT_ENV: str(settings.aws_port),
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            GCS_PORT_ENV: str(settings.gcs_port),
         }
     )
     return env
@@ -118,6 +120,9 @@ def test_status_json_from_the_console_script(local_cloud: LocalCloudSettings) ->
     assert printed["bigquery_project"] == local_cloud.bigquery_project
     assert printed["state_dir"] == str(local_cloud.state_dir)
     assert (printed["aws"]["pid"], printed["bigquery"]["pid"]) == _pids(expected)
+    assert printed["gcs_endpoint"] == local_cloud.gcs_endpoint
+    assert printed["gcs"]["running"] is True
+    assert printed["gcs"]["pid"] == expected.gcs.pid
 
 
 def test_clients_work_against_the_printed_endpoints(
@@ -360,7 +365,7 @@ def test_down_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
         (tmp_path / "run").mkdir()
         forged.write(tmp_path / "run" / "aws.pid")
         assert not control.status(settings).aws.running
-        assert control.down(settings) == {"aws": False, "bigquery": False}
+        assert control.down(settings) == {"aws": False, "bigquery": False, "gcs": False}
         assert bystander.poll() is None
         assert not (tmp_path / "run" / "aws.pid").exists()
     finally:

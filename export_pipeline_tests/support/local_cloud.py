@@ -43,12 +43,13 @@ def fresh_local_cloud_settings(state_dir: Path) -> LocalCloudSettings:
 
     IAM is enforced when the environment asks for it (`EXPORT_PIPELINE_LOCAL_IAM`).
     """
-    aws_port, bigquery_port, grpc_port = free_ports(3)
+    aws_port, bigquery_port, grpc_port, gcs_port = free_ports(4)
     return LocalCloudSettings(
         state_dir=state_dir,
         aws_port=aws_port,
         bigquery_port=bigquery_port,
         bigquery_grpc_port=grpc_port,
+        gcs_port=gcs_port,
         enforce_iam=LocalCloudSettings.from_env().enforce_iam,
     )
 

@@ -26,6 +26,7 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    GCS_PORT_ENV,
     STATE_DIR_ENV,
 )
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
@@ -104,6 +105,7 @@ def start_tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
             AWS_PORT_ENV: str(settings.aws_port),
             BIGQUERY_PORT_ENV: str(settings.bigquery_port),
             BIGQUERY_GRPC_PORT_ENV: str(settings.bigquery_grpc_port),
+            GCS_PORT_ENV: str(settings.gcs_port),
             EXPORT_SECONDS_ENV: "0.5",
             "EXPORT_PIPELINE_CONFIG": str(REPO_ROOT / "pipeline.yaml"),
         }

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -37,6 +37,7 @@ from export_pipeline.dynamodb.column_names import RecordedColumns, describe
 from export_pipeline.dynamodb.convert import read as rd
 from export_pipeline.dynamodb.convert import write as wr
 from export_pipeline.dynamodb.convert.model import (
+    DEFAULT_BATCH_SIZE,
     DELETED_COLUMN,
     DELETED_TAG,
     TIMESTAMP_TAG,
@@ -245,6 +246,105 @@ def _read_full(
     return done
 
 
+def _read_one_file(
+    path: Path,
+    tmp_dir: Path,
+    *,
+    batch_size: int,
+    max_workers: int,
+    max_line_bytes: int,
+    declared_items: int | None,
+    pool: Executor,
+) -> list[BatchInfo]:
+    """Pass 1 of one full-export data file, as `run_conversion` reads each of its files."""
+    try:
+        sizes = {str(path): path.stat().st_size}
+    except OSError as exc:
+        raise ConversionError(path, f"cannot read data file: {exc}") from exc
+    bounds = [rd.StreamBounds(max_line_bytes, declared_items)]
+    done = _read_full([path], bounds, sizes, tmp_dir, batch_size, max_workers, pool, None)
+    return sorted((batch for _index, batch in done), key=lambda batch: batch.first_line)
+
+
+def learn_file_types(
+    path: Path,
+    work_dir: Path,
+    *,
+    declared_items: int | None,
+    personal_data: PersonalData | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_workers: int = 2,
+    max_line_bytes: int = rd.MAX_LINE_BYTES,
+) -> tuple[int, ObservedTypes]:
+    """Pass 1 of one full-export data file for its types only: (items, types seen).
+
+    The same reader as `run_conversion`, so a file's types, bounds and errors
+    are the same whether a whole export is converted in one process or its
+    files are spread over steps; the intermediate batches are dropped at once.
+    """
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".learn-", dir=work_dir))
+    try:
+        with ThreadPoolExecutor(max_workers, thread_name_prefix="dynamodb-learn") as pool:
+            batches = _read_one_file(
+                path,
+                tmp_dir,
+                batch_size=batch_size,
+                max_workers=max_workers,
+                max_line_bytes=max_line_bytes,
+                declared_items=declared_items,
+                pool=pool,
+            )
+        return sum(b.rows for b in batches), observed_types(batches, personal_data)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def convert_file_with_plan(
+    path: Path,
+    out_dir: Path,
+    name_prefix: str,
+    plan: Sequence[wr.PlannedColumn],
+    *,
+    declared_items: int | None,
+    hash_key: Any = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_workers: int = 2,
+    max_line_bytes: int = rd.MAX_LINE_BYTES,
+) -> tuple[int, list[Path]]:
+    """Both passes over one full-export data file, with a plan decided beforehand.
+
+    Returns (items, Parquet files `<name_prefix>NNNNN.parquet` in `out_dir`).
+    The plan comes from `plan_columns` over the types of the whole export, so
+    every file of every step is written with the same schema. The
+    intermediate batches of this one file are the only temporary data.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir))
+    planned = list(plan)
+    try:
+        with ThreadPoolExecutor(max_workers, thread_name_prefix="dynamodb-convert") as pool:
+            batches = _read_one_file(
+                path,
+                tmp_dir,
+                batch_size=batch_size,
+                max_workers=max_workers,
+                max_line_bytes=max_line_bytes,
+                declared_items=declared_items,
+                pool=pool,
+            )
+            groups = _group_batches([(0, b) for b in batches], max_workers)
+            outputs = [out_dir / f"{name_prefix}{n:05d}.parquet" for n in range(len(groups))]
+            writes = [
+                pool.submit(wr.write_batches, group, planned, output, hash_key)
+                for group, output in zip(groups, outputs, strict=True)
+            ]
+            for future, output in zip(writes, outputs, strict=True):
+                _result(future, output, max_workers)
+        return sum(b.rows for b in batches), outputs
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
 @contextmanager
 def _out_of_memory(path: Path, workers: int) -> Iterator[None]:
     """A `MemoryError` while reading `path` (or a worker killed meanwhile, as the kernel's
@@ -342,8 +442,58 @@ def _collect(
         reporter.join()
 
 
+# attribute -> DynamoDB type tag -> the narrowest number kind holding every value seen
+# (None for tags that are not numbers): what pass 1 learns, small and serialisable, so
+# groups of files can learn it apart and `merge_observed` joins them.
+ObservedTypes = dict[str, dict[str, str | None]]
+_NUMBER_RANK = {t.INT64: 0, t.NUMERIC: 1, t.STRING: 2}
+
+
+def _see(observed: ObservedTypes, attribute: str, tag: str, kind: str | None) -> None:
+    """Record that `attribute` held `tag` values needing number kind `kind` (widest wins)."""
+    seen = observed.setdefault(attribute, {})
+    old = seen.get(tag)
+    if old is None or (kind is not None and _NUMBER_RANK[kind] > _NUMBER_RANK[old]):
+        seen[tag] = kind
+
+
+def observed_types(
+    batches: Iterable[BatchInfo], personal_data: PersonalData | None = None
+) -> ObservedTypes:
+    """The types pass 1 saw in `batches`; excluded attributes are not recorded."""
+    excluded = (personal_data or PersonalData()).excluded
+    observed: ObservedTypes = {}
+    for batch in batches:
+        for raw in batch.columns:
+            if raw.attribute is not None and raw.attribute not in excluded:
+                _see(observed, raw.attribute, raw.tag, raw.number_kind)
+    return observed
+
+
+def merge_observed(parts: Iterable[ObservedTypes]) -> ObservedTypes:
+    """The types of several groups of files together, as if one pass had read them all."""
+    merged: ObservedTypes = {}
+    for part in parts:
+        for attribute, tags in part.items():
+            for tag, kind in tags.items():
+                _see(merged, attribute, tag, kind)
+    return merged
+
+
 def _plan(
     batches: list[BatchInfo],
+    incremental: bool,
+    key_attributes: tuple[str, ...],
+    recorded: RecordedColumns,
+    personal_data: PersonalData | None = None,
+) -> list[tuple[wr.PlannedColumn, ColumnSpec]]:
+    """`plan_columns` of the types seen in `batches`."""
+    observed = observed_types(batches, personal_data)
+    return plan_columns(observed, incremental, key_attributes, recorded, personal_data)
+
+
+def plan_columns(
+    observed: ObservedTypes,
     incremental: bool,
     key_attributes: tuple[str, ...],
     recorded: RecordedColumns,
@@ -361,19 +511,13 @@ def _plan(
     reseed loads agree on what a value is (`"1"` and `1` stay apart).
     """
     personal_data = personal_data or PersonalData()
-    tags: dict[str, dict[str, str | None]] = {key: {} for key in key_attributes}
-    rank = {t.INT64: 0, t.NUMERIC: 1, t.STRING: 2}
+    tags: ObservedTypes = {key: {} for key in key_attributes}
+    for attribute, seen in merge_observed([observed]).items():
+        tags.setdefault(attribute, {}).update(seen)
 
     def see(attribute: str, tag: str, kind: str | None) -> None:
-        seen = tags.setdefault(attribute, {})
-        old = seen.get(tag)
-        if old is None or (kind is not None and rank[kind] > rank[old]):
-            seen[tag] = kind
+        _see(tags, attribute, tag, kind)
 
-    for batch in batches:
-        for raw in batch.columns:
-            if raw.attribute is not None and raw.attribute not in personal_data.excluded:
-                see(raw.attribute, raw.tag, raw.number_kind)
     existing = recorded.resolve(list(tags), lambda a: readable_column_name(a, _RESERVED))
     for attribute, column in existing.items():
         for tag in column.tags:

@@ -1,0 +1,53 @@
+"""The multiprocess test's job, loaded by file path in every step process.
+
+Dagster's forkserver processes do not have the tests on their import path,
+so this file imports only the installed project, and its table name is fixed
+(the test deletes a table of that name left by an earlier session first).
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from export_pipeline.config import (
+    AwsConfig,
+    BigQueryConfig,
+    DynamoDBConfig,
+    DynamoDBTableConfig,
+    PipelineConfig,
+)
+from export_pipeline.definitions import STEP_EXECUTOR
+from export_pipeline.dynamodb.source import DynamoDBSource
+from export_pipeline.environment import build_resources
+from export_pipeline.graph.assets import build_source_assets
+from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
+
+TABLE = "fan-out-multiprocess"
+
+
+def stepped_config() -> PipelineConfig:
+    return PipelineConfig(
+        environment="local",
+        aws=AwsConfig(
+            region="eu-west-1", export_bucket="export-pipeline-local", export_prefix="exports"
+        ),
+        dynamodb=DynamoDBConfig(
+            tables=[DynamoDBTableConfig(name=TABLE)],
+            export_timeout_minutes=2,
+            poll_max_interval_seconds=1,
+            max_parallel_files=1,
+            files_per_step=2,
+        ),
+        bigquery=BigQueryConfig(project=LOCAL_BIGQUERY_PROJECT, dataset="aws_raw"),
+    )
+
+
+def stepped_job():
+    """The table's export and load, run by the definitions' executor (forkserver processes)."""
+    config = stepped_config()
+    return Definitions(
+        assets=build_source_assets(DynamoDBSource(config)),
+        jobs=[define_asset_job("stepped", selection=AssetSelection.all())],
+        resources=build_resources(config),
+        executor=STEP_EXECUTOR,
+    ).resolve_job_def("stepped")
