@@ -2,14 +2,15 @@
 
 `EXPORT_PIPELINE_EXECUTOR=celery` (export_pipeline/executors.py) gives every
 job dagster-celery's `celery_executor`. Here the DynamoDB job
-(`dynamodb_to_bigquery`; the main job `aws_to_bigquery` when
-`EXPORT_PIPELINE_CELERY_JOB=aws_to_bigquery`, about three times as long)
-runs twice on the session's local cloud, each run in a process of its own
+(`dynamodb_to_bigquery`) on the demo's Orders table, whose conversion is
+several steps (learn and convert, one per group of data files), runs twice
+on the session's local cloud (with `EXPORT_PIPELINE_CELERY_JOB=aws_to_bigquery`:
+the main job on every demo table, about four times as long), each run in a process of its own
 as a run launcher would start it, on one Dagster instance in PostgreSQL
 (deploy/dagster.yaml, a scratch database) that the runs and the workers share:
 
 1. with the default multiprocess executor, loading into one BigQuery dataset;
-2. with the Celery executor, on RabbitMQ (broker) and Redis (result
+2. at the same time, with the Celery executor, on RabbitMQ (broker) and Redis (result
    backend), loading into a second dataset, configured by the shipped
    deploy/celery/executor.yaml (on a queue of this test's own); two Celery
    worker processes, started by the test with `dagster-celery worker start`
@@ -17,10 +18,10 @@ as a run launcher would start it, on one Dagster instance in PostgreSQL
 
 Every step of the Celery run must have run in a Celery worker (the instance's
 event log records, per step, the node name of the worker that took its task),
-both workers must have taken steps (the job's independent exports start
-together, and a worker holds one task at a time: `task_acks_late` with a
-prefetch of one), and every table of the second dataset must hold exactly
-the rows of the first.
+the conversion steps must have run on both workers (a table's learn steps
+start together, on idle workers that hold one task at a time:
+`task_acks_late` with a prefetch of one), and every table of the second
+dataset must hold exactly the rows of the first.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig
+from export_pipeline.config import DEFAULT_CONFIG_PATH, load_config
 from export_pipeline.dynamodb.bigquery_tables import EXPORTED_AT
 from export_pipeline.executors import EXECUTOR_CONFIG_ENV, EXECUTOR_ENV
 from export_pipeline.local_cloud.settings import LocalCloudSettings
+from export_pipeline.pools_cli import pool_names, set_pools
 from export_pipeline_tests.support.celery_workers import (
     BIN,
     BROKER_ENV,
@@ -51,28 +53,61 @@ from export_pipeline_tests.support.dagster_postgres import deployed_home, scratc
 
 pytestmark = pytest.mark.needs("postgresql", "rabbitmq", "redis")
 
-# The DynamoDB job in the suite (its exports, loads and checks); the main job, with the RDS
-# sources besides, when the variable says so (about three times as long).
+# The DynamoDB job on Orders in the suite; the main job on every demo table when the
+# variable says so.
 JOB = os.environ.get("EXPORT_PIPELINE_CELERY_JOB", "dynamodb_to_bigquery")
+ONLY_ORDERS = JOB == "dynamodb_to_bigquery"
+# The mapped steps of a DynamoDB table's conversion (export_pipeline/graph/load_steps.py).
+CONVERSION_STEP = re.compile(r"__(learn|convert)\[")
 EXECUTOR_TAG = "export_pipeline_test/executor"
 
 
 def _config_loading_into(dataset: str, folder: Path) -> Path:
-    """The demo configuration with every table loaded into `dataset`."""
+    """The demo configuration with every table loaded into `dataset` (only Orders, of
+    the DynamoDB tables, when the job is the DynamoDB one)."""
     document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
     document["bigquery"]["dataset"] = dataset
+    if ONLY_ORDERS:
+        tables = document["dynamodb"]["tables"]
+        document["dynamodb"]["tables"] = [t for t in tables if t["name"] == "Orders"]
     path = folder / f"pipeline-{dataset}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
 
-def _execute(env: dict[str, str], tag: str) -> None:
-    """`dagster job execute` of the job, in a process of its own (no run config: the
-    executor's settings come from the environment, as for a scheduled run)."""
-    command = [str(BIN / "dagster"), "job", "execute", "-m", "export_pipeline", "-j", JOB]
-    command += ["--tags", json.dumps({EXECUTOR_TAG: tag})]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def _execute_together(environments: dict[str, dict[str, str]], folder: Path) -> None:
+    """`dagster job execute` of the job once per environment, each run in a process of
+    its own, all at once (no run config: the executor's settings come from the
+    environment, as for a scheduled run); the runs are tagged with their key."""
+    runs = {}
+    for tag, env in environments.items():
+        command = [str(BIN / "dagster"), "job", "execute", "-m", "export_pipeline", "-j", JOB]
+        command += ["--tags", json.dumps({EXECUTOR_TAG: tag})]
+        output = (folder / f"run-{tag}.log").open("w")
+        runs[tag] = (
+            subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT),
+            output,
+        )
+    for tag, (run, output) in runs.items():
+        try:
+            status = run.wait(timeout=300)
+        finally:
+            output.close()
+        log = (folder / f"run-{tag}.log").read_text(encoding="utf-8")
+        assert status == 0, f"{tag} run failed: {log[-2000:]}\n{_errors(tag)}"
+
+
+def _errors(tag: str) -> str:
+    """The errors the instance recorded for the run tagged `tag` (why it failed)."""
+    found = []
+    with DagsterInstance.get() as instance:
+        for run in instance.get_runs(RunsFilter(tags={EXECUTOR_TAG: tag})):
+            for record in instance.all_logs(run.run_id):
+                data = record.dagster_event and record.dagster_event.event_specific_data
+                error = getattr(data, "error", None)
+                if error is not None:
+                    found.append(error.to_string()[-2000:])
+    return "\n".join(found)
 
 
 def _run_id(instance: DagsterInstance, tag: str) -> str:
@@ -127,7 +162,6 @@ def _tables(client: Any, project: str, dataset: str) -> dict[str, list[str]]:
 def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
     local_cloud: LocalCloudSettings,
     bigquery_client: Any,
-    pipeline_config: PipelineConfig,
     unique_name: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -147,8 +181,6 @@ def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
             **base,
             "EXPORT_PIPELINE_CONFIG": str(_config_loading_into(datasets["multiprocess"], tmp_path)),
         }
-        _execute(multiprocess_env, "multiprocess")
-
         executor_file, queue = executor_file_on_a_queue_of_its_own(tmp_path)
         celery_env = {
             **base,
@@ -157,8 +189,14 @@ def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
             EXECUTOR_ENV: "celery",
             EXECUTOR_CONFIG_ENV: str(executor_file),
         }
+        # As a deployment does (deploy/README.md, `export-pipeline pools --set`): pools
+        # created on first use by two runs at once could fail or double a slot.
+        with DagsterInstance.get() as instance:
+            for env in (multiprocess_env, celery_env):
+                set_pools(instance, pool_names(load_config(Path(env["EXPORT_PIPELINE_CONFIG"]))))
         with celery_workers(executor_file, queue, 2, celery_env) as workers:
-            _execute(celery_env, "celery")
+            # The two runs read the same sources at the same time.
+            _execute_together({"multiprocess": multiprocess_env, "celery": celery_env}, tmp_path)
 
         with DagsterInstance.from_config(str(home)) as instance:
             run_id = _run_id(instance, "celery")
@@ -172,16 +210,19 @@ def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
             )
     assert steps == multiprocess_steps and len(steps) > 4, steps
     assert set(worker_of) == steps, f"steps with no Celery worker: {steps - set(worker_of)}"
-    per_worker = Counter(worker_of.values())
-    assert set(per_worker) == set(workers), f"steps per worker: {dict(per_worker)}"
+    conversion = {
+        step: worker for step, worker in worker_of.items() if CONVERSION_STEP.search(step)
+    }
+    assert len(conversion) >= 4, f"the conversion is not in several steps: {sorted(steps)}"
+    per_worker = Counter(conversion.values())
+    assert set(per_worker) == set(workers), f"conversion steps per worker: {dict(per_worker)}"
 
     loaded = {
         executor: _tables(bigquery_client, project, dataset)
         for executor, dataset in datasets.items()
     }
     assert loaded["celery"].keys() == loaded["multiprocess"].keys()
-    dynamodb_tables = {f"dynamodb_{t.name.lower()}" for t in pipeline_config.dynamodb.tables}
-    assert dynamodb_tables <= loaded["celery"].keys()
+    assert "dynamodb_orders" in loaded["celery"]
     for table, rows in loaded["multiprocess"].items():
         assert rows, table
         assert loaded["celery"][table] == rows, table
