@@ -26,7 +26,7 @@ from dagster import (
 from export_pipeline.config import ConfigError, PipelineConfig, current_config
 from export_pipeline.contract import SOURCE_TAG
 from export_pipeline.environment import build_resources
-from export_pipeline.executors import chosen_executor
+from export_pipeline.executors import chosen_executor, with_shared_step_outputs
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.graph.completion_sensor import build_export_completion_sensor
 from export_pipeline.graph.console import LOGGER_RUN_CONFIG, console_logger
@@ -111,7 +111,7 @@ def build_definitions(
             *build_export_completion_sensor(sources),
             *build_freshness_sensor(freshness),
         ],
-        resources=build_resources(config),
+        resources=with_shared_step_outputs(build_resources(config), executor),
         executor=executor,
         loggers={"console": console_logger},
     )

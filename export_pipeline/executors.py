@@ -77,6 +77,22 @@ def executor_named(name: str, multiprocess: ExecutorDefinition) -> ExecutorDefin
         ) from None
 
 
+def with_shared_step_outputs(
+    resources: dict[str, Any], executor: ExecutorDefinition
+) -> dict[str, Any]:
+    """`resources`, with step outputs in GCS when `executor` runs steps on other machines.
+
+    Only with a staging bucket (`gcs:`); without one the default IO manager
+    stays, which workers on one machine share (deploy/README.md).
+    """
+    from export_pipeline.resources.step_outputs import GcsStepOutputs
+
+    gcs = resources.get("gcs")
+    if executor.name not in DISTRIBUTED_EXECUTORS or gcs is None or not gcs.staging_enabled:
+        return resources
+    return {**resources, "io_manager": GcsStepOutputs(gcs=gcs)}
+
+
 def executor_settings(path: Path) -> dict[str, Any]:
     """The `execution: config:` block of an executor configuration file."""
     where = f"{EXECUTOR_CONFIG_ENV}={path}"

@@ -20,8 +20,10 @@ Every step of the Celery run must have run in a Celery worker (the instance's
 event log records, per step, the node name of the worker that took its task),
 the conversion steps must have run on both workers (a table's learn steps
 start together, on idle workers that hold one task at a time:
-`task_acks_late` with a prefetch of one), and every table of the second
-dataset must hold exactly the rows of the first.
+`task_acks_late` with a prefetch of one), what the steps hand each other
+must have gone through GCS (`export_pipeline/resources/step_outputs.py`),
+and every table of the second dataset must hold exactly the rows of the
+first.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from export_pipeline.dynamodb.bigquery_tables import EXPORTED_AT
 from export_pipeline.executors import EXECUTOR_CONFIG_ENV, EXECUTOR_ENV
 from export_pipeline.local_cloud.settings import LocalCloudSettings
 from export_pipeline.pools_cli import pool_names, set_pools
+from export_pipeline.resources.step_outputs import STEP_OUTPUTS_FOLDER
 from export_pipeline_tests.support.celery_workers import (
     BIN,
     BROKER_ENV,
@@ -162,6 +165,7 @@ def _tables(client: Any, project: str, dataset: str) -> dict[str, list[str]]:
 def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
     local_cloud: LocalCloudSettings,
     bigquery_client: Any,
+    gcs_client: Any,
     unique_name: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -200,13 +204,14 @@ def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
 
         with DagsterInstance.from_config(str(home)) as instance:
             run_id = _run_id(instance, "celery")
+            multiprocess_run_id = _run_id(instance, "multiprocess")
             steps = _succeeded_steps(instance, run_id, datasets["celery"])
             worker_of = {
                 _named(step, datasets["celery"]): worker
                 for step, worker in _worker_of_each_step(instance, run_id).items()
             }
             multiprocess_steps = _succeeded_steps(
-                instance, _run_id(instance, "multiprocess"), datasets["multiprocess"]
+                instance, multiprocess_run_id, datasets["multiprocess"]
             )
     assert steps == multiprocess_steps and len(steps) > 4, steps
     assert set(worker_of) == steps, f"steps with no Celery worker: {steps - set(worker_of)}"
@@ -216,6 +221,20 @@ def test_two_celery_workers_share_the_steps_and_load_what_multiprocess_loads(
     assert len(conversion) >= 4, f"the conversion is not in several steps: {sorted(steps)}"
     per_worker = Counter(conversion.values())
     assert set(per_worker) == set(workers), f"conversion steps per worker: {dict(per_worker)}"
+
+    # What the steps handed each other went through GCS for the Celery run (workers on
+    # other machines share no folder), through the instance's folder for the other.
+    staging = load_config(DEFAULT_CONFIG_PATH).gcs
+    assert staging is not None
+    folder = f"{staging.staging_prefix}/{STEP_OUTPUTS_FOLDER}"
+    handed = {
+        run: [
+            b.name for b in gcs_client.list_blobs(staging.staging_bucket, prefix=f"{folder}/{run}/")
+        ]
+        for run in (run_id, multiprocess_run_id)
+    }
+    assert any("__merge/" in name for name in handed[run_id]), handed[run_id]
+    assert handed[multiprocess_run_id] == []
 
     loaded = {
         executor: _tables(bigquery_client, project, dataset)
