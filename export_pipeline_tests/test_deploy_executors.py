@@ -356,3 +356,30 @@ def test_the_helm_values_agree_with_the_instance_and_the_executor() -> None:
     assert [secret["name"] for secret in deployment["envSecrets"]] == steps["env_secrets"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False
+
+
+# --- what steps hand each other -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("executor", "in_gcs"), [("multiprocess", False), ("celery", True), ("k8s", True)]
+)
+def test_steps_on_other_machines_hand_their_outputs_over_through_gcs(
+    monkeypatch: pytest.MonkeyPatch, executor: str, in_gcs: bool
+) -> None:
+    from export_pipeline.resources.step_outputs import GcsStepOutputs
+
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert config.gcs is not None  # the demo stages in its local cloud's bucket
+    defs = _definitions(monkeypatch, executor, None)
+    io_manager = defs.resources.get("io_manager")
+    assert isinstance(io_manager, GcsStepOutputs) is in_gcs
+    if in_gcs:
+        assert io_manager.gcs.staging_bucket == config.gcs.staging_bucket
+        assert io_manager.object_name(["run-1", "step", "result"]) == (
+            f"{config.gcs.staging_prefix}/step_outputs/run-1/step/result"
+        )
+    # Without a staging bucket there is nothing shared to write to: the default stays.
+    without_gcs = config.model_copy(update={"gcs": None})
+    chosen = chosen_executor(STEP_EXECUTOR)
+    assert "io_manager" not in build_definitions(without_gcs, chosen).resources
