@@ -53,7 +53,7 @@ def _k8s() -> ExecutorDefinition:
     return k8s_job_executor
 
 
-# name -> (the executor, the package that provides it)
+# name (also the Dagster executor's own name) -> (the executor, the package that provides it)
 DISTRIBUTED_EXECUTORS: dict[str, tuple[Callable[[], ExecutorDefinition], str]] = {
     "celery": (_celery, "dagster-celery"),
     "k8s": (_k8s, "dagster-k8s"),
