@@ -142,7 +142,10 @@ def build_stepped_table_asset(
         required_resource_keys=resources,
     )
     def merge(context: OpExecutionContext, request: Any, learned: list) -> Any:
-        """Decides the table's columns once, from what every part holds."""
+        """Decides the table's columns once, from what every part holds.
+
+        `request` is only waited for: without one (a deferred load) this step is skipped.
+        """
         if not learned:
             return None  # loaded in one step by publish
         with retry_only_transient(what, context.log.warning):

@@ -7,7 +7,7 @@ so this file imports only the installed project, and its table name is fixed
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from export_pipeline.config import (
     AwsConfig,
@@ -23,16 +23,17 @@ from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
 
 TABLE = "fan-out-multiprocess"
+REEXECUTED_TABLE = "fan-out-reexecuted"
 
 
-def stepped_config() -> PipelineConfig:
+def stepped_config(table: str = TABLE) -> PipelineConfig:
     return PipelineConfig(
         environment="local",
         aws=AwsConfig(
             region="eu-west-1", export_bucket="export-pipeline-local", export_prefix="exports"
         ),
         dynamodb=DynamoDBConfig(
-            tables=[DynamoDBTableConfig(name=TABLE)],
+            tables=[DynamoDBTableConfig(name=table)],
             export_timeout_minutes=2,
             poll_max_interval_seconds=1,
             max_parallel_files=1,
@@ -51,3 +52,13 @@ def stepped_job():
         resources=build_resources(config),
         executor=STEP_EXECUTOR,
     ).resolve_job_def("stepped")
+
+
+def reexecuted_job():
+    """Another table's export and load, in this process (re-executed from a failed step)."""
+    config = stepped_config(REEXECUTED_TABLE)
+    return Definitions(
+        assets=build_source_assets(DynamoDBSource(config)),
+        jobs=[define_asset_job("reexecuted", executor_def=in_process_executor)],
+        resources=build_resources(config),
+    ).resolve_job_def("reexecuted")

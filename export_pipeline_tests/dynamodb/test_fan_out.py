@@ -1,8 +1,9 @@
 """A full export converted in steps over groups of data files (`load_steps`, `fan_out`).
 
 The same BigQuery table as the conversion in one process, from the same
-export; a corrupt file in one group fails the run naming it, loading nothing;
-each group is a step of the run.
+export, with the steps' Parquet in GCS; a corrupt file in one group fails the
+run naming it, loading nothing; each group is a step of the run, and with the
+definitions' multiprocess executor a process of its own.
 """
 
 from __future__ import annotations
@@ -190,3 +191,55 @@ def test_the_multiprocess_executor_runs_a_process_per_group(aws_clients, bigquer
         staging = tmp_path / "storage" / "export_pipeline_staging"
         assert not any(staging.rglob("*.parquet"))  # staged Parquet removed after publish
     assert len(bigquery_rows(bigquery_client, table)) == 30
+
+
+def test_a_failed_group_step_reexecutes_without_a_second_export(
+    aws_clients, bigquery_client, tmp_path
+):
+    from dagster import ReexecutionOptions
+    from dagster._core.definitions.reconstruct import ReconstructableJob
+
+    from export_pipeline_tests.dynamodb import _stepped_job
+
+    table = _stepped_job.REEXECUTED_TABLE
+    with contextlib.suppress(aws_clients.dynamodb.exceptions.ResourceNotFoundException):
+        aws_clients.dynamodb.delete_table(TableName=table)
+    create_table(aws_clients.dynamodb, table, _items(30))
+    job = ReconstructableJob.for_file(_stepped_job.__file__, "reexecuted_job")
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        # The first run stops in one learn step: its group's file is unreadable for now.
+        export_asset, bigquery_asset = assets_for(_stepped_job.stepped_config(table))
+        with execute_job(job, instance=instance, asset_selection=[export_asset.key]) as exported:
+            assert exported.success
+            arn = materialization_metadata(exported, export_asset.key)["export_arn"]
+        victim, original = _break_one_file(aws_clients, exported, export_asset.key)
+        load_only = [bigquery_asset.key]  # the load of the recorded export, no new export
+        with execute_job(
+            job, instance=instance, asset_selection=load_only, raise_on_error=False
+        ) as first:
+            assert not first.success
+            failed = [e.step_key for e in first.all_events if e.is_step_failure]
+            assert len(failed) == 1 and "__learn[group_" in failed[0], failed
+        aws_clients.s3.put_object(Bucket=BUCKET, Key=victim, Body=original)  # readable again
+        options = ReexecutionOptions.from_failure(first.run_id, instance)
+        with execute_job(job, instance=instance, reexecution_options=options) as again:
+            assert again.success
+            ran = {e.step_key for e in again.all_events if e.is_step_success}
+        assert failed[0] in ran and not any("__prepare" in step for step in ran)
+    assert len(bigquery_rows(bigquery_client, table)) == 30
+    table_arn = aws_clients.dynamodb.describe_table(TableName=table)["Table"]["TableArn"]
+    listed = aws_clients.dynamodb.list_exports(TableArn=table_arn)["ExportSummaries"]
+    assert [e["ExportArn"] for e in listed] == [arn]  # no second export
+
+
+def _break_one_file(aws_clients, exported, export_key) -> tuple[str, bytes]:
+    """Replace one listed data file by other bytes (its MD5 then fails); (key, old bytes)."""
+    summary_uri = materialization_metadata(exported, export_key)["manifest_uris"][-1]
+    summary_key = summary_uri.split(f"s3://{BUCKET}/", 1)[1]
+    summary = json.loads(aws_clients.s3.get_object(Bucket=BUCKET, Key=summary_key)["Body"].read())
+    body = aws_clients.s3.get_object(Bucket=BUCKET, Key=summary["manifestFilesS3Key"])["Body"]
+    entries = [json.loads(line) for line in body.read().decode().splitlines() if line]
+    victim = next(e for e in entries if e["itemCount"] > 0)["dataFileS3Key"]
+    original = aws_clients.s3.get_object(Bucket=BUCKET, Key=victim)["Body"].read()
+    aws_clients.s3.put_object(Bucket=BUCKET, Key=victim, Body=gzip.compress(b"broken\n"))
+    return victim, original
