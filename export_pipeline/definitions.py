@@ -16,6 +16,7 @@ from typing import Any
 from dagster import (
     AssetSelection,
     Definitions,
+    ExecutorDefinition,
     Field,
     ScheduleDefinition,
     define_asset_job,
@@ -25,6 +26,7 @@ from dagster import (
 from export_pipeline.config import ConfigError, PipelineConfig, current_config
 from export_pipeline.contract import SOURCE_TAG
 from export_pipeline.environment import build_resources
+from export_pipeline.executors import chosen_executor, with_shared_step_outputs
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.graph.completion_sensor import build_export_completion_sensor
 from export_pipeline.graph.console import LOGGER_RUN_CONFIG, console_logger
@@ -53,8 +55,14 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 )
 
 
-def build_definitions(config: PipelineConfig) -> Definitions:
-    """Everything Dagster shows and runs, for one configuration."""
+def build_definitions(
+    config: PipelineConfig, executor: ExecutorDefinition = STEP_EXECUTOR
+) -> Definitions:
+    """Everything Dagster shows and runs, for one configuration.
+
+    `executor` runs the steps of every job (`export_pipeline.executors`: the
+    deployment picks the Celery or Kubernetes one through the environment).
+    """
     sources = configured_sources(config)
     aws_to_bigquery = define_asset_job(
         "aws_to_bigquery",
@@ -103,8 +111,8 @@ def build_definitions(config: PipelineConfig) -> Definitions:
             *build_export_completion_sensor(sources),
             *build_freshness_sensor(freshness),
         ],
-        resources=build_resources(config),
-        executor=STEP_EXECUTOR,
+        resources=with_shared_step_outputs(build_resources(config), executor),
+        executor=executor,
         loggers={"console": console_logger},
     )
 
@@ -117,7 +125,7 @@ def _load_definitions() -> Definitions:
     traceback, and exits with status 2 (as the `export-pipeline` CLI does).
     """
     try:
-        return build_definitions(current_config())
+        return build_definitions(current_config(), chosen_executor(STEP_EXECUTOR))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

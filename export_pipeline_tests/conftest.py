@@ -65,7 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "needs(name): the test needs a program or server from the machine: chromium, "
-        "mariadb or postgresql (support/prerequisites.py); checked once before any test runs",
+        "mariadb, postgresql, rabbitmq or redis (support/prerequisites.py); checked once "
+        "before any test runs",
     )
 
 

@@ -52,8 +52,21 @@ def test_servers_that_do_not_answer_get_one_line_each(monkeypatch: pytest.Monkey
     assert "MariaDB" in lines[0] and "apt-get install -y mariadb-server" in lines[0]
     assert "PostgreSQL" in lines[1] and "apt-get install -y postgresql" in lines[1]
     assert prerequisites.missing_lines(["browser"]) == [
-        "unknown test prerequisite 'browser' (known: ['chromium', 'mariadb', 'postgresql'])"
+        "unknown test prerequisite 'browser' (known: "
+        "['chromium', 'mariadb', 'postgresql', 'rabbitmq', 'redis'])"
     ]
+
+
+def test_a_broker_and_a_result_store_that_do_not_answer_get_one_line_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed_a, closed_b = free_ports(2)
+    monkeypatch.setattr(prerequisites, "RABBITMQ_ADDRESS", ("127.0.0.1", closed_a))
+    monkeypatch.setattr(prerequisites, "REDIS_ADDRESS", ("127.0.0.1", closed_b))
+    lines = prerequisites.missing_lines(["redis", "rabbitmq"])
+    assert len(lines) == 2
+    assert "RabbitMQ" in lines[0] and "apt-get install -y rabbitmq-server" in lines[0]
+    assert "Redis" in lines[1] and "apt-get install -y redis-server" in lines[1]
 
 
 def test_chromium_is_found_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

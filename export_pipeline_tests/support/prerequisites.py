@@ -1,7 +1,7 @@
 """Programs and servers from the machine that some tests need, checked once before any test.
 
 A test that needs one is marked `@pytest.mark.needs("chromium")` (or
-"mariadb", "postgresql"). Before the first test runs, conftest checks the
+"mariadb", "postgresql", "rabbitmq", "redis"). Before the first test runs, conftest checks the
 prerequisites of the selected tests only, and when one is missing stops the
 whole run with one line per missing program: what is missing and what to
 install. The run fails (pytest's exit status 1), it is not skipped: a suite
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MARIADB_ADDRESS = ("127.0.0.1", 3306)
 POSTGRESQL_ADDRESS = ("127.0.0.1", 5432)
+RABBITMQ_ADDRESS = ("127.0.0.1", 5672)
+REDIS_ADDRESS = ("127.0.0.1", 6379)
 
 
 def find_chromium() -> str | None:
@@ -64,6 +66,18 @@ PREREQUISITES = {
         lambda: accepts_connections(POSTGRESQL_ADDRESS),
         "no PostgreSQL server at 127.0.0.1:5432 (user postgres, trust auth): install and "
         "start one, e.g. `apt-get install -y postgresql && service postgresql start`",
+    ),
+    "rabbitmq": Prerequisite(
+        "rabbitmq",
+        lambda: accepts_connections(RABBITMQ_ADDRESS),
+        "no RabbitMQ broker at 127.0.0.1:5672 (user guest, password guest): install and "
+        "start one, e.g. `apt-get install -y rabbitmq-server && service rabbitmq-server start`",
+    ),
+    "redis": Prerequisite(
+        "redis",
+        lambda: accepts_connections(REDIS_ADDRESS),
+        "no Redis server at 127.0.0.1:6379 (no password): install and start one, "
+        "e.g. `apt-get install -y redis-server && service redis-server start`",
     ),
 }
 
