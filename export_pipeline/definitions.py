@@ -53,8 +53,14 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 )
 
 
-def build_definitions(config: PipelineConfig) -> Definitions:
-    """Everything Dagster shows and runs, for one configuration."""
+def build_definitions(
+    config: PipelineConfig, *, resources: dict[str, Any] | None = None
+) -> Definitions:
+    """Everything Dagster shows and runs, for one configuration.
+
+    `resources` default to `build_resources(config)`; a caller running the
+    pipeline as another principal hands its own (same keys, other credentials).
+    """
     sources = configured_sources(config)
     aws_to_bigquery = define_asset_job(
         "aws_to_bigquery",
@@ -103,7 +109,7 @@ def build_definitions(config: PipelineConfig) -> Definitions:
             *build_export_completion_sensor(sources),
             *build_freshness_sensor(freshness),
         ],
-        resources=build_resources(config),
+        resources=resources if resources is not None else build_resources(config),
         executor=STEP_EXECUTOR,
         loggers={"console": console_logger},
     )

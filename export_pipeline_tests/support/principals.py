@@ -1,0 +1,172 @@
+"""The pipeline runs in the tests as its least-privilege principal, the source team as admin.
+
+The session's local cloud enforces IAM (`conftest.py`, `EXPORT_PIPELINE_LOCAL_IAM`).
+Test set-up that plays the source team (tables and items, DB instances and
+snapshots, sample exports, fault injection) signs with the local cloud's own
+keys (`aws_clients`, an administrator's). Wherever the pipeline runs it signs
+as an IAM user holding exactly the policy `iam_policies` renders from the
+configuration it runs, as it would on AWS:
+
+    materialize(assets, resources=pipeline_resources(config), ...)
+    pipeline_definitions(config)                      # jobs, sensors, schedules
+    subprocess.run([...dagster...], env=pipeline_environment(config, env))
+
+A call the rendered policy does not allow then fails in the test as on AWS.
+One user per policy (keyed by the policy's hash) serves every test whose
+configuration renders the same policy; its keys stay in environment
+variables of their own (`EXPORT_PIPELINE_TEST_PRINCIPAL_<hash>_*`), so that
+resources name the variables, never the keys, as for real secrets.
+
+A test that needs the pipeline to do what its policy does not allow says so:
+`@pytest.mark.permissive_iam("reason")`; the pipeline then signs with the
+local cloud's own keys for that test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dagster import Definitions
+
+from export_pipeline.config import PipelineConfig
+from export_pipeline.definitions import build_definitions
+from export_pipeline.environment import LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV, build_resources
+from export_pipeline.iam_policies import load_template, render
+from export_pipeline.local_cloud.clients import AwsClients
+from export_pipeline.local_cloud.principals import policy_bound_user
+from export_pipeline.local_cloud.settings import LOCAL_ACCOUNT_ID, LocalCloudSettings
+
+_PREFIX = "EXPORT_PIPELINE_TEST_PRINCIPAL_"
+_ADMIN = "ADMIN"
+# (AWS endpoint, policy hash) -> the two variable names holding that user's keys.
+_users: dict[tuple[str, str], tuple[str, str]] = {}
+# (AWS endpoint, region, key id) -> the key's ARN (None: no such key in that cloud).
+_key_arns: dict[tuple[str, str, str], str | None] = {}
+_permissive: list[str] = []
+
+
+def pipeline_policy(config: PipelineConfig, settings: LocalCloudSettings) -> dict[str, Any]:
+    """The pipeline policy rendered for `config` in the local cloud's account.
+
+    KMS keys named by alias are looked up as `deploy/README.md` says; a key the
+    cloud does not know is left out (StartExportTask reports it on its own).
+    """
+    region = config.aws.region
+    arns = []
+    for key_id in sorted({i.kms_key_id for i in config.rds.instances}):
+        where = (settings.aws_endpoint_url, region, key_id)
+        if where not in _key_arns:
+            kms = AwsClients.create(settings, region).kms
+            try:
+                _key_arns[where] = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+            except kms.exceptions.NotFoundException:
+                _key_arns[where] = None
+        arn = _key_arns[where]
+        if arn is not None:
+            arns.append(arn)
+    return render(
+        load_template("pipeline-policy"),
+        config,
+        account_id=LOCAL_ACCOUNT_ID,
+        kms_key_arns=sorted(set(arns)),
+    )
+
+
+def pipeline_keys_env(config: PipelineConfig) -> tuple[str, str] | None:
+    """Names of the variables holding the keys the pipeline of `config` signs with.
+
+    None when the local cloud checks no IAM: the local cloud's own keys then do.
+    """
+    settings = LocalCloudSettings.from_env()
+    if not settings.enforce_iam:
+        return None
+    if _permissive:
+        return _variables(
+            settings, _ADMIN, settings.aws_access_key_id, settings.aws_secret_access_key
+        )
+    policy = pipeline_policy(config, settings)
+    digest = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
+    known = _users.get((settings.aws_endpoint_url, digest))
+    if known is not None:
+        return known
+    iam = AwsClients.create(settings, config.aws.region).iam
+    name = f"pipeline-{digest}"
+    try:
+        keys = policy_bound_user(iam, name, policy)
+    except iam.exceptions.EntityAlreadyExistsException:  # made by another process
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return _variables(settings, digest, key["AccessKeyId"], key["SecretAccessKey"])
+    return _variables(settings, digest, keys.access_key_id, keys.secret_access_key)
+
+
+def _variables(
+    settings: LocalCloudSettings, label: str, key_id: str, secret: str
+) -> tuple[str, str]:
+    names = (f"{_PREFIX}{label}_KEY_ID", f"{_PREFIX}{label}_SECRET")
+    os.environ[names[0]] = key_id
+    os.environ[names[1]] = secret
+    if label != _ADMIN:
+        _users[(settings.aws_endpoint_url, label)] = names
+    return names
+
+
+def pipeline_resources(config: PipelineConfig) -> dict[str, Any]:
+    """`build_resources(config)` signing as the principal holding `config`'s rendered policy."""
+    return build_resources(config, local_keys_env=pipeline_keys_env(config))
+
+
+def pipeline_definitions(config: PipelineConfig) -> Definitions:
+    """`build_definitions(config)` with `pipeline_resources(config)`."""
+    return build_definitions(config, resources=pipeline_resources(config))
+
+
+def pipeline_environment(config: PipelineConfig, env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process running the pipeline of `config`: its principal's keys in
+    the variables the pipeline reads (`LOCAL_ACCESS_KEY_ENV` / `LOCAL_SECRET_KEY_ENV`)."""
+    names = pipeline_keys_env(config)
+    if names is None:
+        return dict(env)
+    return {
+        **env,
+        LOCAL_ACCESS_KEY_ENV: os.environ[names[0]],
+        LOCAL_SECRET_KEY_ENV: os.environ[names[1]],
+    }
+
+
+def use_pipeline_keys(config: PipelineConfig) -> None:
+    """Make `config`'s principal the default signer of this process (`LOCAL_*_KEY_ENV`)."""
+    os.environ.update(pipeline_environment(config, {}))
+
+
+@contextmanager
+def permissive(reason: str) -> Iterator[None]:
+    """The pipeline signs with the local cloud's own keys meanwhile (`reason` says why)."""
+    if not reason.strip():
+        raise ValueError("permissive_iam needs the reason the pipeline may do more than its policy")
+    settings = LocalCloudSettings.from_env()
+    previous = {name: os.environ.get(name) for name in (LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV)}
+    _permissive.append(reason)
+    os.environ[LOCAL_ACCESS_KEY_ENV] = settings.aws_access_key_id
+    os.environ[LOCAL_SECRET_KEY_ENV] = settings.aws_secret_access_key
+    try:
+        yield
+    finally:
+        _permissive.pop()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def forget_principals() -> None:
+    """Drop the keys' variables (the session's cloud, which holds the users, is gone)."""
+    for name in [n for n in os.environ if n.startswith(_PREFIX)]:
+        del os.environ[name]
+    _users.clear()
+    _key_arns.clear()
