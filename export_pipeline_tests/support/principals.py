@@ -48,6 +48,16 @@ _users: dict[tuple[str, str], tuple[str, str]] = {}
 # (AWS endpoint, region, key id) -> the key's ARN (None: no such key in that cloud).
 _key_arns: dict[tuple[str, str, str], str | None] = {}
 _permissive: list[str] = []
+# (AWS endpoint, region) -> the administrator's clients (boto3 clients take a while to make).
+_admins: dict[tuple[str, str], AwsClients] = {}
+
+
+def _admin(settings: LocalCloudSettings, region: str) -> AwsClients:
+    """The local cloud's own clients: IAM and KMS are what the users are made with."""
+    where = (settings.aws_endpoint_url, region)
+    if where not in _admins:
+        _admins[where] = AwsClients.create(settings, region)
+    return _admins[where]
 
 
 def pipeline_policy(config: PipelineConfig, settings: LocalCloudSettings) -> dict[str, Any]:
@@ -61,7 +71,7 @@ def pipeline_policy(config: PipelineConfig, settings: LocalCloudSettings) -> dic
     for key_id in sorted({i.kms_key_id for i in config.rds.instances}):
         where = (settings.aws_endpoint_url, region, key_id)
         if where not in _key_arns:
-            kms = AwsClients.create(settings, region).kms
+            kms = _admin(settings, region).kms
             try:
                 _key_arns[where] = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
             except kms.exceptions.NotFoundException:
@@ -94,7 +104,7 @@ def pipeline_keys_env(config: PipelineConfig) -> tuple[str, str] | None:
     known = _users.get((settings.aws_endpoint_url, digest))
     if known is not None:
         return known
-    iam = AwsClients.create(settings, config.aws.region).iam
+    iam = _admin(settings, config.aws.region).iam
     name = f"pipeline-{digest}"
     try:
         keys = policy_bound_user(iam, name, policy)
@@ -170,3 +180,4 @@ def forget_principals() -> None:
         del os.environ[name]
     _users.clear()
     _key_arns.clear()
+    _admins.clear()
