@@ -14,8 +14,10 @@ configuration it runs, as it would on AWS:
 A call the rendered policy does not allow then fails in the test as on AWS.
 One user per policy (keyed by the policy's hash) serves every test whose
 configuration renders the same policy; its keys stay in environment
-variables of their own (`EXPORT_PIPELINE_TEST_PRINCIPAL_<hash>_*`), so that
-resources name the variables, never the keys, as for real secrets.
+variables of their own (`EXPORT_PIPELINE_TEST_PRINCIPAL_<cloud>_<hash>_*`), so
+that resources name the variables, never the keys, as for real secrets, and
+processes the tests start (Dagster's step and worker processes) inherit them
+instead of making users of their own.
 
 A test that needs the pipeline to do what its policy does not allow says so:
 `@pytest.mark.permissive_iam("reason")`; the pipeline then signs with the
@@ -43,8 +45,6 @@ from export_pipeline.local_cloud.settings import LOCAL_ACCOUNT_ID, LocalCloudSet
 
 _PREFIX = "EXPORT_PIPELINE_TEST_PRINCIPAL_"
 _ADMIN = "ADMIN"
-# (AWS endpoint, policy hash) -> the two variable names holding that user's keys.
-_users: dict[tuple[str, str], tuple[str, str]] = {}
 # (AWS endpoint, region, key id) -> the key's ARN (None: no such key in that cloud).
 _key_arns: dict[tuple[str, str, str], str | None] = {}
 _permissive: list[str] = []
@@ -96,33 +96,37 @@ def pipeline_keys_env(config: PipelineConfig) -> tuple[str, str] | None:
     if not settings.enforce_iam:
         return None
     if _permissive:
-        return _variables(
-            settings, _ADMIN, settings.aws_access_key_id, settings.aws_secret_access_key
-        )
+        names = _names(settings, _ADMIN)
+        os.environ[names[0]] = settings.aws_access_key_id
+        os.environ[names[1]] = settings.aws_secret_access_key
+        return names
     policy = pipeline_policy(config, settings)
     digest = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
-    known = _users.get((settings.aws_endpoint_url, digest))
-    if known is not None:
-        return known
+    names = _names(settings, digest)
+    if all(name in os.environ for name in names):  # made here, or by the parent process
+        return names
     iam = _admin(settings, config.aws.region).iam
     name = f"pipeline-{digest}"
     try:
         keys = policy_bound_user(iam, name, policy)
-    except iam.exceptions.EntityAlreadyExistsException:  # made by another process
-        key = iam.create_access_key(UserName=name)["AccessKey"]
-        return _variables(settings, digest, key["AccessKeyId"], key["SecretAccessKey"])
-    return _variables(settings, digest, keys.access_key_id, keys.secret_access_key)
-
-
-def _variables(
-    settings: LocalCloudSettings, label: str, key_id: str, secret: str
-) -> tuple[str, str]:
-    names = (f"{_PREFIX}{label}_KEY_ID", f"{_PREFIX}{label}_SECRET")
-    os.environ[names[0]] = key_id
-    os.environ[names[1]] = secret
-    if label != _ADMIN:
-        _users[(settings.aws_endpoint_url, label)] = names
+    except iam.exceptions.EntityAlreadyExistsException:
+        # Made by another process that did not hand its keys down: a user of this
+        # process's own (IAM caps a user's access keys at two).
+        keys = policy_bound_user(iam, f"{name}-{os.getpid()}", policy)
+    os.environ[names[0]] = keys.access_key_id
+    os.environ[names[1]] = keys.secret_access_key
     return names
+
+
+def _names(settings: LocalCloudSettings, label: str) -> tuple[str, str]:
+    """The variables holding one user's keys in the local cloud of `settings`.
+
+    Named after the cloud's port and state folder too: a cloud started later may
+    take a port a stopped one had, and its users are not the stopped one's.
+    """
+    cloud = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:8]
+    stem = f"{_PREFIX}{settings.aws_port}_{cloud}_{label}"
+    return (f"{stem}_KEY_ID", f"{stem}_SECRET")
 
 
 def pipeline_resources(config: PipelineConfig) -> dict[str, Any]:
@@ -178,6 +182,5 @@ def forget_principals() -> None:
     """Drop the keys' variables (the session's cloud, which holds the users, is gone)."""
     for name in [n for n in os.environ if n.startswith(_PREFIX)]:
         del os.environ[name]
-    _users.clear()
     _key_arns.clear()
     _admins.clear()
