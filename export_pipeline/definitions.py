@@ -56,12 +56,17 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 
 
 def build_definitions(
-    config: PipelineConfig, executor: ExecutorDefinition = STEP_EXECUTOR
+    config: PipelineConfig,
+    executor: ExecutorDefinition = STEP_EXECUTOR,
+    *,
+    resources: dict[str, Any] | None = None,
 ) -> Definitions:
     """Everything Dagster shows and runs, for one configuration.
 
     `executor` runs the steps of every job (`export_pipeline.executors`: the
     deployment picks the Celery or Kubernetes one through the environment).
+    `resources` default to `build_resources(config)`; a caller running the
+    pipeline as another principal hands its own (same keys, other credentials).
     """
     sources = configured_sources(config)
     aws_to_bigquery = define_asset_job(
@@ -111,7 +116,9 @@ def build_definitions(
             *build_export_completion_sensor(sources),
             *build_freshness_sensor(freshness),
         ],
-        resources=with_shared_step_outputs(build_resources(config), executor),
+        resources=with_shared_step_outputs(
+            resources if resources is not None else build_resources(config), executor
+        ),
         executor=executor,
         loggers={"console": console_logger},
     )

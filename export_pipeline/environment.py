@@ -31,11 +31,20 @@ LOCAL_SECRET_KEY_ENV = "EXPORT_PIPELINE_LOCAL_AWS_SECRET_ACCESS_KEY"
 LOCAL_DEMO_HASH_KEY = "local-demo-hash-key-NOT-A-SECRET"
 
 
-def build_resources(config: PipelineConfig) -> dict[str, Any]:
-    """Resources for the environment the configuration resolves to."""
+def build_resources(
+    config: PipelineConfig, *, local_keys_env: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """Resources for the environment the configuration resolves to.
+
+    `local_keys_env`: the names of the two variables (access key id, secret)
+    holding the keys the pipeline signs with in the local environment; by
+    default `LOCAL_ACCESS_KEY_ENV` / `LOCAL_SECRET_KEY_ENV`, which hold the
+    local cloud's own keys unless set. Another principal (an IAM user holding
+    the rendered policy, against an IAM-enforcing local cloud) is other names.
+    """
     if config.resolved_environment() is Environment.PRODUCTION:
         return _production_resources(config)
-    return _local_resources(config)
+    return _local_resources(config, local_keys_env or (LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV))
 
 
 def _production_resources(config: PipelineConfig) -> dict[str, Any]:
@@ -69,7 +78,7 @@ def _staging(config: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def _local_resources(config: PipelineConfig) -> dict[str, Any]:
+def _local_resources(config: PipelineConfig, keys_env: tuple[str, str]) -> dict[str, Any]:
     import os
 
     from export_pipeline.local_cloud.api import LocalCloudSettings
@@ -81,8 +90,8 @@ def _local_resources(config: PipelineConfig) -> dict[str, Any]:
     aws = {
         "region_name": config.aws.region,
         "endpoint_url": settings.aws_endpoint_url,
-        "aws_access_key_id": EnvVar(LOCAL_ACCESS_KEY_ENV),
-        "aws_secret_access_key": EnvVar(LOCAL_SECRET_KEY_ENV),
+        "aws_access_key_id": EnvVar(keys_env[0]),
+        "aws_secret_access_key": EnvVar(keys_env[1]),
         "max_attempts": 5,
     }
     return {

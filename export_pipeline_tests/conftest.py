@@ -23,6 +23,18 @@ How to use it:
   (e.g. from `unique_name`) and do not stop it. A test that needs its own
   up/down cycle starts a separate cloud (see
   `export_pipeline_tests.support.local_cloud.fresh_local_cloud_settings`).
+- The cloud enforces IAM (`EXPORT_PIPELINE_LOCAL_IAM=enforce` unless the
+  caller set the variable; `off` runs it permissive). `aws_clients` hold the
+  local cloud's own keys, an administrator's: set up the source team's side
+  (tables, items, instances, snapshots, sample exports) with them. Run the
+  pipeline as its least-privilege principal, an IAM user holding exactly the
+  policy rendered from the configuration it runs: `pipeline_resources(config)`,
+  `pipeline_definitions(config)`, `pipeline_environment(config, env)` from
+  `support.principals`. The process's default pipeline keys
+  (`EXPORT_PIPELINE_LOCAL_AWS_*`) are the demo configuration's principal, so a
+  `dagster` command loading pipeline.yaml runs as it too. A test whose pipeline
+  must do more than its policy allows is marked
+  `@pytest.mark.permissive_iam("why")`.
 - Server logs: `<state_dir>/logs/aws.log` and `logs/bigquery.log` (the path is
   `local_cloud.state_dir`).
 """
@@ -37,6 +49,7 @@ from collections.abc import Iterator
 import pytest
 
 from export_pipeline.config import PipelineConfig, current_config
+from export_pipeline.environment import LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV
 from export_pipeline.local_cloud import control
 from export_pipeline.local_cloud.clients import AwsClients
 from export_pipeline.local_cloud.dynamodb_exports import EXPORT_SECONDS_ENV
@@ -44,7 +57,9 @@ from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
+    ENFORCE,
     GCS_PORT_ENV,
+    IAM_ENV,
     STATE_DIR_ENV,
     STORAGE_TRANSFER_PORT_ENV,
     LocalCloudSettings,
@@ -56,6 +71,11 @@ from export_pipeline_tests.support.local_cloud import (
     restore_environment,
 )
 from export_pipeline_tests.support.prerequisites import missing_lines
+from export_pipeline_tests.support.principals import (
+    forget_principals,
+    permissive,
+    use_pipeline_keys,
+)
 from export_pipeline_tests.support.readme_tour import JOB, Tour, start_tour
 
 TEST_EXPORT_SECONDS = "0.5"
@@ -67,6 +87,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "needs(name): the test needs a program or server from the machine: chromium, "
         "mariadb, postgresql, rabbitmq or redis (support/prerequisites.py); checked once "
         "before any test runs",
+    )
+    config.addinivalue_line(
+        "markers",
+        "permissive_iam(reason): the pipeline signs with the local cloud's own keys instead of "
+        "its least-privilege principal (support/principals.py); the reason says why",
     )
 
 
@@ -135,6 +160,9 @@ def local_cloud(
         STORAGE_TRANSFER_PORT_ENV,
         EXPORT_SECONDS_ENV,
         OPERATION_SECONDS_ENV,
+        IAM_ENV,
+        LOCAL_ACCESS_KEY_ENV,
+        LOCAL_SECRET_KEY_ENV,
     )
     previous = {name: os.environ.get(name) for name in variables}
     # Exports take TEST_EXPORT_SECONDS instead of the demo's 2 s (unless the
@@ -142,15 +170,30 @@ def local_cloud(
     # export to keep running tags its snapshot or uses its own server.
     os.environ.setdefault(EXPORT_SECONDS_ENV, TEST_EXPORT_SECONDS)
     os.environ.setdefault(OPERATION_SECONDS_ENV, TEST_EXPORT_SECONDS)  # transfer operations
+    # The pipeline's calls are checked as on AWS, against its rendered policy.
+    os.environ.setdefault(IAM_ENV, ENFORCE)
     settings = None
     try:
         settings = _start_private_cloud(tmp_path_factory, pipeline_config)
         assert LocalCloudSettings.from_env() == settings
+        use_pipeline_keys(pipeline_config)
         yield settings
     finally:
         if settings is not None:
             control.down(settings)
         restore_environment(previous)
+        forget_principals()
+
+
+@pytest.fixture(autouse=True)
+def _permissive_iam(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`@pytest.mark.permissive_iam("why")`: the pipeline signs as the administrator."""
+    marker = request.node.get_closest_marker("permissive_iam")
+    if marker is None:
+        yield
+        return
+    with permissive(" ".join(marker.args)):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,6 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, materialize
 
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.pools_cli import set_pools
 from export_pipeline.rds.source import RdsSource
@@ -42,6 +41,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
 )
 from export_pipeline_tests.faults.proxy import delay, fault_proxy
 from export_pipeline_tests.support.dagster_postgres import deployed_home, scratch_database
+from export_pipeline_tests.support.principals import pipeline_resources
 
 
 def _step_window(instance, run_id, step_key) -> tuple[float, float]:
@@ -64,14 +64,14 @@ def _step_window(instance, run_id, step_key) -> tuple[float, float]:
 _LOAD_ONE = """
 import sys
 from dagster import DagsterInstance, materialize
-from export_pipeline.environment import build_resources
+from export_pipeline_tests.support.principals import pipeline_resources
 from export_pipeline_tests.dynamodb._pipeline_helpers import assets_for, make_config
 from export_pipeline_tests.faults.proxy import _with_fields
 
 table, arn, proxy_url = sys.argv[1:4]
 config = make_config(table)
 export_asset, bigquery_asset = assets_for(config)
-resources = build_resources(config)
+resources = pipeline_resources(config)
 for key in ("s3", "dynamodb"):
     resources[key] = _with_fields(resources[key], endpoint_url=proxy_url)
 with DagsterInstance.get() as instance:
@@ -108,7 +108,9 @@ def _take_turns(table, config, export_asset, bigquery_asset, local_cloud) -> Non
     (pool,) = op_pools(bigquery_asset)
     environment = dict(os.environ)
     with DagsterInstance.get() as instance:
-        exported = materialize([export_asset], resources=build_resources(config), instance=instance)
+        exported = materialize(
+            [export_asset], resources=pipeline_resources(config), instance=instance
+        )
         arn = materialization_metadata(exported, export_asset.key)["export_arn"]
         # As a deployment does (`export-pipeline pools --set`): created on first use
         # instead, two steps starting together could both create a slot, and both run.

@@ -57,6 +57,7 @@ from export_pipeline.local_cloud.rds_store import Column
 from export_pipeline.rds.snapshot_sensor import SnapshotCursor, run_key, sensor_name
 from export_pipeline.rds.source import EXPORT_ID_METADATA, table_asset_key
 from export_pipeline_tests.support.local_cloud import free_ports
+from export_pipeline_tests.support.principals import pipeline_environment
 from export_pipeline_tests.support.rds import create_mysql_instance
 
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -336,7 +337,10 @@ def scenario(
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "EXPORT_PIPELINE_CONFIG": str(config_file)}
+    env = pipeline_environment(
+        config,
+        {**os.environ, "DAGSTER_HOME": str(home), "EXPORT_PIPELINE_CONFIG": str(config_file)},
+    )
     dev = DagsterDev(home, env, tmp_path / "dagster-dev.log")
     instance = DagsterInstance.from_config(str(home))
     try:

@@ -20,7 +20,6 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig, load_config
-from export_pipeline.definitions import build_definitions
 from export_pipeline.environment import LOCAL_DEMO_HASH_KEY
 from export_pipeline.local_cloud import control
 from export_pipeline.local_cloud.clients import AwsClients
@@ -35,6 +34,7 @@ from export_pipeline.local_cloud.settings import (
     LocalCloudSettings,
 )
 from export_pipeline_tests.support.local_cloud import fresh_local_cloud_settings
+from export_pipeline_tests.support.principals import pipeline_definitions
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def demo_cloud(tmp_path_factory: pytest.TempPathFactory):
 
 def _run_everything(config: PipelineConfig) -> tuple[list[Any], set[str]]:
     """Run the main job; the checks that did not pass, and the keys of the steps that ran."""
-    job = build_definitions(config).resolve_job_def("aws_to_bigquery")
+    job = pipeline_definitions(config).resolve_job_def("aws_to_bigquery")
     result = job.execute_in_process()
     assert result.success
     failed = [

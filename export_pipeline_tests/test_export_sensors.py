@@ -18,7 +18,6 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 
 from export_pipeline.dynamodb.exports import wait_for_export
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.graph.completion_sensor import (
     EXPORT_FAILED_TAG,
@@ -35,6 +34,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     make_config,
 )
 from export_pipeline_tests.faults.proxy import fault_proxy, resources_through, rewrite_json
+from export_pipeline_tests.support.principals import pipeline_resources
 from export_pipeline_tests.support.rds import config_for
 
 SENSOR_MODE = {"config": {"wait_for_completion": False}}
@@ -67,7 +67,7 @@ def _start_in_sensor_mode(config, instance):
     export_asset, bigquery_asset = assets_for(config)
     result = materialize(
         [export_asset, bigquery_asset],
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         instance=instance,
         run_config={"ops": {export_asset.op.name: SENSOR_MODE}},
         raise_on_error=False,
@@ -79,7 +79,7 @@ def _execute(config, instance, request, assets):
     """Run what the sensor asked for: its asset selection, its run config, its tags."""
     return materialize(
         assets,
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         instance=instance,
         selection=request.asset_selection,
         run_config=request.run_config,
@@ -101,7 +101,7 @@ def test_dynamodb_sensor_mode_loads_once_when_the_export_completes(
     config = make_config(table)
     instance = DagsterInstance.ephemeral()
     [sensor] = build_export_completion_sensor(configured_sources(config))
-    resources = build_resources(config)
+    resources = pipeline_resources(config)
 
     export_asset, bigquery_asset, started = _start_in_sensor_mode(config, instance)
 
@@ -162,7 +162,7 @@ def test_dynamodb_failed_export_is_reported_by_a_failing_load_run(
     config = make_config(table, bucket=f"missing-{unique_name}")
     instance = DagsterInstance.ephemeral()
     [sensor] = build_export_completion_sensor(configured_sources(config))
-    resources = build_resources(config)
+    resources = pipeline_resources(config)
 
     export_asset, bigquery_asset, started = _start_in_sensor_mode(config, instance)
     assert started.success  # starting the export succeeds; the export fails afterwards
@@ -203,7 +203,7 @@ def test_rds_sensor_mode_requests_every_table_load(
     attempt = 1000 + int(rds_dataset[-6:], 16) % 100000
     started = materialize(
         assets,
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         instance=instance,
         run_config={
             "ops": {
@@ -227,7 +227,7 @@ def test_rds_sensor_mode_requests_every_table_load(
         sleep=_sleep,
     )
     [sensor] = build_export_completion_sensor(configured_sources(config))
-    tick = _tick(sensor, instance, build_resources(config))
+    tick = _tick(sensor, instance, pipeline_resources(config))
     [request] = tick.run_requests
     assert request.run_key == f"load:{identifier}"
     assert request.asset_selection == [table_asset.key]
@@ -238,14 +238,14 @@ def test_rds_sensor_mode_requests_every_table_load(
     assert loaded.success
     [load] = loaded.get_asset_materialization_events()
     assert load.materialization.metadata["dagster/row_count"].value > 0
-    assert _tick(sensor, instance, build_resources(config)).run_requests == []
+    assert _tick(sensor, instance, pipeline_resources(config)).run_requests == []
 
 
 def test_definitions_with_the_sensor_load(pipeline_config):
     """The shipped definitions hold the sensor, and its target covers what it requests."""
-    from export_pipeline.definitions import build_definitions
+    from export_pipeline_tests.support.principals import pipeline_definitions
 
-    defs = build_definitions(pipeline_config)
+    defs = pipeline_definitions(pipeline_config)
     sensor = defs.get_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     defs.validate_loadable(defs)

@@ -23,12 +23,12 @@ from google.api_core import exceptions as gexc
 from export_pipeline import errors
 from export_pipeline.dynamodb.exports import ExportFailedError, ExportTimeoutError
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.errors import classify, permanent_failure, retry_only_transient
 from export_pipeline.graph import assets as graph_assets
 from export_pipeline.rds.exports import RdsExportError
 from export_pipeline_tests.dynamodb._pipeline_helpers import create_table, make_config
 from export_pipeline_tests.faults.proxy import dynamodb_error, fault_proxy, resources_through
+from export_pipeline_tests.support.principals import pipeline_resources
 
 
 def client_error(code: str, status: int, operation: str = "DescribeTable") -> ClientError:
@@ -149,7 +149,7 @@ def fast_retries(monkeypatch):
 
 def _run_export(config, proxy):
     export_asset, _ = graph_assets.build_source_assets(DynamoDBSource(config))
-    resources = resources_through(build_resources(config), aws=proxy, bigquery=None)
+    resources = resources_through(pipeline_resources(config), aws=proxy, bigquery=None)
     # Fewer client retries (and their backoff sleeps) so that the step layer shows quickly.
     ddb = resources["dynamodb"]
     resources["dynamodb"] = type(ddb)(

@@ -28,7 +28,6 @@ from dagster import (
 from dagster._core.test_utils import freeze_time
 
 from export_pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig, ScheduleConfig, load_config
-from export_pipeline.definitions import build_definitions
 from export_pipeline.graph.freshness import (
     FRESHNESS_CHECK,
     SENSOR_NAME,
@@ -37,6 +36,7 @@ from export_pipeline.graph.freshness import (
     longest_tick_interval,
 )
 from export_pipeline.registry import configured_sources
+from export_pipeline_tests.support.principals import pipeline_definitions
 
 DAILY_UTC = ScheduleConfig(cron="0 3 * * *", timezone="UTC")
 ORDERS = AssetKey(["bigquery", "aws_raw", "dynamodb_orders"])
@@ -66,7 +66,7 @@ def test_lower_bound_is_the_longest_interval_between_ticks(cron, timezone, expec
 
 
 def test_every_bigquery_table_has_a_freshness_check_run_by_its_jobs(demo_config) -> None:
-    defs = build_definitions(demo_config)
+    defs = pipeline_definitions(demo_config)
     repository = defs.get_repository_def()
     tables = {
         key

@@ -5,7 +5,9 @@ A cloud of this module's own runs with `EXPORT_PIPELINE_LOCAL_IAM=enforce`
 IAM user holding exactly the policy `iam_policies` renders for the
 configuration: its DynamoDB and RDS paths must pass as that user, and with
 any one of the policy's actions taken away they must fail, naming it, as they
-would on AWS.
+would on AWS. (The rest of the suite runs as such users too,
+`support/principals.py`; here one user's policy is changed between runs, so
+the runs sign with the process's default keys, `build_resources(config)`.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from dagster import DagsterInstance
 
 from export_pipeline import cli
 from export_pipeline.config import PipelineConfig
-from export_pipeline.environment import LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV
+from export_pipeline.environment import (
+    LOCAL_ACCESS_KEY_ENV,
+    LOCAL_SECRET_KEY_ENV,
+    build_resources,
+)
 from export_pipeline.iam_policies import load_template, render
 from export_pipeline.local_cloud import control
 from export_pipeline.local_cloud.clients import AwsClients
@@ -43,12 +49,12 @@ from export_pipeline.local_cloud.settings import (
     LocalCloudSettings,
 )
 from export_pipeline.postgres.source import PostgresSource
-from export_pipeline_tests.dynamodb._pipeline_helpers import run as run_dynamodb
+from export_pipeline_tests.dynamodb import _pipeline_helpers
+from export_pipeline_tests.support import rds
 from export_pipeline_tests.support.local_cloud import (
     fresh_local_cloud_settings,
     restore_environment,
 )
-from export_pipeline_tests.support.rds import run_rds
 
 DYNAMODB_TABLES = ("Products", "Orders")  # the demo's full and incremental tables
 RDS_INSTANCE = "shopdb"  # the demo's MySQL instance
@@ -165,13 +171,23 @@ def principal(
     """A user holding exactly the pipeline policy; the pipeline signs with its keys."""
     name = "export-pipeline-" + uuid.uuid4().hex[:8]
     keys = policy_bound_user(admin.iam, name, pipeline_policy)
+    previous = {var: os.environ.get(var) for var in (LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV)}
     os.environ[LOCAL_ACCESS_KEY_ENV] = keys.access_key_id
     os.environ[LOCAL_SECRET_KEY_ENV] = keys.secret_access_key
     try:
         yield name
     finally:
-        os.environ.pop(LOCAL_ACCESS_KEY_ENV, None)
-        os.environ.pop(LOCAL_SECRET_KEY_ENV, None)
+        restore_environment(previous)
+
+
+def run_dynamodb(config: PipelineConfig, instance: DagsterInstance, **options: Any) -> Any:
+    """The DynamoDB helpers' run, signing with the process's keys (the `principal`'s)."""
+    return _pipeline_helpers.run(config, instance, resources=build_resources(config), **options)
+
+
+def run_rds(config: PipelineConfig, instance: DagsterInstance, **options: Any) -> Any:
+    """The RDS helpers' run, signing with the process's keys (the `principal`'s)."""
+    return rds.run_rds(config, instance, resources=build_resources(config), **options)
 
 
 def one_table(config: PipelineConfig, name: str) -> PipelineConfig:

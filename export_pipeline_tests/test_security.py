@@ -21,13 +21,13 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
 from export_pipeline.config import current_config
-from export_pipeline.definitions import build_definitions
 from export_pipeline.environment import LOCAL_DEMO_HASH_KEY
 from export_pipeline.local_cloud.settings import (
     LOCAL_AWS_ACCESS_KEY_ID,
     LOCAL_AWS_SECRET_ACCESS_KEY,
 )
 from export_pipeline_tests.faults import _runs
+from export_pipeline_tests.support.principals import pipeline_definitions
 
 SECRETS = {
     "aws_secret_access_key": LOCAL_AWS_SECRET_ACCESS_KEY,
@@ -157,7 +157,7 @@ def test_a_failing_materialization_leaks_no_secret(
 
 def _definition_texts() -> list[str]:
     """What the Dagster UI is sent about the code location (resources and their config)."""
-    definitions = build_definitions(current_config())
+    definitions = pipeline_definitions(current_config())
     snap = RepositorySnap.from_def(definitions.get_repository_def())
     return [serialize_value(snap)] + [serialize_value(r) for r in snap.resources]
 
@@ -192,5 +192,5 @@ def test_the_production_resources_shown_in_the_ui_hold_no_secret(monkeypatch):
 
 
 def _snap_resources() -> list[Any]:
-    definitions = build_definitions(current_config())
+    definitions = pipeline_definitions(current_config())
     return list(RepositorySnap.from_def(definitions.get_repository_def()).resources)

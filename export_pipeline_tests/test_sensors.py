@@ -27,7 +27,6 @@ from dagster import (
 from dagster_aws.rds import RDSResource
 
 from export_pipeline.config import PipelineConfig, RdsConfig, RdsInstanceConfig
-from export_pipeline.definitions import build_definitions
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
 from export_pipeline.rds.snapshot_sensor import SNAPSHOT_TAG, SnapshotCursor, sensor_name
@@ -36,6 +35,11 @@ from export_pipeline.rds.source import (
     RdsSource,
     export_asset_key,
     table_asset_key,
+)
+from export_pipeline_tests.support.principals import (
+    pipeline_definitions,
+    pipeline_environment,
+    pipeline_resources,
 )
 from export_pipeline_tests.support.rds import create_mysql_instance
 
@@ -79,13 +83,10 @@ def _newest(aws_clients, identifier: str, snapshot_type: str) -> str:
 
 
 @pytest.fixture
-def rds_resource(local_cloud, pipeline_config) -> RDSResource:
-    return RDSResource(
-        region_name=pipeline_config.aws.region,
-        endpoint_url=local_cloud.aws_endpoint_url,
-        aws_access_key_id=local_cloud.aws_access_key_id,
-        aws_secret_access_key=local_cloud.aws_secret_access_key,
-    )
+def rds_resource(local_cloud, pipeline_config, instance_id) -> RDSResource:
+    """The sensors' RDS client, signing as the principal of the test's instance's config."""
+    config = _config_with(pipeline_config, _source(pipeline_config, instance_id, "automated"))
+    return pipeline_resources(config)["rds"]
 
 
 @pytest.fixture
@@ -250,7 +251,7 @@ def test_requested_run_exports_exactly_the_named_snapshot(
     take_automated_snapshot(aws_clients.rds, instance_id)
 
     # The sensor targets an asset selection: its runs are of Dagster's implicit asset job.
-    defs = build_definitions(config)
+    defs = pipeline_definitions(config)
     job = defs.resolve_implicit_global_asset_job_def()
     (request,) = first.run_requests
     validate_run_config(job, request.run_config)
@@ -296,7 +297,10 @@ def test_sensor_ticks_in_a_dagster_process_with_the_real_resources(
     )
     module = tmp_path / "defs_with_sensors.py"
     module.write_text(DEFINITIONS_WITH_SENSORS, encoding="utf-8")
-    env = {**os.environ, "EXPORT_PIPELINE_CONFIG": str(config_file), "DAGSTER_HOME": str(tmp_path)}
+    env = pipeline_environment(
+        config,
+        {**os.environ, "EXPORT_PIPELINE_CONFIG": str(config_file), "DAGSTER_HOME": str(tmp_path)},
+    )
     done = subprocess.run(
         [
             str(Path(sys.executable).with_name("dagster")),

@@ -105,16 +105,16 @@ def manifest_key(description: dict[str, Any]) -> str:
 
 
 def _describe_completed(ddb: Any, arn: str, table: str) -> dict[str, Any]:
+    # An export's ARN names its table (`…:table/<name>/export/<id>`): another table's
+    # export is refused before DescribeExport, which the pipeline's least-privilege
+    # policy denies for any table it does not load (an AccessDenied would hide why).
+    if ":table/" in arn:
+        _refuse_another_tables(arn, table_name_from_arn(arn), table)
     try:
         description = ddb.describe_export(ExportArn=arn)["ExportDescription"]
     except ddb.exceptions.ExportNotFoundException:
         raise Failure(description=f"{table}: export {arn} not found (DescribeExport)") from None
-    exported_table = table_name_from_arn(description["TableArn"])
-    if exported_table != table:
-        raise Failure(
-            description=f"export {arn} is of table {exported_table!r}, not {table!r}: "
-            "refusing to load it into this table"
-        )
+    _refuse_another_tables(arn, table_name_from_arn(description["TableArn"]), table)
     if description.get("ExportStatus") != "COMPLETED":
         failure = f"{description.get('FailureCode', '')} {description.get('FailureMessage', '')}"
         raise Failure(
@@ -122,6 +122,14 @@ def _describe_completed(ddb: Any, arn: str, table: str) -> dict[str, Any]:
             f"COMPLETED {failure.strip()}".strip()
         )
     return description
+
+
+def _refuse_another_tables(arn: str, exported_table: str, table: str) -> None:
+    if exported_table != table:
+        raise Failure(
+            description=f"export {arn} is of table {exported_table!r}, not {table!r}: "
+            "refusing to load it into this table"
+        )
 
 
 def newest_full_export(ddb: Any, table: str, log: Log) -> str:

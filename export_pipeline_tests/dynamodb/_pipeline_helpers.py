@@ -15,10 +15,10 @@ from export_pipeline.config import (
     PipelineConfig,
 )
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
 from export_pipeline.naming import dynamodb_table_name
+from export_pipeline_tests.support.principals import pipeline_resources
 
 REGION = "eu-west-1"
 BUCKET = "export-pipeline-local"  # created by the local cloud's seeding
@@ -76,14 +76,16 @@ def run(
     only_bigquery: bool = False,
     export_arn: str | None = None,
     raise_on_error: bool = True,
+    resources: dict[str, Any] | None = None,
 ) -> ExecuteInProcessResult:
+    """Materialize the table's assets; `resources` default to `pipeline_resources(config)`."""
     export_asset, bigquery_asset = assets_for(config)
     run_config = None
     if export_arn is not None:
         run_config = {"ops": {bigquery_asset.node_def.name: {"config": {"export_arn": export_arn}}}}
     return materialize(
         [export_asset, bigquery_asset],
-        resources=build_resources(config),
+        resources=resources if resources is not None else pipeline_resources(config),
         instance=instance,
         selection=[bigquery_asset.key] if only_bigquery else None,
         run_config=run_config,

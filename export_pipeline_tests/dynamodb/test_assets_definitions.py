@@ -6,9 +6,9 @@ from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
 
 from export_pipeline.config import DynamoDBTableConfig
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline_tests.dynamodb._pipeline_helpers import make_config
+from export_pipeline_tests.support.principals import pipeline_resources
 
 
 def _config():
@@ -52,7 +52,7 @@ def test_definitions_resolve_and_the_source_tag_selects_every_asset() -> None:
     defs = Definitions(
         assets=build_source_assets(DynamoDBSource(config)),
         jobs=[job],
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
     )
     resolved = defs.resolve_job_def("dynamodb_to_bigquery")
     assert len(resolved.asset_layer.executable_asset_keys) == 4

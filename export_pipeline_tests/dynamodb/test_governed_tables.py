@@ -17,7 +17,6 @@ from typing import Any
 from dagster import DagsterInstance, materialize
 
 from export_pipeline.config import BigQueryConfig, PipelineConfig
-from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
@@ -32,6 +31,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     table_id,
 )
 from export_pipeline_tests.dynamodb.test_incremental import _move_mark_back
+from export_pipeline_tests.support.principals import pipeline_resources
 
 KEY_ENV = "EXPORT_PIPELINE_TEST_DYNAMODB_HASH_KEY"
 SECRET = "dynamodb-test-hmac-key-" + uuid.uuid4().hex
@@ -167,7 +167,7 @@ def test_hash_without_the_key_fails_before_any_export_starts(aws_clients, unique
     table = f"piinokey-{unique_name}"
     create_table(aws_clients.dynamodb, table, [_item("a", "x@example.org", "X")])
     config = governed(make_config(table), **PII)
-    resources = build_resources(config)  # the local environment's default key applies here
+    resources = pipeline_resources(config)  # the local environment's default key applies here
     monkeypatch.delenv(KEY_ENV, raising=False)  # as in production without the secret
     result = materialize(
         list(assets_for(config)),

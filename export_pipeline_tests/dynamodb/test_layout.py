@@ -7,7 +7,6 @@ import json
 from dagster import DagsterInstance, materialize
 
 from export_pipeline.config import DynamoDBTableConfig
-from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     REGION,
@@ -19,6 +18,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     table_id,
 )
 from export_pipeline_tests.faults.proxy import fault_proxy, resources_through
+from export_pipeline_tests.support.principals import pipeline_resources
 
 ITEMS = [
     {"pk": {"S": "a"}, "sk": {"N": "1"}, "order-date": {"S": "2026-01-01"}, "qty": {"N": "5"}},
@@ -104,7 +104,7 @@ def test_the_load_sends_the_key_with_the_staging_table_and_its_load_jobs(
     config = _config(table, "incremental", bigquery={"kms_key_name": key})
     shift_history(aws_clients.dynamodb.meta.endpoint_url, table, 2 * 3600, REGION)
     with fault_proxy(local_cloud.host, local_cloud.bigquery_port) as proxy:
-        resources = resources_through(build_resources(config), aws=None, bigquery=proxy)
+        resources = resources_through(pipeline_resources(config), aws=None, bigquery=proxy)
         result = materialize(
             list(assets_for(config)), resources=resources, instance=DagsterInstance.ephemeral()
         )

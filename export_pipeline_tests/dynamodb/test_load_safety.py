@@ -63,11 +63,11 @@ def _seed_then_export_again(aws_clients, bigquery_client, table: str):
     export_asset, _ = assets_for(config)
     from dagster import materialize
 
-    from export_pipeline.environment import build_resources
+    from export_pipeline_tests.support.principals import pipeline_resources
 
     exported = materialize(
         list(assets_for(config)),
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         instance=instance,
         selection=[export_asset.key],
     )
@@ -203,14 +203,14 @@ def reexecution_job():
     from dagster import Definitions, define_asset_job, in_process_executor
 
     from export_pipeline.dynamodb.source import DynamoDBSource
-    from export_pipeline.environment import build_resources
     from export_pipeline.graph.assets import build_source_assets
+    from export_pipeline_tests.support.principals import pipeline_resources
 
     config = make_config(os.environ[REEXEC_TABLE_ENV])
     defs = Definitions(
         assets=build_source_assets(DynamoDBSource(config)),
         jobs=[define_asset_job("dynamodb_reexecution", executor_def=in_process_executor)],
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
     )
     return defs.resolve_job_def("dynamodb_reexecution")
 

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from export_pipeline import bigquery as core
 from export_pipeline.dynamodb.export_files import INCREMENTAL_EXPORT
 from export_pipeline.dynamodb.exports import ExportRequest, start_export
-from export_pipeline.environment import build_resources
 from export_pipeline.local_cloud import dynamodb_exports
 from export_pipeline.local_cloud.dynamodb_time_control import shift_history
 from export_pipeline.s3_locations import S3Location
@@ -44,6 +43,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
 )
 from export_pipeline_tests.faults.proxy import dynamodb_error, fault_proxy, resources_through
 from export_pipeline_tests.support.local_cloud import in_process_aws_server
+from export_pipeline_tests.support.principals import pipeline_resources
 
 # Long enough for the new run to reach its ListExports call; the other exports take 0.2 s.
 OTHER_EXPORT_SECONDS = 5.0
@@ -89,7 +89,7 @@ def _slow_exports() -> Iterator[None]:
 def _run(config, instance: DagsterInstance, endpoint: str):
     return materialize(
         list(assets_for(config)),
-        resources=resources_through(build_resources(config), aws=endpoint, bigquery=None),
+        resources=resources_through(pipeline_resources(config), aws=endpoint, bigquery=None),
         instance=instance,
     )
 
@@ -232,7 +232,7 @@ def adopting_job():
     from export_pipeline.graph.assets import build_source_assets
 
     config = make_config(os.environ[TABLE_ENV])
-    resources = build_resources(config)
+    resources = pipeline_resources(config)
     defs = Definitions(
         assets=build_source_assets(DynamoDBSource(config)),
         jobs=[define_asset_job("adopting", executor_def=in_process_executor)],

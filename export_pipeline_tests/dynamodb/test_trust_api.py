@@ -25,7 +25,6 @@ from export_pipeline.dynamodb.export_files import (
     ManifestError,
     checked_against_api,
 )
-from export_pipeline.environment import build_resources
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     BUCKET,
     assets_for,
@@ -35,6 +34,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     run,
     table_id,
 )
+from export_pipeline_tests.support.principals import pipeline_resources
 
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Orders"
 EXPORT_ARN = f"{TABLE_ARN}/export/01700000000000-abcdef12"
@@ -137,7 +137,7 @@ def test_a_manifest_exporttime_of_2099_neither_loads_nor_moves_the_mark(
     export_asset, _ = assets_for(config)
     exported = materialize(
         list(assets_for(config)),
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         instance=instance,
         selection=[export_asset.key],
     )

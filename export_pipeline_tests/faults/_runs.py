@@ -21,11 +21,11 @@ from export_pipeline.config import (
     RdsInstanceConfig,
 )
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
 from export_pipeline.rds.source import RdsSource
 from export_pipeline_tests.faults.proxy import FaultProxy, resources_through
+from export_pipeline_tests.support.principals import pipeline_resources
 from export_pipeline_tests.support.rds import loading_only
 
 REGION = "eu-west-1"
@@ -107,7 +107,7 @@ def run(
     raise_on_error: bool = False,
 ) -> ExecuteInProcessResult:
     """Materialize every asset of `config`, the clients optionally behind fault proxies."""
-    resources = build_resources(config)
+    resources = pipeline_resources(config)
     if aws is not None or bigquery is not None or gcs is not None:
         resources = resources_through(resources, aws=aws, bigquery=bigquery, gcs=gcs)
     return materialize(

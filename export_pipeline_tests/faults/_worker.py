@@ -68,14 +68,14 @@ def build_job() -> Any:
 
     from export_pipeline.config import PipelineConfig
     from export_pipeline.dynamodb.source import DynamoDBSource
-    from export_pipeline.environment import build_resources
     from export_pipeline.graph.assets import build_source_assets
     from export_pipeline.rds.source import RdsSource
     from export_pipeline_tests.faults.proxy import resources_through
+    from export_pipeline_tests.support.principals import pipeline_resources
 
     spec = WorkerSpec(**json.loads(os.environ[SPEC_ENV]))
     config = PipelineConfig.model_validate_json(spec.config)
-    resources = build_resources(config)
+    resources = pipeline_resources(config)
     if spec.aws_url or spec.bigquery_url:
         resources = resources_through(resources, aws=spec.aws_url, bigquery=spec.bigquery_url)
     definitions = Definitions(

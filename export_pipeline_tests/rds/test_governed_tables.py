@@ -21,12 +21,12 @@ from dagster import DagsterInstance, materialize
 
 from export_pipeline.config import BigQueryConfig, DynamoDBConfig, DynamoDBTableConfig
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.rds_client import live_store, take_automated_snapshot
 from export_pipeline.local_cloud.rds_store import Column
 from export_pipeline.rds.source import RdsSource
 from export_pipeline_tests.dynamodb._pipeline_helpers import create_table
+from export_pipeline_tests.support.principals import pipeline_resources
 from export_pipeline_tests.support.rds import config_for, create_mysql_instance, run_rds
 
 KEY_ENV = "EXPORT_PIPELINE_TEST_RDS_HASH_KEY"
@@ -164,7 +164,7 @@ def test_excluded_and_hashed_columns_never_reach_bigquery_and_the_key_shows_nowh
     )
     assert materialize(
         build_source_assets(DynamoDBSource(ddb_config)),
-        resources=build_resources(ddb_config),
+        resources=pipeline_resources(ddb_config),
         instance=instance,
     ).success
     ddb_table_id = f"{config.bigquery.project}.{rds_dataset}.dynamodb_{ddb_table.replace('-', '_')}"
@@ -183,7 +183,7 @@ def test_hash_without_the_key_fails_before_any_export_starts(
     tables = {"pii.people": {"columns": {"email": "hash"}}}
     source, _ = _instance(local_cloud, aws_clients, pipeline_config, tables)
     config = _config(pipeline_config, rds_dataset, source)
-    resources = build_resources(config)  # the local environment's default key applies here
+    resources = pipeline_resources(config)  # the local environment's default key applies here
     monkeypatch.delenv(KEY_ENV, raising=False)  # as in production without the secret
 
     result = materialize(

@@ -7,9 +7,9 @@ from typing import Any
 from dagster import DagsterInstance, materialize
 
 from export_pipeline.config import BigQueryConfig, PipelineConfig, RdsConfig, RdsInstanceConfig
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.rds.source import RdsSource
+from export_pipeline_tests.support.principals import pipeline_resources
 
 
 def loading_only(instance: RdsInstanceConfig) -> RdsInstanceConfig:
@@ -53,11 +53,15 @@ def run_rds(
     run_config: dict[str, Any] | None = None,
     raise_on_error: bool = True,
     source: type[RdsSource] = RdsSource,
+    resources: dict[str, Any] | None = None,
 ):  # -> ExecuteInProcessResult
-    """materialize() the assets of `source` (RDS MySQL unless told) against the local cloud."""
+    """materialize() the assets of `source` (RDS MySQL unless told) against the local cloud.
+
+    `resources` default to `pipeline_resources(config)`: the pipeline signs as its principal.
+    """
     return materialize(
         build_source_assets(source(config)),
-        resources=build_resources(config),
+        resources=resources if resources is not None else pipeline_resources(config),
         instance=instance,
         selection=selection,
         run_config=run_config,

@@ -16,17 +16,20 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from export_pipeline.config import REPO_ROOT
+from export_pipeline.environment import LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV
 from export_pipeline.local_cloud.dynamodb_exports import EXPORT_SECONDS_ENV
 from export_pipeline.local_cloud.settings import (
     AWS_PORT_ENV,
     BIGQUERY_GRPC_PORT_ENV,
     BIGQUERY_PORT_ENV,
     GCS_PORT_ENV,
+    IAM_ENV,
     STATE_DIR_ENV,
     STORAGE_TRANSFER_PORT_ENV,
 )
@@ -98,8 +101,14 @@ def start_tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     """A tour folder and environment; its cloud is stopped when the generator ends."""
     folder = tmp_path_factory.mktemp("checkout")
     shutil.copy(REPO_ROOT / "dagster.yaml", folder / "dagster.yaml")
-    settings = fresh_local_cloud_settings(tmp_path_factory.mktemp("tour_cloud"))
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    settings = replace(
+        fresh_local_cloud_settings(tmp_path_factory.mktemp("tour_cloud")), enforce_iam=False
+    )
+    # The README's commands as a newcomer types them: the cloud they start checks no
+    # IAM and the pipeline signs with its own keys (the README does not switch IAM on;
+    # the rest of the suite runs against the session's IAM-enforcing cloud).
+    unset = {"DAGSTER_HOME", IAM_ENV, LOCAL_ACCESS_KEY_ENV, LOCAL_SECRET_KEY_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(
         {
             STATE_DIR_ENV: str(settings.state_dir),
