@@ -2,6 +2,7 @@
 
     python bench/dynamodb_fanout.py                       # 10,000,000 items in 32 files
     python bench/dynamodb_fanout.py --items 2000000       # a quicker look
+    python bench/dynamodb_fanout.py --pin                 # each step on one CPU of its own
 
 The export is generated once (`_dynamodb_data.write_export_file`) into
 `--data-dir` and reused by later runs: `--distinct` files are generated, the
@@ -152,8 +153,31 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
+_FREE_CPUS: Any = None  # a queue of CPU numbers no running step holds (set per pool process)
+
+
+def _hand_out_cpus(free_cpus: Any) -> None:
+    global _FREE_CPUS
+    _FREE_CPUS = free_cpus
+
+
 def _measured(work: Any) -> tuple[Any, StepFigures]:
-    """Run `work(work_dir)` in this (fresh) step process, sampling its local disk."""
+    """Run `work(work_dir)` in this (fresh) step process, sampling its local disk.
+
+    With `--pin`, the step holds one CPU of its own while it runs (as a pod
+    with a one-CPU limit): the download thread and the converter share it.
+    """
+    if _FREE_CPUS is not None:
+        cpu_number = _FREE_CPUS.get()
+        os.sched_setaffinity(0, {cpu_number})
+    try:
+        return _measured_on(work)
+    finally:
+        if _FREE_CPUS is not None:
+            _FREE_CPUS.put(cpu_number)
+
+
+def _measured_on(work: Any) -> tuple[Any, StepFigures]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-step-") as folder:
         work_dir = Path(folder)
@@ -198,7 +222,12 @@ def convert_step(
 
 
 def convert_in_steps(
-    root: Path, manifest: ExportManifest, steps: int, files_per_step: int, workers: int
+    root: Path,
+    manifest: ExportManifest,
+    steps: int,
+    files_per_step: int,
+    workers: int,
+    pin: bool = False,
 ) -> tuple[float, list[StepFigures], int, int]:
     """The whole conversion with `steps` steps at once; (seconds, figures, items, parquet bytes)."""
     context = multiprocessing.get_context("forkserver")
@@ -207,7 +236,14 @@ def convert_in_steps(
     staged = root.parent / f"staged-{steps}"
     shutil.rmtree(staged, ignore_errors=True)
     started = time.monotonic()
-    with context.Pool(steps, maxtasksperchild=1) as pool:
+    free_cpus = None
+    if pin:
+        free_cpus = context.Manager().Queue()
+        for number in sorted(os.sched_getaffinity(0))[:steps]:
+            free_cpus.put(number)
+    with context.Pool(
+        steps, initializer=_hand_out_cpus, initargs=(free_cpus,), maxtasksperchild=1
+    ) as pool:
         learned = pool.map(learn_step, [(root, g, workers) for g in groups], chunksize=1)
         plan = fan_out.merge_group_types([r for r, _f in learned], recorded=RecordedColumns())
         tasks = [(root, g, plan, staged, workers) for g in groups]
@@ -227,6 +263,11 @@ def main() -> None:
     parser.add_argument("--files-per-step", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="converter threads per step")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each running step holds one CPU of its own (a pod with a one-CPU limit)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "export_pipeline_bench_fanout",
@@ -239,14 +280,15 @@ def main() -> None:
         f"{platform.node()} {platform.machine()} {os.cpu_count()} CPU(s), Python "
         f"{platform.python_version()}; {args.items:,} items in {args.files} files "
         f"({sum(sizes) / 2**20:,.0f} MiB gzip, largest {sizes[-1] / 2**20:.1f} MiB), "
-        f"{args.files_per_step} files per step, {args.workers} thread(s) per step; load "
+        f"{args.files_per_step} files per step, {args.workers} thread(s) per step"
+        f"{', one CPU per step' if args.pin else ''}; load "
         f"average before: {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     runs = {}
     for steps in (1, 2):
         seconds, figures, items, parquet = convert_in_steps(
-            root, manifest, steps, args.files_per_step, args.workers
+            root, manifest, steps, args.files_per_step, args.workers, args.pin
         )
         assert items == args.items, items
         runs[steps] = seconds
