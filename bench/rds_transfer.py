@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rds_throughput import write_export
 
 from export_pipeline.config import current_config
-from export_pipeline.local_cloud.storage_transfer_server import service_account
+from export_pipeline.local_cloud.demo_rds import ensure_storage_transfer_role
 from export_pipeline.rds.engine import MYSQL
 from export_pipeline.rds.export_files import (
     ExportLocation,
@@ -69,29 +68,10 @@ def count_reads(s3: Any) -> Counter:
 
 
 def reader_role(iam: Any, project: str) -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": "accounts.google.com"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        "accounts.google.com:sub": service_account(project)["subjectId"]
-                    }
-                },
-            }
-        ],
-    }
+    """The role the local Storage Transfer assumes, reading every bucket."""
     name = "bench-transfer-reader"
-    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
-    }
-    iam.put_role_policy(RoleName=name, PolicyName="read", PolicyDocument=json.dumps(policy))
-    return arn
+    ensure_storage_transfer_role(iam, f"arn:aws:iam::1:role/{name}", project, ["*"])
+    return iam.get_role(RoleName=name)["Role"]["Arn"]
 
 
 def main() -> None:

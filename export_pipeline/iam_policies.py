@@ -221,6 +221,18 @@ def render(
     return _fill(rendered, scalars)
 
 
+def storage_transfer_trust_policy(google_subject_id: str) -> dict[str, Any]:
+    """The trust policy of the role Storage Transfer assumes, for one service agent.
+
+    The `storage-transfer-role-trust` template with only its subject filled:
+    it depends on no other setting, so callers without a pipeline
+    configuration (the local cloud's demo seeding) use the same document.
+    """
+    return _fill(
+        load_template("storage-transfer-role-trust"), {"<GOOGLE_SUBJECT_ID>": google_subject_id}
+    )
+
+
 def load_template(name: str) -> dict[str, Any]:
     try:
         path = TEMPLATES[name]

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import random
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from export_pipeline.local_cloud import demo_postgres
@@ -384,13 +385,17 @@ def _ensure_role(iam: Any, role_arn: str) -> None:
     )
 
 
-def ensure_storage_transfer_role(iam: Any, role_arn: str, project: str, bucket: str) -> None:
-    """The role Google's Storage Transfer service agent assumes to read the exports.
+def ensure_storage_transfer_role(
+    iam: Any, role_arn: str, project: str, readable: Sequence[str]
+) -> None:
+    """The role Google's Storage Transfer service agent assumes to read exports.
 
     Trusted by web identity federation for the local service agent only
-    (`storage_transfer_server.service_account`), allowed to list and read
-    the export bucket: deploy/storage-transfer.md's role, for the demo.
+    (`storage_transfer_server.service_account`, through the deployed trust
+    template), allowed to list and read the S3 resources `readable` (ARNs):
+    deploy/storage-transfer.md's role, for the demo and the tests.
     """
+    from export_pipeline.iam_policies import storage_transfer_trust_policy
     from export_pipeline.local_cloud.storage_transfer_server import service_account
 
     name = role_arn.rsplit("/", 1)[-1]
@@ -399,22 +404,11 @@ def ensure_storage_transfer_role(iam: Any, role_arn: str, project: str, bucket: 
         return
     except iam.exceptions.NoSuchEntityException:
         pass
-    subject = service_account(project)["subjectId"]
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": "accounts.google.com"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {"accounts.google.com:sub": subject}},
-            }
-        ],
-    }
+    trust = storage_transfer_trust_policy(service_account(project)["subjectId"])
     iam.create_role(
         RoleName=name,
         AssumeRolePolicyDocument=json.dumps(trust),
-        Description="Lets Storage Transfer read the RDS exports (local cloud demo).",
+        Description="Lets Storage Transfer read exports (local cloud).",
     )
     policy = {
         "Version": "2012-10-17",
@@ -422,13 +416,11 @@ def ensure_storage_transfer_role(iam: Any, role_arn: str, project: str, bucket: 
             {
                 "Effect": "Allow",
                 "Action": ["s3:ListBucket", "s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                "Resource": list(readable),
             }
         ],
     }
-    iam.put_role_policy(
-        RoleName=name, PolicyName="read-rds-exports", PolicyDocument=json.dumps(policy)
-    )
+    iam.put_role_policy(RoleName=name, PolicyName="read-exports", PolicyDocument=json.dumps(policy))
 
 
 def _ensure_kms_key(kms: Any, key_id: str) -> None:
@@ -528,7 +520,10 @@ def seed(clients: AwsClients, config: CloudConfiguration, settings: LocalCloudSe
             clients.iam,
             config.rds.storage_transfer_role_arn,
             settings.bigquery_project,
-            config.aws.export_bucket,
+            [
+                f"arn:aws:s3:::{config.aws.export_bucket}",
+                f"arn:aws:s3:::{config.aws.export_bucket}/*",
+            ],
         )
     for instance in config.rds.instances:
         _ensure_role(clients.iam, instance.iam_role_arn)

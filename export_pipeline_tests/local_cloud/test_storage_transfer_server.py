@@ -17,6 +17,7 @@ from google.cloud import storage_transfer
 from google.rpc import code_pb2
 
 from export_pipeline.local_cloud import control
+from export_pipeline.local_cloud.demo_rds import ensure_storage_transfer_role
 from export_pipeline.local_cloud.storage_transfer_server import service_account
 from export_pipeline.storage_transfer import (
     S3ToGcsTransfer,
@@ -48,39 +49,8 @@ def project(local_cloud) -> str:
 def reader_role(aws_clients, project) -> str:
     """An AWS role that trusts the local service agent (web identity) and may read S3."""
     name = "st-reader-" + str(int(time.time() * 1000))[-8:]
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": "accounts.google.com"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        "accounts.google.com:sub": service_account(project)["subjectId"]
-                    }
-                },
-            }
-        ],
-    }
-    role = aws_clients.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    aws_clients.iam.put_role_policy(
-        RoleName=name,
-        PolicyName="read",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["s3:GetObject", "s3:ListBucket"],
-                        "Resource": "*",
-                    }
-                ],
-            }
-        ),
-    )
-    return role["Role"]["Arn"]
+    ensure_storage_transfer_role(aws_clients.iam, f"arn:aws:iam::1:role/{name}", project, ["*"])
+    return aws_clients.iam.get_role(RoleName=name)["Role"]["Arn"]
 
 
 @pytest.fixture(scope="module")

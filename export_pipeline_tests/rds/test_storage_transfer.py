@@ -19,7 +19,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from export_pipeline.local_cloud import control
-from export_pipeline.local_cloud.storage_transfer_server import service_account
+from export_pipeline.local_cloud.demo_rds import ensure_storage_transfer_role
 from export_pipeline.rds.export_files import ExportLocation, read_tables_info
 from export_pipeline.rds.source import RdsSource, export_asset_key
 from export_pipeline.rds.transfer import export_transfer, transferred_tables
@@ -43,39 +43,9 @@ def _table_keys(config, only: tuple[str, ...] | None = None) -> list[AssetKey]:
 
 def _reader_role(aws_clients, project: str, name: str) -> str:
     """The AWS role Google's service agent assumes: trusts it, may read the exports."""
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": "accounts.google.com"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        "accounts.google.com:sub": service_account(project)["subjectId"]
-                    }
-                },
-            }
-        ],
-    }
-    arn = aws_clients.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    aws_clients.iam.put_role_policy(
-        RoleName=name,
-        PolicyName="read-exports",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["s3:GetObject", "s3:ListBucket"],
-                        "Resource": "*",
-                    }
-                ],
-            }
-        ),
-    )
-    return arn["Role"]["Arn"]
+    arn = f"arn:aws:iam::123456789012:role/{name}"
+    ensure_storage_transfer_role(aws_clients.iam, arn, project, ["*"])
+    return aws_clients.iam.get_role(RoleName=name)["Role"]["Arn"]
 
 
 @pytest.fixture(scope="module")
