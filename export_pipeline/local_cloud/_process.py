@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 
 class LocalCloudError(RuntimeError):
@@ -323,3 +325,26 @@ def exit_with_owner(owner: str | None, *, interval: float = 1.0) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
+
+
+def serve_until_stopped(server: Any, owner: str | None, log: logging.Logger) -> None:
+    """Serve `server` (a `serve_forever`/`shutdown` server) until SIGTERM, SIGINT or `owner` exits.
+
+    Every local-cloud server stops the same way: a signal asks for a
+    shutdown from another thread (`shutdown` waits for `serve_forever`,
+    which runs in this one), then the socket is closed.
+    """
+    import threading
+
+    def _shutdown(signum: int, _frame: object) -> None:
+        log.info("signal %s: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    exit_with_owner(owner)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        log.info("stopped")

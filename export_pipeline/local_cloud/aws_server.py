@@ -18,15 +18,13 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from export_pipeline.local_cloud._process import exit_with_owner
+from export_pipeline.local_cloud._process import serve_until_stopped
 from export_pipeline.local_cloud.settings import (
     LOCAL_ACCOUNT_ID,
     LOCAL_AWS_ACCESS_KEY_ID,
@@ -118,19 +116,8 @@ def serve(
     )
     server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
 
-    def _shutdown(signum: int, _frame: object) -> None:
-        _log.info("signal %s: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _shutdown)
-    signal.signal(signal.SIGINT, _shutdown)
     _log.info("moto serving on http://%s:%s (state %s)", host, port, state_dir)
-    exit_with_owner(owner)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        _log.info("stopped")
+    serve_until_stopped(server, owner, _log)
 
 
 def main(argv: list[str] | None = None) -> None:

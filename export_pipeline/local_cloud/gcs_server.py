@@ -31,16 +31,14 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
-import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from export_pipeline.local_cloud._process import exit_with_owner
+from export_pipeline.local_cloud._process import serve_until_stopped
 from export_pipeline.local_cloud.gcs_objects import COPY_CHUNK_BYTES, Digest, GcsError, ObjectStore
 
 HEALTH_PATH = "/_local_cloud/health"
@@ -515,19 +513,8 @@ def serve(host: str, port: int, state_dir: Path, owner: str | None = None) -> No
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
 
-    def _shutdown(signum: int, _frame: object) -> None:
-        _log.info("signal %s: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _shutdown)
-    signal.signal(signal.SIGINT, _shutdown)
     _log.info("GCS JSON API serving on http://%s:%s (objects under %s)", host, port, store.root)
-    exit_with_owner(owner)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        _log.info("stopped")
+    serve_until_stopped(server, owner, _log)
 
 
 def main(argv: list[str] | None = None) -> None:

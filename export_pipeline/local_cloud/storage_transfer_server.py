@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
 import threading
@@ -54,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from export_pipeline.local_cloud._process import exit_with_owner
+from export_pipeline.local_cloud._process import serve_until_stopped
 
 HEALTH_PATH = "/_local_cloud/health"
 # Shortest time an operation stays IN_PROGRESS (seconds; default 1): Google's take
@@ -665,18 +664,8 @@ def serve(
     )
     server = make_server(host, port, app, threaded=True)
 
-    def _shutdown(signum: int, _frame: object) -> None:
-        _log.info("signal %s: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _shutdown)
-    signal.signal(signal.SIGINT, _shutdown)
     _log.info("Storage Transfer serving on http://%s:%s", host, port)
-    exit_with_owner(owner)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    serve_until_stopped(server, owner, _log)
 
 
 def main(argv: list[str] | None = None) -> None:
