@@ -25,7 +25,6 @@ rule removes what a run never published).
 from __future__ import annotations
 
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,25 +134,14 @@ class DynamoDBLoadSteps(StepsOfLoad):
         converted: Sequence[fan_out.GroupParquet],
     ) -> LoadOutcome:
         result, staged_uris = fan_out.conversion_result(plan, converted)
-        resources = context.resources
-        with (
-            tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir,
-            resources.gcs.staging(context.run.run_id) as gcs,
-            self.staging(context, unit, table) as staging,
-        ):
-            outcome = loading.load_exports(
+        with self.staging(context, unit, table) as staging:
+            outcome = loading.load_in_step(
+                context,
+                self.config,
+                unit.name,
+                unit.settings.mode,
                 [plan.export_arn],
-                table=unit.name,
-                mode=unit.settings.mode,
-                config=self.config,
-                ddb=resources.dynamodb.get_client(),
-                s3=resources.s3.get_client(),
-                bigquery=resources.bigquery,
-                work_dir=Path(work_dir),
-                log=context.log.info,
-                run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
-                gcs=gcs,
-                converted=loading.Converted(plan.export_arn, result, tuple(staged_uris)),
+                loading.Converted(plan.export_arn, result, tuple(staged_uris)),
             )
             staging.delete([folder for group in converted for folder in group.folders])
         return outcome

@@ -19,7 +19,9 @@ BigQuery write and names the S3 object.
 
 from __future__ import annotations
 
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -341,6 +343,40 @@ def load_exports(
             check_keys_kept(table, job.settings.excluded_columns, job.key_attributes)
             return _load_full(job, full[0], converted)
         return _load_incremental(job, manifests, list(job.key_attributes))
+
+
+def load_in_step(
+    context: Any,
+    config: PipelineConfig,
+    table: str,
+    mode: DynamoDBExportMode,
+    arns: Sequence[str],
+    converted: Converted | None = None,
+) -> LoadOutcome:
+    """`load_exports` with the step's resources, a scratch folder and the run's GCS staging.
+
+    The one-step table asset and the stepped one's publish step load the same way;
+    `converted`: what the stepped conversion already made of a full export.
+    """
+    resources = context.resources
+    with (
+        tempfile.TemporaryDirectory(prefix=f"ddb-{table}-") as work_dir,
+        resources.gcs.staging(context.run.run_id) as gcs,
+    ):
+        return load_exports(
+            list(arns),
+            table=table,
+            mode=mode,
+            config=config,
+            ddb=resources.dynamodb.get_client(),
+            s3=resources.s3.get_client(),
+            bigquery=resources.bigquery,
+            work_dir=Path(work_dir),
+            log=context.log.info,
+            run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
+            gcs=gcs,
+            converted=converted,
+        )
 
 
 @contextmanager

@@ -15,13 +15,10 @@ for every source; this module supplies what is DynamoDB's own.
 """
 
 import json
-import tempfile
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue
@@ -502,24 +499,9 @@ class DynamoDBSource(Source):
         table: TableTarget,
         to_load: ToLoad,
     ) -> LoadOutcome:
-        resources = context.resources
-        with (
-            tempfile.TemporaryDirectory(prefix=f"ddb-{unit.name}-") as work_dir,
-            resources.gcs.staging(context.run.run_id) as gcs,
-        ):
-            return loading.load_exports(
-                list(to_load.ids),
-                table=unit.name,
-                mode=unit.settings.mode,
-                config=self.config,
-                ddb=resources.dynamodb.get_client(),
-                s3=resources.s3.get_client(),
-                bigquery=resources.bigquery,
-                work_dir=Path(work_dir),
-                log=context.log.info,
-                run_id=f"{context.run.run_id}-{uuid.uuid4().hex[:8]}",
-                gcs=gcs,
-            )
+        return loading.load_in_step(
+            context, self.config, unit.name, unit.settings.mode, to_load.ids
+        )
 
 
 def describe_export_state(ddb: Any, arn: str) -> ExportState:

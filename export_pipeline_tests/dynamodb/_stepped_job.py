@@ -18,9 +18,9 @@ from export_pipeline.config import (
 )
 from export_pipeline.definitions import STEP_EXECUTOR
 from export_pipeline.dynamodb.source import DynamoDBSource
-from export_pipeline.environment import build_resources
 from export_pipeline.graph.assets import build_source_assets
 from export_pipeline.local_cloud.settings import LOCAL_BIGQUERY_PROJECT
+from export_pipeline_tests.support.principals import pipeline_resources
 
 TABLE = "fan-out-multiprocess"
 REEXECUTED_TABLE = "fan-out-reexecuted"
@@ -49,7 +49,7 @@ def stepped_job():
     return Definitions(
         assets=build_source_assets(DynamoDBSource(config)),
         jobs=[define_asset_job("stepped", selection=AssetSelection.all())],
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         executor=STEP_EXECUTOR,
     ).resolve_job_def("stepped")
 
@@ -60,5 +60,5 @@ def reexecuted_job():
     return Definitions(
         assets=build_source_assets(DynamoDBSource(config)),
         jobs=[define_asset_job("reexecuted", executor_def=in_process_executor)],
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
     ).resolve_job_def("reexecuted")

@@ -20,7 +20,6 @@ from pathlib import Path
 from dagster import DagsterInstance, execute_job
 
 from export_pipeline.dynamodb import loading
-from export_pipeline.environment import build_resources
 from export_pipeline_tests.dynamodb._pipeline_helpers import (
     BUCKET,
     DATASET,
@@ -32,6 +31,7 @@ from export_pipeline_tests.dynamodb._pipeline_helpers import (
     run,
     table_id,
 )
+from export_pipeline_tests.support.principals import pipeline_resources
 
 
 def _items(count: int) -> list[dict]:
@@ -87,7 +87,7 @@ def test_steps_give_the_same_table_as_one_process(
         uri.startswith(f"gs://{config.gcs.staging_bucket}/") for j in loads for uri in j.source_uris
     )
     assert len({uri for j in loads for uri in j.source_uris}) >= 4  # the steps' own objects
-    storage = build_resources(config)["gcs"]
+    storage = pipeline_resources(config)["gcs"]
     with storage.get_client() as client:
         prefix = f"{config.gcs.staging_prefix}/{result.run_id}/"
         assert not list(client.list_blobs(config.gcs.staging_bucket, prefix=prefix))
@@ -105,7 +105,7 @@ def test_steps_give_the_same_table_as_one_process(
     assert meta["dagster/row_count"] == meta["items_converted"] == 60
 
     # The same export, converted in one process by the one-step path.
-    resources = build_resources(config)
+    resources = pipeline_resources(config)
     with tempfile.TemporaryDirectory() as work_dir:
         loading.load_exports(
             [arn],
@@ -137,7 +137,7 @@ def test_a_corrupt_file_in_one_group_fails_naming_it_and_loads_nothing(
 
     exported = materialize(
         [export_asset, bigquery_asset],
-        resources=build_resources(config),
+        resources=pipeline_resources(config),
         instance=instance,
         selection=[export_asset.key],
     )
