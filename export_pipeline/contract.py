@@ -202,9 +202,18 @@ class StepsOfLoad(ABC):
 
     @abstractmethod
     def merge(
-        self, context: Any, unit: ExportUnit, table: TableTarget, parts: Sequence[Any]
+        self,
+        context: Any,
+        unit: ExportUnit,
+        table: TableTarget,
+        to_load: ToLoad,
+        parts: Sequence[Any],
     ) -> Any:
-        """One plan for every part, from their summaries (verifies the export as a whole)."""
+        """One plan for every part, from their summaries (verifies the export as a whole).
+
+        `parts` may lack some: a re-execution after a killed worker does not
+        always run mapped steps the killed run never started, so the source
+        makes up for a missing part here rather than fail."""
 
     @abstractmethod
     def convert(
@@ -222,7 +231,9 @@ class StepsOfLoad(ABC):
         plan: Any,
         converted: Sequence[Any],
     ) -> LoadOutcome:
-        """Load the table from every converted part (then remove what they staged)."""
+        """Load the table from every converted part (then remove what they staged).
+
+        As in `merge`, a part missing from `converted` is made up for here."""
 
 
 class Source(ABC):

@@ -66,6 +66,29 @@ class DynamoDBLoadSteps(StepsOfLoad):
         )
         return groups
 
+    def _missing(
+        self,
+        context: Any,
+        unit: ExportUnit,
+        table: TableTarget,
+        to_load: ToLoad,
+        present: set[int],
+        what: str,
+    ) -> list[fan_out.FileGroup]:
+        """The export's groups whose step output is not in `present` (their step never ran)."""
+        missing = [
+            group
+            for group in self.split(context, unit, table, to_load) or []
+            if group.number not in present
+        ]
+        if missing:
+            context.log.warning(
+                f"{unit.name}: {len(missing)} group(s) were not {what} by their own steps "
+                f"({', '.join(g.name for g in missing)}: a re-execution after a killed worker); "
+                "doing them in this step"
+            )
+        return missing
+
     def learn(
         self, context: Any, unit: ExportUnit, table: TableTarget, part: fan_out.FileGroup
     ) -> fan_out.GroupTypes:
@@ -84,8 +107,17 @@ class DynamoDBLoadSteps(StepsOfLoad):
         context: Any,
         unit: ExportUnit,
         table: TableTarget,
+        to_load: ToLoad,
         parts: Sequence[fan_out.GroupTypes],
     ) -> fan_out.ConversionPlan:
+        learned = {part.group for part in parts}
+        parts = [
+            *parts,
+            *(
+                self.learn(context, unit, table, group)
+                for group in self._missing(context, unit, table, to_load, learned, "learned")
+            ),
+        ]
         bigquery = context.resources.bigquery
         target = loading.table_id(bigquery, self.config, unit.name)
         with bigquery.get_client() as client:
@@ -133,6 +165,14 @@ class DynamoDBLoadSteps(StepsOfLoad):
         plan: fan_out.ConversionPlan,
         converted: Sequence[fan_out.GroupParquet],
     ) -> LoadOutcome:
+        done = {part.group for part in converted}
+        converted = [
+            *converted,
+            *(
+                self.convert(context, unit, table, group, plan)
+                for group in self._missing(context, unit, table, to_load, done, "converted")
+            ),
+        ]
         result, staged_uris = fan_out.conversion_result(plan, converted)
         with self.staging(context, unit, table) as staging:
             outcome = loading.load_in_step(

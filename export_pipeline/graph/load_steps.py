@@ -149,7 +149,7 @@ def build_stepped_table_asset(
         if not learned:
             return None  # loaded in one step by publish
         with retry_only_transient(what, context.log.warning):
-            return steps.merge(context, unit, table, learned)
+            return steps.merge(context, unit, table, request.to_load, learned)
 
     @op(
         name=f"{name}__convert",
