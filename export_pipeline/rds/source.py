@@ -369,7 +369,7 @@ class RdsSource(Source):
         if staged is not None:
             with context.resources.gcs.get_client() as gcs_client:
                 deleted = delete_staged(gcs_client, staged.transfer, staged.folder)
-            context.log.info(f"{target}: deleted its {deleted} staged object(s) after publishing")
+            context.log.debug(f"{target}: deleted its {deleted} staged object(s) after publishing")
             transfer_metadata = {
                 "transfer": "storage_transfer",
                 "transfer_operation": staged.operation_name,
