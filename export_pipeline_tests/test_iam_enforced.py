@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -264,11 +265,26 @@ def test_each_action_the_pipeline_needs_is_in_its_policy(
     if source.startswith("rds"):
         result = run_rds(config, DagsterInstance.ephemeral(), raise_on_error=False)
     else:
+        # An export an earlier case left running would be adopted instead of started
+        # (the pipeline waits for a running export of the table, whoever started it).
+        wait_for_running_exports(admin, source)
         result = run_dynamodb(
             one_table(config, source), DagsterInstance.ephemeral(), raise_on_error=False
         )
     assert not result.success
     assert f"is not authorized to perform: {action}" in failure_text(result)
+
+
+def wait_for_running_exports(admin: AwsClients, table: str, timeout: float = 60) -> None:
+    """Return once no export of `table` is IN_PROGRESS."""
+    arn = admin.dynamodb.describe_table(TableName=table)["Table"]["TableArn"]
+    deadline = time.monotonic() + timeout
+    while any(
+        summary["ExportStatus"] == "IN_PROGRESS"
+        for summary in admin.dynamodb.list_exports(TableArn=arn)["ExportSummaries"]
+    ):
+        assert time.monotonic() < deadline, f"an export of {table} is still running"
+        time.sleep(0.2)
 
 
 def team_export_role(admin: AwsClients, bucket: str) -> str:
