@@ -173,6 +173,27 @@ class ParquetSource:
         return cls(str(path), rows, size, lambda: path.open("rb"))
 
 
+def _run_load_job(
+    start: Callable[[], bigquery.LoadJob],
+    described: str,
+    staging: TableId,
+    timeout: float | None,
+) -> bigquery.LoadJob:
+    """Start a load job into `staging` and wait for it; errors name what it loads."""
+    job = None
+    try:
+        job = start()
+        job.result(timeout=timeout)
+    except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
+        raise StagingLoadError(
+            f"loading {described} into {staging} failed: {error}"
+            + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
+        ) from error
+    if job.errors:
+        raise StagingLoadError(f"loading {described} into {staging} reported errors: {job.errors}")
+    return job
+
+
 def _upload(
     client: bigquery.Client,
     source: ParquetSource,
@@ -181,27 +202,19 @@ def _upload(
     timeout: float | None,
 ) -> None:
     """One load job appending `source` to `staging`; errors name the file."""
-    job = None
-    try:
+
+    def start() -> bigquery.LoadJob:
         with source.open() as stream:
             # No `size`: the client then always uses a resumable upload, sent
             # in bounded chunks. (With a size under 5 MB it would use a
             # multipart upload, which reads the stream whole and which
             # bqemulator 1.4.0 rejects.) No rewind: the stream is fresh at its
             # start, and an S3 body cannot seek.
-            job = client.load_table_from_file(
+            return client.load_table_from_file(
                 stream, staging.reference, job_config=config, rewind=False
             )
-        job.result(timeout=timeout)
-    except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
-        raise StagingLoadError(
-            f"loading {source.name} into {staging} failed: {error}"
-            + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
-        ) from error
-    if job.errors:
-        raise StagingLoadError(
-            f"loading {source.name} into {staging} reported errors: {job.errors}"
-        )
+
+    job = _run_load_job(start, source.name, staging, timeout)
     if job.output_rows is None:
         raise StagingLoadError(f"loading {source.name} into {staging}: job reported no row count")
 
@@ -245,18 +258,14 @@ def _load_uris(
 ) -> None:
     """One load job appending the objects of `batch` to `staging`; errors name the URIs."""
     described = batch[0].uri + (f" and {len(batch) - 1} more" if len(batch) > 1 else "")
-    job = None
-    try:
-        sources = [u.uri for u in batch]
-        job = client.load_table_from_uri(sources, staging.reference, job_config=config)
-        job.result(timeout=timeout)
-    except (GoogleAPIError, concurrent.futures.TimeoutError) as error:
-        raise StagingLoadError(
-            f"loading {described} into {staging} failed: {error}"
-            + (f"; job {job.job_id}, errors {job.errors}" if job is not None else "")
-        ) from error
-    if job.errors:
-        raise StagingLoadError(f"loading {described} into {staging} reported errors: {job.errors}")
+    _run_load_job(
+        lambda: client.load_table_from_uri(
+            [u.uri for u in batch], staging.reference, job_config=config
+        ),
+        described,
+        staging,
+        timeout,
+    )
 
 
 def load_uris_to_staging(
